@@ -1,0 +1,88 @@
+# Conveyor — build, test and run the operator.
+#
+# Everything this Makefile needs it installs itself into bin/ (ignored by git):
+# controller-gen from its Go module, and the Kubernetes binaries the tests run
+# (kube-apiserver, etcd) built from source by hack/build-k8s.sh.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN ?= $(CURDIR)/bin
+K8S_VERSION ?= $(shell awk '$$1=="k8s.io/kubernetes" && $$2 ~ /^v/ {sub("v","",$$2); print $$2; exit}' hack/tools/k8s/go.mod)
+K8S_BIN ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+IMG ?= conveyor:dev
+GO_TEST_FLAGS ?= -count=1
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and the manager's RBAC from the API markers.
+	$(CONTROLLER_GEN) rbac:roleName=conveyor-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate ## Fail when generated code or CRDs are stale, or code is not formatted.
+	@if [ -n "$$(gofmt -l api controllers internal main.go 2>/dev/null)" ]; then echo "Not gofmt'ed:"; gofmt -l api controllers main.go; exit 1; fi
+	@if ! git diff --quiet -- api config; then echo "Generated files are stale; run 'make manifests generate' and commit:"; git diff --stat -- api config; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- api config)" ]; then echo "Untracked generated files:"; git status --porcelain -- api config; exit 1; fi
+	@echo "Generated files are up to date."
+
+.PHONY: test-assets
+test-assets: ## Build kube-apiserver and etcd from source into bin/k8s/<version> (once).
+	hack/build-k8s.sh kube-apiserver etcd
+
+.PHONY: test
+test: manifests generate vet test-assets ## Run all tests against a real kube-apiserver (envtest).
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | hack/test-summary.sh
+
+##@ Build
+
+.PHONY: build
+build: manifests generate ## Build the manager binary.
+	go build -o $(LOCALBIN)/manager .
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
+	kubectl apply --server-side -k config/crd
+	go run . --leader-elect=false
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	kubectl apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRDs from the cluster of the current kubeconfig.
+	kubectl delete --ignore-not-found -k config/crd
+
+.PHONY: docker-build
+docker-build: ## Build the manager image (needs a container engine).
+	docker build -t $(IMG) .
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)

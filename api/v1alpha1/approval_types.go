@@ -1,0 +1,102 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ApprovalDecision is what an Approval says.
+// +kubebuilder:validation:Enum=Approve;Reject
+type ApprovalDecision string
+
+const (
+	// DecisionApprove triggers a manual stage, or counts towards an approval stage.
+	DecisionApprove ApprovalDecision = "Approve"
+	// DecisionReject refuses an approval stage ("not approve"): the run ends as Rejected.
+	DecisionReject ApprovalDecision = "Reject"
+)
+
+// PipelineRunReference names a PipelineRun in the Approval's namespace.
+type PipelineRunReference struct {
+	// name of the PipelineRun.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ApprovalSpec is a person's trigger of a manual stage, or decision on an
+// approval stage. It cannot change once created.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="an Approval cannot be changed: create a new one"
+type ApprovalSpec struct {
+	// pipelineRunRef names the run, in the Approval's namespace.
+	// +required
+	PipelineRunRef PipelineRunReference `json:"pipelineRunRef"`
+
+	// stage is the name of the manual or approval stage.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	Stage string `json:"stage"`
+
+	// decision is Approve (trigger the stage, or approve it) or Reject (refuse an
+	// approval stage; not allowed for manual stages).
+	// +optional
+	// +kubebuilder:default=Approve
+	Decision ApprovalDecision `json:"decision,omitempty"`
+
+	// comment says why, for the record.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Comment string `json:"comment,omitempty"`
+}
+
+// ApprovalStatus reports whether the run took the Approval into account.
+type ApprovalStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready is True once the run took the Approval into account;
+	// otherwise its reason says why not.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=conveyor
+// +kubebuilder:printcolumn:name="Run",type=string,JSONPath=`.spec.pipelineRunRef.name`
+// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.spec.stage`
+// +kubebuilder:printcolumn:name="Decision",type=string,JSONPath=`.spec.decision`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Approval triggers a manual stage of a PipelineRun, or gives the approve /
+// not-approve decision on an approval stage.
+type Approval struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the decision.
+	// +required
+	Spec ApprovalSpec `json:"spec"`
+
+	// status says whether it was taken into account.
+	// +optional
+	Status ApprovalStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// ApprovalList is a list of Approvals.
+type ApprovalList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Approval `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Approval{}, &ApprovalList{})
+}

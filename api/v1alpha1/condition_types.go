@@ -1,0 +1,86 @@
+package v1alpha1
+
+// Condition types, following kstatus (sigs.k8s.io/cli-utils/pkg/kstatus) so that
+// kubectl wait, Argo CD and Flux read the health of every Conveyor object alike.
+const (
+	// ConditionReady is True when the object has reached its desired state: a
+	// usable Pipeline, a PipelineRun that succeeded, an Approval taken into account.
+	ConditionReady = "Ready"
+
+	// ConditionReconciling is True while the controller is making progress towards
+	// the desired state (a run with stages in flight, an approval not yet used).
+	ConditionReconciling = "Reconciling"
+
+	// ConditionStalled is True when no progress is possible without a person:
+	// an invalid definition, a failed or refused run, a missing target namespace.
+	ConditionStalled = "Stalled"
+)
+
+// Condition reasons. Events use the same CamelCase words.
+const (
+	// ReasonValid: the Pipeline definition is usable.
+	ReasonValid = "Valid"
+	// ReasonInvalidSpec: the definition cannot be used; the message says why.
+	ReasonInvalidSpec = "InvalidSpec"
+
+	// ReasonPipelineNotFound: the run's Pipeline does not exist (yet); the run
+	// starts when it appears.
+	ReasonPipelineNotFound = "PipelineNotFound"
+	// ReasonRefNotAllowed: the run's branch or tag matches none of the Pipeline's patterns.
+	ReasonRefNotAllowed = "RefNotAllowed"
+	// ReasonProgressing: a stage of the run is running.
+	ReasonProgressing = "Progressing"
+	// ReasonWaitingForTrigger: a manual stage waits for an Approval from its trigger groups.
+	ReasonWaitingForTrigger = "WaitingForTrigger"
+	// ReasonWaitingForApproval: an approval stage waits for its approvers' decision.
+	ReasonWaitingForApproval = "WaitingForApproval"
+	// ReasonNamespaceNotFound: a stage's environment namespace does not exist.
+	ReasonNamespaceNotFound = "NamespaceNotFound"
+	// ReasonSucceeded: every stage of the run succeeded.
+	ReasonSucceeded = "Succeeded"
+	// ReasonFailed: a Job failed, which failed its stage and the run.
+	ReasonFailed = "Failed"
+	// ReasonRejected: an approval stage was refused ("not approve"); the release stops for good.
+	ReasonRejected = "Rejected"
+
+	// ReasonAccepted: the Approval was taken into account by its run.
+	ReasonAccepted = "Accepted"
+	// ReasonRunNotFound: the Approval names a PipelineRun that does not exist.
+	ReasonRunNotFound = "RunNotFound"
+	// ReasonStageNotFound: the Approval names a stage that is not in the run's pipeline.
+	ReasonStageNotFound = "StageNotFound"
+	// ReasonStageNotInRun: the stage exists but does not apply to the run's ref
+	// (a tags-only stage in a branch run, for example).
+	ReasonStageNotInRun = "StageNotInRun"
+	// ReasonStageNotWaiting: the stage has not been reached yet; the Approval is
+	// taken into account once it is.
+	ReasonStageNotWaiting = "StageNotWaiting"
+	// ReasonStageNotManual: the stage runs by itself and takes no Approval.
+	ReasonStageNotManual = "StageNotManual"
+	// ReasonStageAlreadyDecided: the stage was triggered or decided by other Approvals.
+	ReasonStageAlreadyDecided = "StageAlreadyDecided"
+	// ReasonRejectNotAllowed: Reject is a decision for approval stages only.
+	ReasonRejectNotAllowed = "RejectNotAllowed"
+	// ReasonDuplicateApprover: the approver already approved this stage; only
+	// distinct approvers count towards required.
+	ReasonDuplicateApprover = "DuplicateApprover"
+	// ReasonRunFinished: the run had finished before the stage was reached.
+	ReasonRunFinished = "RunFinished"
+)
+
+// Event reasons that are not condition reasons.
+const (
+	// EventStageStarted is recorded when a stage starts (its Jobs are created).
+	EventStageStarted = "StageStarted"
+	// EventStageSucceeded is recorded when every Job of a stage succeeded, or an
+	// approval stage was approved.
+	EventStageSucceeded = "StageSucceeded"
+	// EventStageFailed is recorded when a Job of a stage failed.
+	EventStageFailed = "StageFailed"
+	// EventStageWaiting is recorded when a stage starts waiting for a person.
+	EventStageWaiting = "StageWaiting"
+	// EventJobCreated is recorded for each Job created.
+	EventJobCreated = "JobCreated"
+	// EventDecisionAccepted is recorded when an Approval is taken into account.
+	EventDecisionAccepted = "DecisionAccepted"
+)

@@ -1,0 +1,273 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// StageWhen says how a stage starts.
+// +kubebuilder:validation:Enum=auto;manual
+type StageWhen string
+
+const (
+	// WhenAuto stages start by themselves once every stage before them succeeded.
+	WhenAuto StageWhen = "auto"
+	// WhenManual stages wait until a person in the stage's triggerGroups creates an
+	// Approval with decision Approve for them.
+	WhenManual StageWhen = "manual"
+)
+
+// StageRefs says which runs a stage belongs to.
+// +kubebuilder:validation:Enum=all;branches;tags
+type StageRefs string
+
+const (
+	// RefsAll stages run in branch and tag runs.
+	RefsAll StageRefs = "all"
+	// RefsBranches stages run in branch runs only.
+	RefsBranches StageRefs = "branches"
+	// RefsTags stages run in tag runs only (the seed's approve and production).
+	RefsTags StageRefs = "tags"
+)
+
+// PipelineRefs lists the git refs a Pipeline runs for.
+// +kubebuilder:validation:XValidation:rule="(has(self.branches) && size(self.branches) > 0) || (has(self.tags) && size(self.tags) > 0)",message="refs must list at least one branch or tag pattern"
+type PipelineRefs struct {
+	// branches are glob patterns (Go path.Match syntax, e.g. "feature_*") of the
+	// branches that may run this Pipeline.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	// +listType=set
+	Branches []string `json:"branches,omitempty"`
+
+	// tags are glob patterns (Go path.Match syntax, e.g. "v*") of the tags that
+	// may run this Pipeline.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	// +listType=set
+	Tags []string `json:"tags,omitempty"`
+}
+
+// ApprovalGate makes a stage a decision point: it has no Jobs and passes once
+// enough people from the named groups approve; one refusal stops the run.
+type ApprovalGate struct {
+	// groups are the Kubernetes groups whose members may approve or reject.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	Groups []string `json:"groups"`
+
+	// required is how many Approvals with decision Approve, from distinct
+	// approvers, the stage needs.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10
+	Required int32 `json:"required,omitempty"`
+}
+
+// PodMetadata is the metadata added to the pods of a job.
+type PodMetadata struct {
+	// labels are added to the pod's labels.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations are added to the pod's annotations.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// JobSpec describes one job of a stage: one container run to completion as a
+// batch/v1 Job.
+type JobSpec struct {
+	// name identifies the job within its stage; it is part of the Job's name.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// image is the container image the job runs.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Image string `json:"image"`
+
+	// command is the entrypoint; the image's entrypoint when empty.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	Command []string `json:"command,omitempty"`
+
+	// args are the arguments to the entrypoint.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +listType=atomic
+	Args []string `json:"args,omitempty"`
+
+	// workingDir is the container's working directory.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	WorkingDir string `json:"workingDir,omitempty"`
+
+	// env are environment variables added after the CONVEYOR_* variables every
+	// job receives.
+	// +optional
+	// +kubebuilder:validation:MaxItems=128
+	// +listType=map
+	// +listMapKey=name
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// resources are the container's resource requests and limits.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// serviceAccountName is the ServiceAccount the pod runs as, in the namespace
+	// the Job runs in.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// podMetadata are labels and annotations added to the job's pod.
+	// +optional
+	PodMetadata *PodMetadata `json:"podMetadata,omitempty"`
+
+	// nodeSelector constrains the nodes the pod may run on.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations let the pod run on tainted nodes.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// securityContext is the pod's security context.
+	// +optional
+	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
+}
+
+// Stage is one step of a Pipeline. Stages run strictly in order; the jobs of
+// one stage run in parallel.
+// +kubebuilder:validation:XValidation:rule="has(self.approval) != (has(self.jobs) && size(self.jobs) > 0)",message="a stage has either jobs or an approval gate: an approval stage has no jobs, a job stage has no approval"
+// +kubebuilder:validation:XValidation:rule="!has(self.approval) || !has(self.environment)",message="an approval stage runs no jobs and takes no environment"
+// +kubebuilder:validation:XValidation:rule="!has(self.approval) || !has(self.when) || self.when == 'auto'",message="an approval stage always waits for its approvers: leave when unset"
+// +kubebuilder:validation:XValidation:rule="!has(self.when) || self.when != 'manual' || (has(self.triggerGroups) && size(self.triggerGroups) > 0)",message="a manual stage needs triggerGroups: the groups whose members may trigger it"
+// +kubebuilder:validation:XValidation:rule="!has(self.jobs) || self.jobs.all(j, self.jobs.exists_one(k, k.name == j.name))",message="job names must be unique within a stage"
+type Stage struct {
+	// name identifies the stage (build, testing, staging, ...); it is part of
+	// the Job names.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// when says how the stage starts: auto (default) once the stages before it
+	// succeeded, or manual, when a member of triggerGroups creates an Approval.
+	// +optional
+	// +kubebuilder:default=auto
+	When StageWhen `json:"when,omitempty"`
+
+	// environment is the namespace the stage's Jobs run in (staging,
+	// pre-production, production); the run's own namespace when empty.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Environment string `json:"environment,omitempty"`
+
+	// triggerGroups are the Kubernetes groups whose members may trigger a manual
+	// stage.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	TriggerGroups []string `json:"triggerGroups,omitempty"`
+
+	// refs says which runs the stage belongs to: all (default), branches or tags.
+	// +optional
+	// +kubebuilder:default=all
+	Refs StageRefs `json:"refs,omitempty"`
+
+	// approval makes this a gate stage with no jobs that passes on its
+	// approvers' decision.
+	// +optional
+	Approval *ApprovalGate `json:"approval,omitempty"`
+
+	// jobs run in parallel, each as a batch/v1 Job; the stage succeeds when all
+	// of them succeed.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	Jobs []JobSpec `json:"jobs,omitempty"`
+}
+
+// PipelineSpec defines the stages of a delivery pipeline and the refs it runs for.
+// +kubebuilder:validation:XValidation:rule="self.stages.all(s, self.stages.exists_one(t, t.name == s.name))",message="stage names must be unique"
+type PipelineSpec struct {
+	// refs are the branches and tags that may run this Pipeline.
+	// +required
+	Refs PipelineRefs `json:"refs"`
+
+	// stages run in the order given.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	Stages []Stage `json:"stages"`
+}
+
+// PipelineStatus reports whether the Pipeline can be used.
+type PipelineStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready is True when the definition is usable; Stalled says why not.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=conveyor
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Pipeline is the definition of a staged delivery pipeline.
+type Pipeline struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec defines the pipeline.
+	// +required
+	Spec PipelineSpec `json:"spec"`
+
+	// status reports whether the definition is usable.
+	// +optional
+	Status PipelineStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PipelineList is a list of Pipelines.
+type PipelineList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Pipeline `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Pipeline{}, &PipelineList{})
+}

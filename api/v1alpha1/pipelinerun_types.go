@@ -1,0 +1,282 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PipelineReference names a Pipeline in the run's namespace.
+type PipelineReference struct {
+	// name of the Pipeline.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// GitRef is the commit a run builds and the branch or tag it came from.
+// +kubebuilder:validation:XValidation:rule="has(self.branch) != has(self.tag)",message="exactly one of branch or tag must be set"
+type GitRef struct {
+	// branch the run builds, e.g. feature_login. Exactly one of branch and tag is set.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^\s~^:?*\[\\]+$`
+	Branch string `json:"branch,omitempty"`
+
+	// tag the run builds, e.g. v1.4.0. Exactly one of branch and tag is set.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^\s~^:?*\[\\]+$`
+	Tag string `json:"tag,omitempty"`
+
+	// commit is the commit SHA (abbreviated or full) the run builds.
+	// +optional
+	// +kubebuilder:validation:MinLength=4
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]+$`
+	Commit string `json:"commit,omitempty"`
+}
+
+// PipelineRunSpec says which Pipeline to run for which git ref. It cannot change
+// once the run exists.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: create a new PipelineRun instead"
+type PipelineRunSpec struct {
+	// pipelineRef names the Pipeline to run, in the run's namespace.
+	// +required
+	PipelineRef PipelineReference `json:"pipelineRef"`
+
+	// git is the ref and commit to run for.
+	// +required
+	Git GitRef `json:"git"`
+}
+
+// RunPhase is where a PipelineRun stands as a whole.
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected
+type RunPhase string
+
+const (
+	// RunPending: the run has not started a stage (its Pipeline may be missing).
+	RunPending RunPhase = "Pending"
+	// RunRunning: a stage's Jobs are running.
+	RunRunning RunPhase = "Running"
+	// RunWaiting: a manual or approval stage waits for a person.
+	RunWaiting RunPhase = "Waiting"
+	// RunSucceeded: every stage succeeded.
+	RunSucceeded RunPhase = "Succeeded"
+	// RunFailed: a Job failed, or the run cannot be used (ref not allowed).
+	RunFailed RunPhase = "Failed"
+	// RunRejected: an approval stage was refused; nothing after it ever runs.
+	RunRejected RunPhase = "Rejected"
+)
+
+// Finished reports whether the phase is final.
+func (p RunPhase) Finished() bool {
+	return p == RunSucceeded || p == RunFailed || p == RunRejected
+}
+
+// StagePhase is where one stage of a run stands.
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected
+type StagePhase string
+
+const (
+	// StagePending: the stages before it have not finished.
+	StagePending StagePhase = "Pending"
+	// StageRunning: its Jobs run.
+	StageRunning StagePhase = "Running"
+	// StageWaiting: it waits for a trigger (manual) or a decision (approval).
+	StageWaiting StagePhase = "Waiting"
+	// StageSucceeded: all its Jobs succeeded, or it was approved.
+	StageSucceeded StagePhase = "Succeeded"
+	// StageFailed: one of its Jobs failed.
+	StageFailed StagePhase = "Failed"
+	// StageRejected: its approvers refused.
+	StageRejected StagePhase = "Rejected"
+)
+
+// Finished reports whether the phase is final.
+func (p StagePhase) Finished() bool {
+	return p == StageSucceeded || p == StageFailed || p == StageRejected
+}
+
+// JobPhase is where one job of a stage stands.
+// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed
+type JobPhase string
+
+const (
+	// JobPending: the Job has not been created yet.
+	JobPending JobPhase = "Pending"
+	// JobRunning: the Job exists and has not finished.
+	JobRunning JobPhase = "Running"
+	// JobSucceeded: the Job is Complete.
+	JobSucceeded JobPhase = "Succeeded"
+	// JobFailed: the Job Failed.
+	JobFailed JobPhase = "Failed"
+)
+
+// JobStatus is the state of one job of a stage.
+type JobStatus struct {
+	// name is the job's name in the Pipeline.
+	Name string `json:"name"`
+
+	// jobName is the name of the batch/v1 Job.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+
+	// namespace the Job runs in.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// phase of the job.
+	Phase JobPhase `json:"phase"`
+
+	// reason is the Job's condition reason when it finished (e.g. BackoffLimitExceeded).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+
+	// message explains the phase.
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// startTime is when the Job started.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the Job finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+}
+
+// Decision is an Approval taken into account by a stage.
+type Decision struct {
+	// approval is the name of the Approval.
+	Approval string `json:"approval"`
+
+	// decision it carried.
+	Decision ApprovalDecision `json:"decision"`
+
+	// approver is who created the Approval, as the API server authenticated them
+	// (empty until identity is recorded at admission).
+	// +optional
+	Approver string `json:"approver,omitempty"`
+}
+
+// StageStatus is the state of one stage of a run.
+type StageStatus struct {
+	// name of the stage.
+	Name string `json:"name"`
+
+	// phase of the stage.
+	Phase StagePhase `json:"phase"`
+
+	// namespace the stage's Jobs run in.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// message explains the phase: for whom a stage waits, why it failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// startTime is when the stage started running or waiting.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the stage finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// decisions are the Approvals that triggered or decided the stage.
+	// +optional
+	// +listType=atomic
+	Decisions []Decision `json:"decisions,omitempty"`
+
+	// jobs are the stage's jobs.
+	// +optional
+	// +listType=atomic
+	Jobs []JobStatus `json:"jobs,omitempty"`
+}
+
+// PipelineRunStatus is where a run stands, reconstructed from its Jobs and Approvals.
+type PipelineRunStatus struct {
+	// observedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready (True once the run succeeded), Reconciling (stages in
+	// flight or waiting), Stalled (failed, refused, or blocked on a missing object).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// phase of the run as a whole.
+	// +optional
+	Phase RunPhase `json:"phase,omitempty"`
+
+	// ref is the run's git ref as "branch/<name>" or "tag/<name>".
+	// +optional
+	Ref string `json:"ref,omitempty"`
+
+	// currentStage is the stage running or waiting, or the one that ended the run.
+	// +optional
+	CurrentStage string `json:"currentStage,omitempty"`
+
+	// startTime is when the run started its first stage.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// completionTime is when the run finished.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// pipelineGeneration is the generation of the Pipeline that was snapshotted.
+	// +optional
+	PipelineGeneration int64 `json:"pipelineGeneration,omitempty"`
+
+	// pipelineSpec is the snapshot of the Pipeline's spec taken when the run
+	// started; edits to the Pipeline do not change a run in flight.
+	// +optional
+	PipelineSpec *PipelineSpec `json:"pipelineSpec,omitempty"`
+
+	// stages are the stages that apply to the run's ref, in order.
+	// +optional
+	// +listType=atomic
+	Stages []StageStatus `json:"stages,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=conveyor
+// +kubebuilder:printcolumn:name="Pipeline",type=string,JSONPath=`.spec.pipelineRef.name`
+// +kubebuilder:printcolumn:name="Ref",type=string,JSONPath=`.status.ref`
+// +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.currentStage`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
+
+// PipelineRun is one run of a Pipeline for a branch or tag.
+type PipelineRun struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says what to run.
+	// +required
+	Spec PipelineRunSpec `json:"spec"`
+
+	// status says where the run stands.
+	// +optional
+	Status PipelineRunStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PipelineRunList is a list of PipelineRuns.
+type PipelineRunList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PipelineRun `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PipelineRun{}, &PipelineRunList{})
+}

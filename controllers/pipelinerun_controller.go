@@ -1,0 +1,364 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/runstate"
+)
+
+// CleanupFinalizer keeps a run until its Jobs in environment namespaces, which
+// owner references cannot reach, are deleted.
+const CleanupFinalizer = "conveyor.dev/environment-jobs"
+
+// PipelineRunReconciler runs the stages of PipelineRuns as batch/v1 Jobs.
+type PipelineRunReconciler struct {
+	client.Client
+	// APIReader reads around the cache where a stale read would lose work.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	// Now returns the current time; tests may pin it.
+	Now func() metav1.Time
+}
+
+// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns/finalizers,verbs=update
+// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelines,verbs=get;list;watch
+// +kubebuilder:rbac:groups=conveyor.dev,resources=approvals,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile moves one PipelineRun forward: fetch, then the named steps, then one
+// status patch.
+func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	run := &conveyorv1.PipelineRun{}
+	if err := r.Get(ctx, req.NamespacedName, run); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !run.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, run)
+	}
+
+	before := run.Status.DeepCopy()
+	defer func() {
+		if retErr == nil || errors.Is(retErr, reconcile.TerminalError(nil)) {
+			run.Status.ObservedGeneration = run.Generation
+		}
+		if err := patchStatus(ctx, r.Client, run, before, &run.Status); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	for _, step := range []func(context.Context, *conveyorv1.PipelineRun) (bool, error){
+		r.reconcileSnapshot,  // the run carries a snapshot of its Pipeline's spec
+		r.reconcileFinalizer, // Jobs outside the run's namespace will be cleaned up
+		r.reconcileStages,    // the Jobs of the stages allowed to run exist; status says where the run stands
+	} {
+		if done, err := step(ctx, run); err != nil || done {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// reconcileSnapshot ensures the run carries a snapshot of its Pipeline's spec,
+// taken once, so that editing the Pipeline never changes a run in flight. It
+// stops the reconcile while the Pipeline is missing or unusable, and fails the
+// run for good when the Pipeline does not allow the run's ref.
+func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conveyorv1.PipelineRun) (bool, error) {
+	if run.Status.PipelineSpec != nil {
+		return false, nil
+	}
+	if run.Status.Phase.Finished() {
+		return true, nil
+	}
+	run.Status.Ref = runstate.RefString(run.Spec.Git)
+	run.Status.Phase = conveyorv1.RunPending
+	pipeline := &conveyorv1.Pipeline{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
+	if apierrors.IsNotFound(err) {
+		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonPipelineNotFound,
+			fmt.Sprintf("Pipeline %s not found in namespace %s; the run starts when it exists", run.Spec.PipelineRef.Name, run.Namespace))
+		return true, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("getting Pipeline: %w", err)
+	}
+	if err := runstate.ValidatePipeline(&pipeline.Spec); err != nil {
+		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonInvalidSpec,
+			fmt.Sprintf("Pipeline %s is not usable: %v; the run starts when it is fixed", pipeline.Name, err))
+		return true, nil
+	}
+	if err := runstate.RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
+		now := r.Now()
+		run.Status.Phase = conveyorv1.RunFailed
+		run.Status.CompletionTime = &now
+		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonRefNotAllowed, err.Error())
+		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
+		return true, reconcile.TerminalError(err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Snapshotting pipeline", "pipeline", klog.KObj(pipeline), "generation", pipeline.Generation)
+	run.Status.PipelineSpec = pipeline.Spec.DeepCopy()
+	run.Status.PipelineGeneration = pipeline.Generation
+	return false, nil
+}
+
+// reconcileFinalizer ensures a run whose stages deploy into other namespaces
+// carries the finalizer that deletes those Jobs with the run.
+func (r *PipelineRunReconciler) reconcileFinalizer(ctx context.Context, run *conveyorv1.PipelineRun) (bool, error) {
+	if !runstate.NeedsCleanupFinalizer(run) || controllerutil.ContainsFinalizer(run, CleanupFinalizer) {
+		return false, nil
+	}
+	// Patch a copy: the answer carries the stored status, not the one being built.
+	patched := &conveyorv1.PipelineRun{ObjectMeta: *run.ObjectMeta.DeepCopy()}
+	base := client.MergeFromWithOptions(patched.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(patched, CleanupFinalizer)
+	if err := r.Patch(ctx, patched, base); err != nil {
+		return true, fmt.Errorf("adding finalizer: %w", err)
+	}
+	run.ObjectMeta = patched.ObjectMeta
+	return false, nil
+}
+
+// reconcileStages ensures the Jobs of every stage allowed to run exist, and
+// rebuilds the run's status from its Jobs and Approvals.
+func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *conveyorv1.PipelineRun) (bool, error) {
+	log := ctrl.LoggerFrom(ctx)
+	facts, err := r.observe(ctx, run)
+	if err != nil {
+		return true, err
+	}
+	plan := runstate.Decide(facts)
+
+	created := map[string]*batchv1.Job{}
+	missingNS := map[string]bool{}
+	var errs []error
+	for _, c := range plan.Create {
+		job := runstate.BuildJob(run, c)
+		log.Info("Creating Job", "job", klog.KObj(job), "stage", c.Stage.Name)
+		err := r.Create(ctx, job)
+		switch {
+		case err == nil:
+			created[runstate.JobKey(c.Stage.Name, c.Job.Name)] = job
+			r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
+				"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
+		case apierrors.IsAlreadyExists(err):
+			// A stale cache: the Job exists and its watch event will bring it.
+		case apierrors.IsNotFound(err):
+			missingNS[c.Namespace] = true
+		default:
+			errs = append(errs, fmt.Errorf("creating Job %s/%s: %w", job.Namespace, job.Name, err))
+		}
+	}
+	for i := range plan.Status.Stages {
+		ss := &plan.Status.Stages[i]
+		for j := range ss.Jobs {
+			js := &ss.Jobs[j]
+			if job := created[runstate.JobKey(ss.Name, js.Name)]; job != nil {
+				js.Phase, js.Message, js.StartTime = conveyorv1.JobRunning, "", &job.CreationTimestamp
+			} else if js.Phase == conveyorv1.JobPending && missingNS[ss.Namespace] {
+				js.Message = fmt.Sprintf("namespace %s does not exist", ss.Namespace)
+			}
+		}
+	}
+
+	r.recordTransitions(run, &plan.Status)
+	plan.Status.ObservedGeneration = run.Status.ObservedGeneration
+	plan.Status.Conditions = run.Status.Conditions
+	run.Status = plan.Status
+	setHealth(&run.Status.Conditions, run.Generation, runHealth(run.Status.Phase), plan.Reason, plan.Message)
+
+	if len(missingNS) > 0 {
+		names := make([]string, 0, len(missingNS))
+		for ns := range missingNS {
+			names = append(names, ns)
+		}
+		msg := fmt.Sprintf("stage %s cannot start: namespace %s does not exist", run.Status.CurrentStage, strings.Join(names, ", "))
+		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonNamespaceNotFound, msg)
+		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonNamespaceNotFound, "CreateJob", msg)
+		errs = append(errs, errors.New(msg))
+	}
+	return true, errors.Join(errs...)
+}
+
+// runHealth maps a run's phase to its kstatus health.
+func runHealth(phase conveyorv1.RunPhase) health {
+	switch phase {
+	case conveyorv1.RunSucceeded:
+		return healthy
+	case conveyorv1.RunFailed, conveyorv1.RunRejected:
+		return stalled
+	default:
+		return progressing
+	}
+}
+
+// observe collects the facts of a run: its Jobs (from the cache, by index) and
+// the Approvals that name it.
+func (r *PipelineRunReconciler) observe(ctx context.Context, run *conveyorv1.PipelineRun) (runstate.Facts, error) {
+	facts := runstate.Facts{Run: run, Jobs: map[string]runstate.JobObservation{}, Now: r.Now()}
+	jobs := &batchv1.JobList{}
+	if err := r.List(ctx, jobs, client.MatchingFields{indexJobRun: runstate.RunKey(run)}); err != nil {
+		return facts, fmt.Errorf("listing Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		job := &jobs.Items[i]
+		if job.Labels[runstate.LabelRunUID] != string(run.UID) {
+			continue // left by an earlier run of the same name
+		}
+		obs := runstate.ObserveJob(job)
+		obs.StartTime = &job.CreationTimestamp
+		facts.Jobs[runstate.JobKey(job.Labels[runstate.LabelStage], job.Labels[runstate.LabelJob])] = obs
+	}
+	approvals := &conveyorv1.ApprovalList{}
+	if err := r.List(ctx, approvals, client.InNamespace(run.Namespace), client.MatchingFields{indexApprovalRun: run.Name}); err != nil {
+		return facts, fmt.Errorf("listing Approvals: %w", err)
+	}
+	for _, a := range approvals.Items {
+		if !a.DeletionTimestamp.IsZero() {
+			continue
+		}
+		facts.Approvals = append(facts.Approvals, runstate.ApprovalFact{
+			Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Created: a.CreationTimestamp,
+		})
+	}
+	return facts, nil
+}
+
+// recordTransitions records an Event for every stage that started, waits or
+// finished, every decision taken into account, and the run's end.
+func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus) {
+	old := map[string]conveyorv1.StageStatus{}
+	for _, s := range run.Status.Stages {
+		old[s.Name] = s
+	}
+	for _, s := range next.Stages {
+		prev := old[s.Name]
+		known := map[string]bool{}
+		for _, d := range prev.Decisions {
+			known[d.Approval] = true
+		}
+		for _, d := range s.Decisions {
+			if !known[d.Approval] {
+				r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventDecisionAccepted, "Decide",
+					"Approval %s (%s) taken into account for stage %s", d.Approval, d.Decision, s.Name)
+			}
+		}
+		if prev.Phase == s.Phase {
+			continue
+		}
+		switch s.Phase {
+		case conveyorv1.StageRunning:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s", s.Name, s.Message)
+		case conveyorv1.StageWaiting:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageWaiting, "WaitStage", "Stage %s is %s", s.Name, s.Message)
+		case conveyorv1.StageSucceeded:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageSucceeded, "FinishStage", "Stage %s succeeded: %s", s.Name, s.Message)
+		case conveyorv1.StageFailed:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.EventStageFailed, "FinishStage", "Stage %s failed: %s", s.Name, s.Message)
+		case conveyorv1.StageRejected:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRejected, "FinishStage", "Stage %s %s", s.Name, s.Message)
+		}
+	}
+	if next.Phase != run.Status.Phase && next.Phase.Finished() {
+		typ := corev1.EventTypeWarning
+		if next.Phase == conveyorv1.RunSucceeded {
+			typ = corev1.EventTypeNormal
+		}
+		r.Recorder.Eventf(run, nil, typ, string(next.Phase), "FinishRun", "Run %s", strings.ToLower(string(next.Phase)))
+	}
+}
+
+// reconcileDelete deletes the run's Jobs in environment namespaces, then lets
+// the run go. Jobs in the run's namespace go with it through their owner reference.
+func (r *PipelineRunReconciler) reconcileDelete(ctx context.Context, run *conveyorv1.PipelineRun) error {
+	if !controllerutil.ContainsFinalizer(run, CleanupFinalizer) {
+		return nil
+	}
+	// Read from the API server: a Job created moments ago may not be cached yet.
+	jobs := &batchv1.JobList{}
+	if err := r.APIReader.List(ctx, jobs, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)}); err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		job := &jobs.Items[i]
+		if job.Namespace == run.Namespace {
+			continue
+		}
+		ctrl.LoggerFrom(ctx).Info("Deleting Job", "job", klog.KObj(job))
+		if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting Job %s/%s: %w", job.Namespace, job.Name, err)
+		}
+	}
+	base := client.MergeFromWithOptions(run.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(run, CleanupFinalizer)
+	if err := r.Patch(ctx, run, base); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("removing finalizer: %w", err))
+	}
+	return nil
+}
+
+// SetupWithManager watches runs, their Jobs in any namespace, their Approvals,
+// and Pipelines that runs wait for.
+func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if r.Now == nil {
+		r.Now = metav1.Now
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&conveyorv1.PipelineRun{}).
+		Named("pipelinerun").
+		WithOptions(opts).
+		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
+		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
+		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
+		Complete(r)
+}
+
+// jobToRun maps a Job, in the run's namespace or an environment's, to its run.
+func jobToRun(_ context.Context, o client.Object) []reconcile.Request {
+	ns, name, ok := strings.Cut(o.GetAnnotations()[runstate.AnnotationRun], "/")
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}
+
+// approvalToRun maps an Approval to the run it names.
+func approvalToRun(_ context.Context, o client.Object) []reconcile.Request {
+	a := o.(*conveyorv1.Approval)
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}}}
+}
+
+// pipelineToWaitingRuns maps a Pipeline to the runs that have not snapshotted it yet.
+func (r *PipelineRunReconciler) pipelineToWaitingRuns(ctx context.Context, o client.Object) []reconcile.Request {
+	runs := &conveyorv1.PipelineRunList{}
+	if err := r.List(ctx, runs, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexRunPipeline: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing runs of pipeline", "pipeline", klog.KObj(o))
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, run := range runs.Items {
+		if run.Status.PipelineSpec == nil && !run.Status.Phase.Finished() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&run)})
+		}
+	}
+	return reqs
+}

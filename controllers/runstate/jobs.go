@@ -1,0 +1,180 @@
+package runstate
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strings"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// Labels and annotations Conveyor puts on the Jobs it creates and their pods.
+const (
+	// LabelRunUID selects every Job of a run, in any namespace.
+	LabelRunUID = "conveyor.dev/run-uid"
+	// LabelStage is the stage's name.
+	LabelStage = "conveyor.dev/stage"
+	// LabelJob is the job's name within the stage.
+	LabelJob = "conveyor.dev/job"
+	// LabelManagedBy marks objects Conveyor manages.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "conveyor"
+	// AnnotationRun is "<namespace>/<name>" of the run that owns the Job.
+	AnnotationRun = "conveyor.dev/run"
+	// AnnotationPipeline is the name of the run's Pipeline.
+	AnnotationPipeline = "conveyor.dev/pipeline"
+)
+
+// maxJobName is the longest Job name: the Job controller copies it into a
+// label of its pods, and label values stop at 63 characters.
+const maxJobName = 63
+
+// JobName is the deterministic name of a job's Job: "<run>-<stage>-<job>",
+// shortened with a hash of the full name when longer than 63 characters, so a
+// restarted manager meets AlreadyExists instead of creating a duplicate. A Job
+// that runs outside the run's namespace (an environment shared by runs of many
+// namespaces) also carries a short hash of the run's namespace.
+func JobName(runNamespace, run, stage, job, jobNamespace string) string {
+	full := run + "-" + stage + "-" + job
+	if jobNamespace != runNamespace {
+		full += "-" + shortHash(runNamespace, 5)
+	}
+	if len(full) <= maxJobName {
+		return full
+	}
+	hash := shortHash(runNamespace+"/"+full, 10)
+	prefix := strings.TrimRight(full[:maxJobName-len(hash)-1], "-.")
+	return prefix + "-" + hash
+}
+
+// shortHash is n lower-case base32 characters of the SHA-256 of s.
+func shortHash(s string, n int) string {
+	sum := sha256.Sum256([]byte(s))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:n]
+}
+
+// RunKey is the value of AnnotationRun for a run.
+func RunKey(run *conveyorv1.PipelineRun) string { return run.Namespace + "/" + run.Name }
+
+// Env returns the CONVEYOR_* variables every job's container receives.
+func Env(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, job *conveyorv1.JobSpec) []corev1.EnvVar {
+	kind, ref := Ref(run.Spec.Git)
+	vars := []struct{ name, value string }{
+		{"CONVEYOR_PIPELINE", run.Spec.PipelineRef.Name},
+		{"CONVEYOR_PIPELINE_RUN", run.Name},
+		{"CONVEYOR_NAMESPACE", run.Namespace},
+		{"CONVEYOR_STAGE", stage.Name},
+		{"CONVEYOR_JOB", job.Name},
+		{"CONVEYOR_REF_KIND", string(kind)},
+		{"CONVEYOR_REF_NAME", ref},
+		{"CONVEYOR_BRANCH", run.Spec.Git.Branch},
+		{"CONVEYOR_TAG", run.Spec.Git.Tag},
+		{"CONVEYOR_COMMIT", run.Spec.Git.Commit},
+		{"CONVEYOR_ENVIRONMENT", stage.Environment},
+	}
+	out := make([]corev1.EnvVar, 0, len(vars)+len(job.Env))
+	for _, v := range vars {
+		out = append(out, corev1.EnvVar{Name: v.name, Value: v.value})
+	}
+	return append(out, job.Env...)
+}
+
+// BuildJob returns the batch/v1 Job for one job of a stage. Jobs in the run's
+// namespace are owned by the run (garbage collected with it); Jobs in an
+// environment namespace are found through their labels and annotations.
+func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
+	labels := map[string]string{
+		LabelManagedBy: ManagedByValue,
+		LabelRunUID:    string(run.UID),
+		LabelStage:     c.Stage.Name,
+		LabelJob:       c.Job.Name,
+	}
+	annotations := map[string]string{
+		AnnotationRun:      RunKey(run),
+		AnnotationPipeline: run.Spec.PipelineRef.Name,
+	}
+	podLabels := map[string]string{}
+	podAnnotations := map[string]string{}
+	if pm := c.Job.PodMetadata; pm != nil {
+		for k, v := range pm.Labels {
+			podLabels[k] = v
+		}
+		for k, v := range pm.Annotations {
+			podAnnotations[k] = v
+		}
+	}
+	for k, v := range labels {
+		podLabels[k] = v
+	}
+	for k, v := range annotations {
+		podAnnotations[k] = v
+	}
+	container := corev1.Container{
+		Name:       c.Job.Name,
+		Image:      c.Job.Image,
+		Command:    c.Job.Command,
+		Args:       c.Job.Args,
+		WorkingDir: c.Job.WorkingDir,
+		Env:        Env(run, &c.Stage, &c.Job),
+	}
+	if c.Job.Resources != nil {
+		container.Resources = *c.Job.Resources
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        c.Name,
+			Namespace:   c.Namespace,
+			Labels:      labels,
+			Annotations: annotations,
+		},
+		Spec: batchv1.JobSpec{
+			BackoffLimit: ptr.To[int32](0),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+				Spec: corev1.PodSpec{
+					RestartPolicy:      corev1.RestartPolicyNever,
+					ServiceAccountName: c.Job.ServiceAccountName,
+					NodeSelector:       c.Job.NodeSelector,
+					Tolerations:        c.Job.Tolerations,
+					SecurityContext:    c.Job.SecurityContext,
+					Containers:         []corev1.Container{container},
+				},
+			},
+		},
+	}
+	if c.Namespace == run.Namespace {
+		job.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(run, conveyorv1.GroupVersion.WithKind("PipelineRun"))}
+	}
+	return job
+}
+
+// ObserveJob reads a Job's phase the way the Job controller reports it: the
+// Complete or Failed condition, with the reason and message of the latter.
+func ObserveJob(job *batchv1.Job) JobObservation {
+	obs := JobObservation{Name: job.Name, Namespace: job.Namespace, Phase: conveyorv1.JobRunning,
+		StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime}
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			obs.Phase = conveyorv1.JobSucceeded
+			return obs
+		case batchv1.JobFailed:
+			obs.Phase, obs.Reason, obs.Message = conveyorv1.JobFailed, c.Reason, c.Message
+			if obs.CompletionTime == nil {
+				t := c.LastTransitionTime
+				obs.CompletionTime = &t
+			}
+			return obs
+		}
+	}
+	return obs
+}
