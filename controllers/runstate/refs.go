@@ -55,9 +55,9 @@ func ValidatePipeline(spec *conveyorv1.PipelineSpec) error {
 // they do not, the error names the allowed patterns.
 func RefAllowed(spec *conveyorv1.PipelineSpec, git conveyorv1.GitRef) error {
 	kind, name := Ref(git)
-	patterns := spec.Refs.Branches
+	patterns, plural := spec.Refs.Branches, "branches"
 	if kind == RefTag {
-		patterns = spec.Refs.Tags
+		patterns, plural = spec.Refs.Tags, "tags"
 	}
 	for _, p := range patterns {
 		if ok, err := path.Match(p, name); err == nil && ok {
@@ -65,9 +65,9 @@ func RefAllowed(spec *conveyorv1.PipelineSpec, git conveyorv1.GitRef) error {
 		}
 	}
 	if len(patterns) == 0 {
-		return fmt.Errorf("%s %q is not allowed: the pipeline runs for no %ss", kind, name, kind)
+		return fmt.Errorf("%s %q is not allowed: the pipeline runs for no %s", kind, name, plural)
 	}
-	return fmt.Errorf("%s %q is not allowed: the pipeline runs for %ss matching %s", kind, name, kind, strings.Join(patterns, ", "))
+	return fmt.Errorf("%s %q is not allowed: the pipeline runs for %s matching %s", kind, name, plural, strings.Join(patterns, ", "))
 }
 
 // StageApplies reports whether a stage belongs to a run of the given ref kind.
