@@ -136,8 +136,8 @@ func TestDecide(t *testing.T) {
 		wantPhase: conveyorv1.RunWaiting, wantStage: "production", wantReason: conveyorv1.ReasonWaitingForTrigger,
 	}, {
 		name: "approve and production trigger start production", git: tag, jobs: upToPreProd,
-		approvals:  []ApprovalFact{approve("g1", "approve", "rel"), approve("p1", "production", "ops")},
-		wantPhase:  conveyorv1.RunRunning, wantStage: "production", wantReason: conveyorv1.ReasonProgressing,
+		approvals: []ApprovalFact{approve("g1", "approve", "rel"), approve("p1", "production", "ops")},
+		wantPhase: conveyorv1.RunRunning, wantStage: "production", wantReason: conveyorv1.ReasonProgressing,
 		wantCreate: []string{"production/deploy"},
 	}, {
 		name: "reject at the gate ends the run and production never starts", git: tag, jobs: upToPreProd,
