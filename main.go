@@ -1,55 +1,133 @@
-// Command manager runs Conveyor's controllers: Pipeline, PipelineRun and Approval.
+// Command manager runs Conveyor's controllers (Pipeline, PipelineRun,
+// Approval) and its admission webhooks.
 package main
 
 import (
+	"errors"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
 
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/conveyor-dev/conveyor/controllers"
+	"github.com/conveyor-dev/conveyor/controllers/admission"
+)
+
+// Names of the webhook configurations and Service the kustomize tree and the
+// chart install; the certificate rotator injects its CA into the former.
+const (
+	mutatingWebhookName   = "conveyor-mutating-webhook-configuration"
+	validatingWebhookName = "conveyor-validating-webhook-configuration"
 )
 
 func main() {
 	var (
-		metricsAddr string
-		probeAddr   string
-		leaderElect bool
-		concurrency int
-		qps         float64
-		burst       int
+		mc           controllers.ManagerConfig
+		concurrency  int
+		qps          float64
+		burst        int
+		webhooks     bool
+		certRotation bool
+		certSecret   string
+		webhookSvc   string
+		podNamespace = os.Getenv("POD_NAMESPACE")
+		webhookReady = make(chan struct{})
+		zapOpts      = zap.Options{}
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health probes bind to.")
-	flag.BoolVar(&leaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&mc.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 turns it off.")
+	flag.StringVar(&mc.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probes bind to.")
+	flag.BoolVar(&mc.LeaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&mc.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (the manager's own when in a cluster).")
+	flag.IntVar(&mc.WebhookPort, "webhook-port", 9443, "Port the admission webhook server listens on.")
+	flag.StringVar(&mc.WebhookHost, "webhook-host", "", "Address the admission webhook server binds to (all when empty).")
+	flag.StringVar(&mc.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with the webhook server's tls.crt and tls.key.")
+	flag.BoolVar(&webhooks, "webhooks", true, "Serve the admission webhooks (who may trigger and approve which stage).")
+	flag.BoolVar(&certRotation, "cert-rotation", false, "Provision and rotate the webhook certificate in a Secret and inject its CA into the webhook configurations (use when cert-manager is not installed).")
+	flag.StringVar(&certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
+	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook", "Service, in the manager's namespace, in front of the webhook server.")
 	flag.IntVar(&concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
-	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	fail := func(err error, msg string) {
+		log.Error(err, msg)
+		os.Exit(1)
+	}
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(metricsAddr, probeAddr, leaderElect))
+	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(mc))
 	if err != nil {
-		log.Error(err, "Unable to create manager")
-		os.Exit(1)
+		fail(err, "Unable to create manager")
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := controllers.Setup(ctx, mgr, controllers.Options{}); err != nil {
-		log.Error(err, "Unable to set up controllers")
-		os.Exit(1)
+
+	if webhooks && certRotation {
+		if podNamespace == "" {
+			fail(fmt.Errorf("POD_NAMESPACE is not set"), "Certificate rotation needs the manager's namespace")
+		}
+		log.Info("Rotating the webhook certificate", "secret", certSecret, "service", webhookSvc)
+		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
+			SecretKey:      types.NamespacedName{Namespace: podNamespace, Name: certSecret},
+			CertDir:        mc.WebhookCertDir,
+			CAName:         "conveyor-ca",
+			CAOrganization: "conveyor",
+			DNSName:        fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace),
+			IsReady:        webhookReady,
+			Webhooks: []rotator.WebhookInfo{
+				{Name: mutatingWebhookName, Type: rotator.Mutating},
+				{Name: validatingWebhookName, Type: rotator.Validating},
+			},
+			RequireLeaderElection: false,
+		}); err != nil {
+			fail(err, "Unable to set up certificate rotation")
+		}
+	} else {
+		close(webhookReady)
 	}
-	_ = mgr.AddHealthzCheck("healthz", healthz.Ping)
-	_ = mgr.AddReadyzCheck("readyz", healthz.Ping)
-	log.Info("Starting manager")
+
+	opts := controllers.Options{}
+	opts.Controller.MaxConcurrentReconciles = concurrency
+	if err := controllers.Setup(ctx, mgr, opts); err != nil {
+		fail(err, "Unable to set up controllers")
+	}
+	if webhooks {
+		// Register the webhooks once the certificate exists: the first use of
+		// the webhook server starts it, and it needs its certificate to start.
+		go func() {
+			<-webhookReady
+			if err := admission.Setup(mgr); err != nil {
+				fail(err, "Unable to set up webhooks")
+			}
+		}()
+		if err := mgr.AddReadyzCheck("webhook", func(req *http.Request) error {
+			select {
+			case <-webhookReady:
+				return mgr.GetWebhookServer().StartedChecker()(req)
+			default:
+				return errors.New("webhook certificate not ready")
+			}
+		}); err != nil {
+			fail(err, "Unable to add the webhook readiness check")
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		fail(err, "Unable to add the health check")
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		fail(err, "Unable to add the readiness check")
+	}
+	log.Info("Starting manager", "webhooks", webhooks, "certRotation", certRotation)
 	if err := mgr.Start(ctx); err != nil {
-		log.Error(err, "Manager stopped with an error")
-		os.Exit(1)
+		fail(err, "Manager stopped with an error")
 	}
 }

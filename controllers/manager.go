@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/runstate"
@@ -24,17 +25,36 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
+// ManagerConfig is what main's flags (or a test) choose for the manager.
+type ManagerConfig struct {
+	// MetricsAddr is where metrics are served; "0" turns them off.
+	MetricsAddr string
+	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
+	ProbeAddr string
+	// LeaderElect makes replicas elect one leader.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the lease; the manager's own namespace when empty.
+	LeaderElectionNamespace string
+	// WebhookHost, WebhookPort and WebhookCertDir configure the admission
+	// webhook server (tls.crt and tls.key in WebhookCertDir).
+	WebhookHost    string
+	WebhookPort    int
+	WebhookCertDir string
+}
+
 // ManagerOptions are the manager's options. Its cache holds only the Jobs
 // Conveyor created (by label), not every Job of the cluster.
-func ManagerOptions(metricsAddr, probeAddr string, leaderElect bool) ctrl.Options {
+func ManagerOptions(c ManagerConfig) ctrl.Options {
 	ours, err := labels.NewRequirement(runstate.LabelRunUID, selection.Exists, nil)
 	utilruntime.Must(err)
 	return ctrl.Options{
-		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "conveyor.conveyor.dev",
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
+		HealthProbeBindAddress:  c.ProbeAddr,
+		LeaderElection:          c.LeaderElect,
+		LeaderElectionID:        "conveyor.conveyor.dev",
+		LeaderElectionNamespace: c.LeaderElectionNamespace,
+		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.WebhookHost, Port: c.WebhookPort, CertDir: c.WebhookCertDir}),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&batchv1.Job{}: {Label: labels.NewSelector().Add(*ours)},
 		}},

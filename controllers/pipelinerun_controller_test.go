@@ -82,9 +82,9 @@ func TestBranchFlow(t *testing.T) {
 
 	finishJob(t, deploy, "", "")
 	waitRun(t, run, conveyorv1.RunWaiting, "pre-production")
-	// An Approval for a stage the branch run does not have is refused in its status.
-	bad := decide(t, run, "production", conveyorv1.DecisionApprove)
-	waitApproval(t, bad, conveyorv1.ReasonStageNotInRun)
+	// An Approval for a stage the branch run does not have is refused at admission.
+	_, err := decideAs("omar", run, "production", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "stage production runs for tags only")
 }
 
 // The seed's tag flow: all six stages in order; production never starts before
@@ -175,16 +175,16 @@ func TestRejectAtApprove(t *testing.T) {
 	if c := meta.FindStatusCondition(got.Status.Conditions, conveyorv1.ConditionStalled); c == nil || c.Reason != conveyorv1.ReasonRejected {
 		t.Fatalf("rejected run: Stalled = %+v", c)
 	}
-	late := decide(t, run, "production", conveyorv1.DecisionApprove)
-	approveLate := decide(t, run, "approve", conveyorv1.DecisionApprove)
+	_, err := decideAs("omar", run, "production", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "already finished as Rejected")
+	_, err = decideAs("rob", run, "approve", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "already finished as Rejected")
 	NewWithT(t).Consistently(func(g Gomega) {
 		g.Expect(runJobs(g, run, "production")).To(BeEmpty())
 		r := &conveyorv1.PipelineRun{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), r)).To(Succeed())
 		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunRejected))
 	}).WithTimeout(3 * time.Second).Should(Succeed())
-	waitApproval(t, late, conveyorv1.ReasonRunFinished)
-	waitApproval(t, approveLate, conveyorv1.ReasonStageAlreadyDecided)
 }
 
 // A failed testing Job fails the run with the Job's reason, and no staging Job
@@ -204,7 +204,8 @@ func TestFailedTestingJob(t *testing.T) {
 	if c := meta.FindStatusCondition(got.Status.Conditions, conveyorv1.ConditionStalled); c == nil || !strings.Contains(c.Message, "BackoffLimitExceeded") {
 		t.Fatalf("Stalled condition does not carry the Job's reason: %+v", c)
 	}
-	decide(t, run, "staging", conveyorv1.DecisionApprove)
+	_, err := decideAs("dana", run, "staging", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "already finished as Failed")
 	NewWithT(t).Consistently(func(g Gomega) {
 		g.Expect(runJobs(g, run, "staging")).To(BeEmpty())
 	}).WithTimeout(2 * time.Second).Should(Succeed())
@@ -307,19 +308,24 @@ func TestMissingPipeline(t *testing.T) {
 	waitJob(t, run, "build", "compile")
 }
 
-// A branch outside the Pipeline's patterns fails the run with the allowed patterns.
+// A branch outside the Pipeline's patterns is refused at admission with the
+// allowed patterns; a run created before its Pipeline existed, for a ref the
+// Pipeline then does not allow, fails with the same message.
 func TestRefNotAllowed(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
+	early := newRun(t, ns, conveyorv1.GitRef{Branch: "hotfix_x"})
 	seedPipeline(t, ns)
-	run := newRun(t, ns, conveyorv1.GitRef{Branch: "hotfix_x"})
-	got := waitRun(t, run, conveyorv1.RunFailed, "")
+	_, err := createRunAs("dana", ns, conveyorv1.GitRef{Branch: "hotfix_x"})
+	expectRefused(t, err, `branch "hotfix_x" is not allowed: the pipeline runs for branches matching feature_*, infra_*`)
+
+	got := waitRun(t, early, conveyorv1.RunFailed, "")
 	c := meta.FindStatusCondition(got.Status.Conditions, conveyorv1.ConditionStalled)
 	if c == nil || c.Reason != conveyorv1.ReasonRefNotAllowed || !strings.Contains(c.Message, "feature_*, infra_*") {
 		t.Fatalf("Stalled = %+v", c)
 	}
 	NewWithT(t).Consistently(func(g Gomega) {
-		g.Expect(runJobs(g, run, "")).To(BeEmpty())
+		g.Expect(runJobs(g, early, "")).To(BeEmpty())
 	}).WithTimeout(time.Second).Should(Succeed())
 }
 
@@ -364,6 +370,19 @@ func TestEnvironmentNamespaceAndCleanup(t *testing.T) {
 		g.Expect(isNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), &conveyorv1.PipelineRun{}))).To(BeTrue(), "run still exists")
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 	t.Log("Deleted the run: its environment Job is gone")
+}
+
+// expectRefused checks that the API server refused a request with a message
+// containing want.
+func expectRefused(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("the API server accepted a request it must refuse (%q)", want)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("refused with %q, want a message containing %q", err, want)
+	}
+	t.Logf("Refused as expected: %v", err)
 }
 
 // waitApproval waits until the Approval's Ready condition has the reason.

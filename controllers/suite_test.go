@@ -27,10 +27,12 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers"
+	"github.com/conveyor-dev/conveyor/controllers/admission"
 	"github.com/conveyor-dev/conveyor/controllers/runstate"
 )
 
 var (
+	env *envtest.Environment
 	cfg *rest.Config
 	k8s client.Client
 	// environments are the seed's deploy namespaces, shared by all tests.
@@ -47,7 +49,11 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true)))
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"../config/crd/bases"}, ErrorIfCRDPathMissing: true}
+	env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{"../config/crd/bases"},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{"../config/webhook"}},
+	}
 	var err error
 	if cfg, err = env.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd:", err)
@@ -64,6 +70,10 @@ func runSuite(m *testing.M) int {
 			return 1
 		}
 	}
+	if err := setupPersonas(); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up users:", err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -71,8 +81,15 @@ func runSuite(m *testing.M) int {
 // returns a function that stops it (also called when the test ends).
 func startManager(t *testing.T) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions("0", "0", false))
+	wh := env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.ManagerConfig{
+		MetricsAddr: "0", ProbeAddr: "0",
+		WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
+	}))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admission.Setup(mgr); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,6 +103,10 @@ func startManager(t *testing.T) (stop func()) {
 			t.Errorf("manager: %v", err)
 		}
 	}()
+	// The webhooks fail closed: wait until they serve before the test acts.
+	NewWithT(t).Eventually(func() error {
+		return mgr.GetWebhookServer().StartedChecker()(nil)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
@@ -128,32 +149,54 @@ func seedPipeline(t *testing.T, ns string) *conveyorv1.Pipeline {
 	return p
 }
 
-// newRun creates a PipelineRun of pipeline "shop" for the ref.
+// newRun creates a PipelineRun of pipeline "shop" for the ref, as the admin.
 func newRun(t *testing.T, ns string, git conveyorv1.GitRef) *conveyorv1.PipelineRun {
 	t.Helper()
-	run := &conveyorv1.PipelineRun{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-", Namespace: ns},
-		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git},
-	}
-	if err := k8s.Create(context.Background(), run); err != nil {
+	run, err := createRun(k8s, ns, git)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("Created PipelineRun %s for %s", run.Name, runstate.RefString(git))
 	return run
 }
 
-// decide creates an Approval of the run's stage.
+// createRunAs creates a PipelineRun of pipeline "shop" as the named persona.
+func createRunAs(who, ns string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	return createRun(as(who), ns, git)
+}
+
+func createRun(c client.Client, ns string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	run := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-", Namespace: ns},
+		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git},
+	}
+	return run, c.Create(context.Background(), run)
+}
+
+// decide creates an Approval of the run's stage as the person the seed has
+// act on it: a developer triggers staging, a tester pre-production, a release
+// engineer decides approve, a DevOps engineer triggers production.
 func decide(t *testing.T, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) *conveyorv1.Approval {
 	t.Helper()
+	who := map[string]string{"staging": "dana", "pre-production": "tess", "approve": "rita", "production": "omar"}[stage]
+	if who == "" {
+		who = "omar"
+	}
+	a, err := decideAs(who, run, stage, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s created Approval %s: %s stage %s", who, a.Name, d, stage)
+	return a
+}
+
+// decideAs creates an Approval of the run's stage as the named user.
+func decideAs(who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) (*conveyorv1.Approval, error) {
 	a := &conveyorv1.Approval{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-", Namespace: run.Namespace},
 		Spec:       conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: stage, Decision: d},
 	}
-	if err := k8s.Create(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("Created Approval %s: %s stage %s", a.Name, d, stage)
-	return a
+	return a, as(who).Create(context.Background(), a)
 }
 
 // runJobs lists the Jobs of a run, in every namespace, by the run's UID label.

@@ -14,6 +14,7 @@ import (
 // Invalid manifests are refused by the API server (CRD schema and CEL) with a
 // message that says what is wrong.
 func TestInvalidManifestsRefused(t *testing.T) {
+	startManager(t)
 	ns := newNamespace(t)
 	tests := []struct {
 		name     string
@@ -157,21 +158,46 @@ spec:
 
 // The spec of a run and of an Approval cannot change once created.
 func TestSpecsImmutable(t *testing.T) {
+	startManager(t)
 	ns := newNamespace(t)
 	run := newRun(t, ns, featureLogin)
 	run.Spec.Git.Branch = "feature_other"
 	if err := k8s.Update(context.Background(), run); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
 		t.Fatalf("run spec update: %v", err)
 	}
-	a := decide(t, run, "staging", conveyorv1.DecisionApprove)
+	a := &conveyorv1.Approval{}
+	a.Name, a.Namespace = "early", ns
+	a.Spec = conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "staging"}
+	seedPipeline(t, ns)
+	waitJob(t, run, "build", "compile")
+	if err := as("dana").Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
 	a.Spec.Decision = conveyorv1.DecisionReject
 	if err := k8s.Update(context.Background(), a); err == nil || !strings.Contains(err.Error(), "cannot be changed") {
 		t.Fatalf("approval spec update: %v", err)
 	}
 }
 
+// With the webhook server down, PipelineRuns and Approvals are refused: the
+// webhooks fail closed.
+func TestWebhooksFailClosed(t *testing.T) {
+	ns := newNamespace(t)
+	run := &conveyorv1.PipelineRun{}
+	run.Name, run.Namespace = "shop-1", ns
+	run.Spec = conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: featureLogin}
+	err := as("dana").Create(context.Background(), run)
+	expectRefused(t, err, "failed calling webhook")
+	a := &conveyorv1.Approval{}
+	a.Name, a.Namespace = "a-1", ns
+	a.Spec = conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "staging"}
+	err = as("dana").Create(context.Background(), a)
+	expectRefused(t, err, "failed calling webhook")
+}
+
 // The seed sample and the other samples are accepted as they are.
 func TestSamplesAccepted(t *testing.T) {
+	startManager(t)
 	ns := newNamespace(t)
 	seedPipeline(t, ns)
 }

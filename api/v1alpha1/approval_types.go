@@ -48,6 +48,32 @@ type ApprovalSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Comment string `json:"comment,omitempty"`
+
+	// approver is who created the Approval, as the API server authenticated
+	// them. Conveyor's admission webhook writes it on create; whatever a client
+	// puts here is replaced.
+	// +optional
+	Approver *UserInfo `json:"approver,omitempty"`
+}
+
+// UserInfo is a user as the API server authenticated them.
+type UserInfo struct {
+	// username of the user.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Username string `json:"username,omitempty"`
+
+	// uid of the user.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	UID string `json:"uid,omitempty"`
+
+	// groups the user belonged to at the time.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=atomic
+	Groups []string `json:"groups,omitempty"`
 }
 
 // ApprovalStatus reports whether the run took the Approval into account.
@@ -70,6 +96,7 @@ type ApprovalStatus struct {
 // +kubebuilder:printcolumn:name="Run",type=string,JSONPath=`.spec.pipelineRunRef.name`
 // +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.spec.stage`
 // +kubebuilder:printcolumn:name="Decision",type=string,JSONPath=`.spec.decision`
+// +kubebuilder:printcolumn:name="Approver",type=string,JSONPath=`.spec.approver.username`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 

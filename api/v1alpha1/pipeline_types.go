@@ -71,6 +71,11 @@ type ApprovalGate struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10
 	Required int32 `json:"required,omitempty"`
+
+	// allowRunRequester lets the person who created a run approve that run's
+	// gate. Off by default: separation of duties.
+	// +optional
+	AllowRunRequester bool `json:"allowRunRequester,omitempty"`
 }
 
 // PodMetadata is the metadata added to the pods of a job.

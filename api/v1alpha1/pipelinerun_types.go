@@ -49,6 +49,12 @@ type PipelineRunSpec struct {
 	// git is the ref and commit to run for.
 	// +required
 	Git GitRef `json:"git"`
+
+	// requester is who created the run, as the API server authenticated them.
+	// Conveyor's admission webhook writes it on create; whatever a client puts
+	// here is replaced.
+	// +optional
+	Requester *UserInfo `json:"requester,omitempty"`
 }
 
 // RunPhase is where a PipelineRun stands as a whole.
@@ -252,6 +258,7 @@ type PipelineRunStatus struct {
 // +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.status.currentStage`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Requester",type=string,priority=1,JSONPath=`.spec.requester.username`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 
 // PipelineRun is one run of a Pipeline for a branch or tag.

@@ -1,0 +1,163 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=approvals,verbs=create,versions=v1alpha1,name=mapproval.conveyor.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-approval,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=approvals,verbs=create;update,versions=v1alpha1,name=vapproval.conveyor.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-pipelinerun,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create,versions=v1alpha1,name=mpipelinerun.conveyor.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipelinerun,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create;update,versions=v1alpha1,name=vpipelinerun.conveyor.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipeline,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelines,verbs=create;update,versions=v1alpha1,name=vpipeline.conveyor.dev,admissionReviewVersions=v1
+
+// Setup registers the webhooks with the manager's webhook server. They read
+// runs and Pipelines from the API server, not the cache: an Approval created
+// right after its run must find it.
+func Setup(mgr ctrl.Manager) error {
+	reader := mgr.GetAPIReader()
+	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Approval{}).
+		WithDefaulter(recordApprover{}).
+		WithValidator(approvalValidator{reader: reader}).
+		Complete(); err != nil {
+		return fmt.Errorf("approval webhooks: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.PipelineRun{}).
+		WithDefaulter(recordRequester{}).
+		WithValidator(runValidator{reader: reader}).
+		Complete(); err != nil {
+		return fmt.Errorf("pipelinerun webhooks: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Pipeline{}).
+		WithValidator(pipelineValidator{}).
+		Complete(); err != nil {
+		return fmt.Errorf("pipeline webhooks: %w", err)
+	}
+	return nil
+}
+
+// requester is the authenticated user of the admission request.
+func requester(ctx context.Context) (admission.Request, error) {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return req, apierrors.NewInternalError(fmt.Errorf("no admission request: %w", err))
+	}
+	return req, nil
+}
+
+// recordApprover writes the authenticated user into spec.approver on create,
+// replacing whatever the client wrote.
+type recordApprover struct{}
+
+func (recordApprover) Default(ctx context.Context, a *conveyorv1.Approval) error {
+	req, err := requester(ctx)
+	if err != nil {
+		return err
+	}
+	a.Spec.Approver = Identity(req.UserInfo)
+	return nil
+}
+
+// recordRequester writes the authenticated user into spec.requester on create,
+// replacing whatever the client wrote.
+type recordRequester struct{}
+
+func (recordRequester) Default(ctx context.Context, run *conveyorv1.PipelineRun) error {
+	req, err := requester(ctx)
+	if err != nil {
+		return err
+	}
+	run.Spec.Requester = Identity(req.UserInfo)
+	return nil
+}
+
+// approvalValidator enforces who may trigger or decide which stage.
+type approvalValidator struct{ reader client.Reader }
+
+func (v approvalValidator) ValidateCreate(ctx context.Context, a *conveyorv1.Approval) (admission.Warnings, error) {
+	req, err := requester(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The mutating webhook recorded the requester; a later mutation may not swap it.
+	if a.Spec.Approver == nil || a.Spec.Approver.Username != req.UserInfo.Username || a.Spec.Approver.UID != req.UserInfo.UID {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
+			fmt.Errorf("spec.approver must be the authenticated requester %q", req.UserInfo.Username))
+	}
+	run := &conveyorv1.PipelineRun{}
+	err = v.reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, run)
+	if apierrors.IsNotFound(err) {
+		run = nil
+	} else if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading PipelineRun: %w", err))
+	}
+	if err := CheckApproval(run, a, req.UserInfo); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name, err)
+	}
+	return nil, nil
+}
+
+func (approvalValidator) ValidateUpdate(_ context.Context, old, updated *conveyorv1.Approval) (admission.Warnings, error) {
+	return nil, CheckApprovalUpdate(old, updated)
+}
+
+func (approvalValidator) ValidateDelete(context.Context, *conveyorv1.Approval) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// runValidator refuses runs for refs their Pipeline does not allow.
+type runValidator struct{ reader client.Reader }
+
+func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.PipelineRun) (admission.Warnings, error) {
+	req, err := requester(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if run.Spec.Requester == nil || run.Spec.Requester.Username != req.UserInfo.Username || run.Spec.Requester.UID != req.UserInfo.UID {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
+			fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
+	}
+	pipeline := &conveyorv1.Pipeline{}
+	err = v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
+	if apierrors.IsNotFound(err) {
+		return admission.Warnings{fmt.Sprintf("Pipeline %s does not exist in namespace %s yet: the run starts when it does", run.Spec.PipelineRef.Name, run.Namespace)}, nil
+	}
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
+	}
+	if err := CheckRun(pipeline, run); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+	}
+	return nil, nil
+}
+
+func (runValidator) ValidateUpdate(_ context.Context, old, updated *conveyorv1.PipelineRun) (admission.Warnings, error) {
+	return nil, CheckRunUpdate(old, updated)
+}
+
+func (runValidator) ValidateDelete(context.Context, *conveyorv1.PipelineRun) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// pipelineValidator refuses Pipelines that could never run.
+type pipelineValidator struct{}
+
+func (pipelineValidator) ValidateCreate(_ context.Context, p *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, CheckPipeline(p)
+}
+
+func (pipelineValidator) ValidateUpdate(_ context.Context, _, p *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, CheckPipeline(p)
+}
+
+func (pipelineValidator) ValidateDelete(context.Context, *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, nil
+}
