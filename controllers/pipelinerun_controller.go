@@ -236,9 +236,7 @@ func (r *PipelineRunReconciler) observe(ctx context.Context, run *conveyorv1.Pip
 		if !a.DeletionTimestamp.IsZero() {
 			continue
 		}
-		facts.Approvals = append(facts.Approvals, runstate.ApprovalFact{
-			Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Created: a.CreationTimestamp,
-		})
+		facts.Approvals = append(facts.Approvals, runstate.Fact(&a))
 	}
 	return facts, nil
 }

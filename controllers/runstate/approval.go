@@ -100,7 +100,16 @@ func verb(p conveyorv1.StagePhase) string {
 	return "decided"
 }
 
-// approverOf is the identity recorded on an Approval, empty when none is.
+// approverOf is the username recorded on an Approval at admission, empty when
+// none is.
 func approverOf(a *conveyorv1.Approval) string {
-	return ""
+	if a.Spec.Approver == nil {
+		return ""
+	}
+	return a.Spec.Approver.Username
+}
+
+// Fact is what the engine needs of an Approval.
+func Fact(a *conveyorv1.Approval) ApprovalFact {
+	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), Created: a.CreationTimestamp}
 }

@@ -114,7 +114,7 @@ func Decide(f Facts) Plan {
 		if blocked {
 			ss = pendingStage(run, stage)
 		} else if IsGate(stage) {
-			ss = decideGate(stage, old, byStage[stage.Name], f.Now)
+			ss = decideGate(stage, old, gateApprovals(run, stage, byStage[stage.Name]), f.Now)
 		} else {
 			var create []JobToCreate
 			ss, create = decideJobs(run, stage, old, byStage[stage.Name], f)
@@ -175,6 +175,22 @@ func pendingStage(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage) conveyor
 		}
 	}
 	return ss
+}
+
+// gateApprovals drops the decisions of the run's own requester on its gate
+// unless the Pipeline allows them. Admission refuses those already; this keeps
+// the rule when an Approval got in some other way.
+func gateApprovals(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, approvals []ApprovalFact) []ApprovalFact {
+	if stage.Approval.AllowRunRequester || run.Spec.Requester == nil || run.Spec.Requester.Username == "" {
+		return approvals
+	}
+	var out []ApprovalFact
+	for _, a := range approvals {
+		if a.Approver != run.Spec.Requester.Username {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // decideGate decides an approval stage: one Reject refuses it, `required`

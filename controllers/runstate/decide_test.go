@@ -198,6 +198,22 @@ func TestDecideGateCountsDistinctApprovers(t *testing.T) {
 	}
 }
 
+// TestDecideGateIgnoresRunRequester: the run's requester cannot pass its gate
+// unless the Pipeline allows it.
+func TestDecideGateIgnoresRunRequester(t *testing.T) {
+	run := newRun(tag)
+	run.Spec.Requester = &conveyorv1.UserInfo{Username: "rita"}
+	jobs := done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy")
+	self := []ApprovalFact{approve("g1", "approve", "rita")}
+	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "approve" {
+		t.Fatalf("the run's requester passed its own gate: %s", p.Message)
+	}
+	run.Status.PipelineSpec.Stages[4].Approval.AllowRunRequester = true
+	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "production" {
+		t.Fatalf("allowRunRequester did not let the requester approve: %s", p.Message)
+	}
+}
+
 // TestDecideFailedJobReason: the Job's reason reaches the stage's and run's message.
 func TestDecideFailedJobReason(t *testing.T) {
 	run := newRun(branch)
