@@ -14,6 +14,7 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 IMG ?= conveyor:dev
 GO_TEST_FLAGS ?= -count=1
+FUZZTIME ?= 10s
 
 .PHONY: all
 all: build
@@ -54,8 +55,13 @@ test-assets: ## Build kube-apiserver and etcd from source into bin/k8s/<version>
 	hack/build-k8s.sh kube-apiserver etcd
 
 .PHONY: test
-test: manifests generate vet test-assets ## Run all tests against a real kube-apiserver (envtest).
+test: manifests generate vet test-assets fuzz ## Run all tests against a real kube-apiserver (envtest), after a short fuzz run.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | hack/test-summary.sh
+
+.PHONY: fuzz
+fuzz: ## Fuzz the admission rules briefly (FUZZTIME each; corpus in controllers/admission/testdata/fuzz).
+	go test -run '^$$' -fuzz '^FuzzCheckApproval$$' -fuzztime $(FUZZTIME) ./controllers/admission/
+	go test -run '^$$' -fuzz '^FuzzCheckRun$$' -fuzztime $(FUZZTIME) ./controllers/admission/
 
 ##@ Build
 

@@ -1,0 +1,174 @@
+package admission
+
+import (
+	"path"
+	"slices"
+	"strings"
+	"testing"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/runstate"
+)
+
+// seedSpec is the seed's pipeline as the run's snapshot.
+func seedSpec() *conveyorv1.PipelineSpec {
+	job := []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine"}}
+	return &conveyorv1.PipelineSpec{
+		Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*", "infra_*"}, Tags: []string{"v*"}},
+		Stages: []conveyorv1.Stage{
+			{Name: "build", Jobs: job},
+			{Name: "testing", Jobs: job},
+			{Name: "staging", When: conveyorv1.WhenManual, Environment: "staging", TriggerGroups: []string{"developers", "devops", "testers"}, Jobs: job},
+			{Name: "pre-production", When: conveyorv1.WhenManual, Environment: "pre-production", TriggerGroups: []string{"testers", "devops", "release-engineers"}, Jobs: job},
+			{Name: "approve", Refs: conveyorv1.RefsTags, Approval: &conveyorv1.ApprovalGate{Groups: []string{"release-engineers"}, Required: 1}},
+			{Name: "production", Refs: conveyorv1.RefsTags, When: conveyorv1.WhenManual, Environment: "production", TriggerGroups: []string{"release-engineers", "devops"}, Jobs: job},
+		},
+	}
+}
+
+func seedRun(git conveyorv1.GitRef, requester string) *conveyorv1.PipelineRun {
+	return &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop-1", Namespace: "ci"},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git,
+			Requester: &conveyorv1.UserInfo{Username: requester}},
+		Status: conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunWaiting, PipelineSpec: seedSpec()},
+	}
+}
+
+func approval(stage string, d conveyorv1.ApprovalDecision) *conveyorv1.Approval {
+	return &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ci"},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: stage, Decision: d}}
+}
+
+func user(name string, groups ...string) authenticationv1.UserInfo {
+	return authenticationv1.UserInfo{Username: name, Groups: append(groups, "system:authenticated")}
+}
+
+// TestCheckApproval is the seed's table of who may do what.
+func TestCheckApproval(t *testing.T) {
+	tag := conveyorv1.GitRef{Tag: "v1.4.0"}
+	branch := conveyorv1.GitRef{Branch: "feature_login"}
+	for _, tc := range []struct {
+		name     string
+		run      *conveyorv1.PipelineRun
+		stage    string
+		decision conveyorv1.ApprovalDecision
+		user     authenticationv1.UserInfo
+		want     string // "" when allowed
+	}{
+		{"developer triggers staging", seedRun(branch, "dev"), "staging", conveyorv1.DecisionApprove, user("dana", "developers"), ""},
+		{"tester triggers staging", seedRun(branch, "dev"), "staging", conveyorv1.DecisionApprove, user("tess", "testers"), ""},
+		{"developer triggers pre-production", seedRun(branch, "dev"), "pre-production", conveyorv1.DecisionApprove, user("dana", "developers"), "only members of the groups testers, devops, release-engineers may"},
+		{"tester triggers pre-production", seedRun(branch, "dev"), "pre-production", conveyorv1.DecisionApprove, user("tess", "testers"), ""},
+		{"release engineer triggers pre-production", seedRun(tag, "rita"), "pre-production", conveyorv1.DecisionApprove, user("rob", "release-engineers"), ""},
+		{"developer approves the tag", seedRun(tag, "rita"), "approve", conveyorv1.DecisionApprove, user("dana", "developers"), "only members of the groups release-engineers may"},
+		{"release engineer approves", seedRun(tag, "rita"), "approve", conveyorv1.DecisionApprove, user("rob", "release-engineers"), ""},
+		{"release engineer rejects", seedRun(tag, "rita"), "approve", conveyorv1.DecisionReject, user("rob", "release-engineers"), ""},
+		{"the run's creator approves", seedRun(tag, "rita"), "approve", conveyorv1.DecisionApprove, user("rita", "release-engineers"), "separation of duties"},
+		{"devops triggers production", seedRun(tag, "rita"), "production", conveyorv1.DecisionApprove, user("omar", "devops"), ""},
+		{"developer triggers production", seedRun(tag, "rita"), "production", conveyorv1.DecisionApprove, user("dana", "developers"), "only members of the groups release-engineers, devops may"},
+		{"reject on a manual stage", seedRun(tag, "rita"), "production", conveyorv1.DecisionReject, user("omar", "devops"), "Reject is a decision for approval stages only"},
+		{"production in a branch run", seedRun(branch, "dev"), "production", conveyorv1.DecisionApprove, user("omar", "devops"), "runs for tags only"},
+		{"automatic stage", seedRun(branch, "dev"), "testing", conveyorv1.DecisionApprove, user("omar", "devops"), "starts by itself"},
+		{"unknown stage", seedRun(branch, "dev"), "qa", conveyorv1.DecisionApprove, user("omar", "devops"), `has no stage "qa"`},
+		{"unknown run", nil, "staging", conveyorv1.DecisionApprove, user("dana", "developers"), "does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckApproval(tc.run, approval(tc.stage, tc.decision), tc.user)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("allowed, want refusal %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("refused with %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzCheckApproval: whatever the stage, decision, user and groups, the check
+// never panics, and an allowed Approval always comes from a member of the
+// stage's groups, for a manual or approval stage of the run, and never rejects
+// a manual stage or lets a run's requester pass its own gate.
+func FuzzCheckApproval(f *testing.F) {
+	f.Add("staging", "Approve", "dana", "developers", "feature_login", false)
+	f.Add("approve", "Reject", "rita", "release-engineers", "v1.4.0", true)
+	f.Add("production", "Approve", "omar", "devops,release-engineers", "v2", true)
+	f.Add("approve", "Approve", "", "", "", true)
+	f.Fuzz(func(t *testing.T, stage, decision, username, groups, ref string, isTag bool) {
+		git := conveyorv1.GitRef{Branch: ref}
+		if isTag {
+			git = conveyorv1.GitRef{Tag: ref}
+		}
+		run := seedRun(git, "rita")
+		u := authenticationv1.UserInfo{Username: username, Groups: strings.Split(groups, ",")}
+		err := CheckApproval(run, approval(stage, conveyorv1.ApprovalDecision(decision)), u)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("refusal without a message")
+			}
+			return
+		}
+		var st *conveyorv1.Stage
+		for i := range run.Status.PipelineSpec.Stages {
+			if run.Status.PipelineSpec.Stages[i].Name == stage {
+				st = &run.Status.PipelineSpec.Stages[i]
+			}
+		}
+		kind, _ := runstate.Ref(git)
+		switch {
+		case st == nil:
+			t.Fatalf("allowed an Approval for unknown stage %q", stage)
+		case !runstate.StageApplies(st, kind):
+			t.Fatalf("allowed stage %s in a %s run", stage, kind)
+		case runstate.IsGate(st):
+			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.Approval.Groups, g) }) {
+				t.Fatalf("allowed %q (groups %v) on gate %s", username, u.Groups, stage)
+			}
+			if username == "rita" {
+				t.Fatal("allowed the run's requester to decide its gate")
+			}
+		case runstate.IsManual(st):
+			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.TriggerGroups, g) }) {
+				t.Fatalf("allowed %q (groups %v) to trigger %s", username, u.Groups, stage)
+			}
+			if decision == string(conveyorv1.DecisionReject) {
+				t.Fatal("allowed a Reject on a manual stage")
+			}
+		default:
+			t.Fatalf("allowed an Approval for automatic stage %s", stage)
+		}
+	})
+}
+
+// FuzzCheckRun: a run is allowed exactly when one of the Pipeline's patterns
+// for its ref kind matches, and a refusal names every pattern.
+func FuzzCheckRun(f *testing.F) {
+	f.Add("feature_*", "feature_login", false)
+	f.Add("v*", "v1.4.0", true)
+	f.Add("feature_[", "feature_x", false)
+	f.Add("infra_*", "hotfix_x", false)
+	f.Fuzz(func(t *testing.T, pattern, ref string, isTag bool) {
+		p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "shop"}, Spec: *seedSpec()}
+		p.Spec.Refs = conveyorv1.PipelineRefs{Branches: []string{pattern}, Tags: []string{pattern}}
+		git := conveyorv1.GitRef{Branch: ref}
+		if isTag {
+			git = conveyorv1.GitRef{Tag: ref}
+		}
+		err := CheckRun(p, seedRun(git, "dev"))
+		matched, perr := path.Match(pattern, ref)
+		if (err == nil) != (matched && perr == nil) {
+			t.Fatalf("pattern %q ref %q: allowed=%v, path.Match=%v,%v", pattern, ref, err == nil, matched, perr)
+		}
+		if err != nil && !strings.Contains(err.Error(), pattern) {
+			t.Fatalf("refusal %q does not name the pattern %q", err, pattern)
+		}
+		if CheckPipeline(p) != nil && perr == nil {
+			t.Fatalf("pattern %q parses but the Pipeline was refused", pattern)
+		}
+	})
+}
