@@ -63,6 +63,16 @@ fuzz: ## Fuzz the admission rules briefly (FUZZTIME each; corpus in controllers/
 	go test -run '^$$' -fuzz '^FuzzCheckApproval$$' -fuzztime $(FUZZTIME) ./controllers/admission/
 	go test -run '^$$' -fuzz '^FuzzCheckRun$$' -fuzztime $(FUZZTIME) ./controllers/admission/
 
+##@ Demo
+
+.PHONY: cluster-assets
+cluster-assets: ## Build the local cluster's binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) once.
+	hack/build-k8s.sh kube-apiserver etcd kube-controller-manager kube-scheduler kwok
+
+.PHONY: demo
+demo: build cluster-assets ## Start a local cluster, install Conveyor and play the seed's story (KEEP=1 keeps it up).
+	go run ./hack/demo --bin-dir "$(K8S_BIN)" --manager "$(LOCALBIN)/manager" $(if $(KEEP),--keep)
+
 ##@ Build
 
 .PHONY: build
@@ -72,7 +82,7 @@ build: manifests generate ## Build the manager binary.
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
 	kubectl apply --server-side -k config/crd
-	go run . --leader-elect=false
+	go run . --leader-elect=false --webhooks=false --metrics-bind-address=0
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster of the current kubeconfig.

@@ -36,6 +36,7 @@ func main() {
 		certRotation bool
 		certSecret   string
 		webhookSvc   string
+		webhookDNS   string
 		podNamespace = os.Getenv("POD_NAMESPACE")
 		webhookReady = make(chan struct{})
 		zapOpts      = zap.Options{}
@@ -51,6 +52,7 @@ func main() {
 	flag.BoolVar(&certRotation, "cert-rotation", false, "Provision and rotate the webhook certificate in a Secret and inject its CA into the webhook configurations (use when cert-manager is not installed).")
 	flag.StringVar(&certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
 	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook", "Service, in the manager's namespace, in front of the webhook server.")
+	flag.StringVar(&webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
 	flag.IntVar(&concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
@@ -75,13 +77,16 @@ func main() {
 		if podNamespace == "" {
 			fail(fmt.Errorf("POD_NAMESPACE is not set"), "Certificate rotation needs the manager's namespace")
 		}
-		log.Info("Rotating the webhook certificate", "secret", certSecret, "service", webhookSvc)
+		if webhookDNS == "" {
+			webhookDNS = fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace)
+		}
+		log.Info("Rotating the webhook certificate", "secret", certSecret, "dnsName", webhookDNS)
 		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
 			SecretKey:      types.NamespacedName{Namespace: podNamespace, Name: certSecret},
 			CertDir:        mc.WebhookCertDir,
 			CAName:         "conveyor-ca",
 			CAOrganization: "conveyor",
-			DNSName:        fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace),
+			DNSName:        webhookDNS,
 			IsReady:        webhookReady,
 			Webhooks: []rotator.WebhookInfo{
 				{Name: mutatingWebhookName, Type: rotator.Mutating},

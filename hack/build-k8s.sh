@@ -10,6 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 k8s_version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$root/hack/tools/k8s/go.mod")
 k8s_version=${k8s_version#v}
+[ -n "$k8s_version" ] || { echo "cannot read the k8s.io/kubernetes version from hack/tools/k8s/go.mod" >&2; exit 1; }
 out="$root/bin/k8s/$k8s_version"
 mkdir -p "$out"
 
@@ -25,6 +26,18 @@ pkg_of() {
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(kube-apiserver etcd)
 for b in "${bins[@]}"; do
+  if [ "$b" = kwok ] && [ ! -f "$out/kwok-stages/pod-create.yaml" ]; then
+    rm -rf "$out/kwok-stages" "$out/kwok-stages.tmp"
+    # kwok's own Stage files (how its fake kubelet moves nodes and pods), from its module.
+    dir=$(cd "$root/hack/tools/kwok" && go mod download sigs.k8s.io/kwok && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+    mkdir -p "$out/kwok-stages.tmp"
+    for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/general/pod-create pod/general/pod-ready pod/general/pod-complete \
+             pod/general/pod-delete pod/chaos/pod-container-running-failed; do
+      cp "$dir/kustomize/stage/$f.yaml" "$out/kwok-stages.tmp/"
+    done
+    chmod -R u+w "$out/kwok-stages.tmp"
+    mv "$out/kwok-stages.tmp" "$out/kwok-stages"
+  fi
   if [ -x "$out/$b" ]; then
     continue
   fi
