@@ -55,8 +55,12 @@ test-assets: ## Build kube-apiserver and etcd from source into bin/k8s/<version>
 	hack/build-k8s.sh kube-apiserver etcd
 
 .PHONY: test
-test: manifests generate vet test-assets fuzz ## Run all tests against a real kube-apiserver (envtest), after a short fuzz run.
-	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -v ./... 2>&1 | hack/test-summary.sh
+test: manifests generate vet cluster-assets fuzz ## Run every test: envtest (kube-apiserver + etcd) and end-to-end (a local control plane), after a short fuzz run.
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" E2E_BIN_DIR="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -timeout 30m -v ./... 2>&1 | hack/test-summary.sh
+
+.PHONY: e2e
+e2e: cluster-assets ## Run the end-to-end suite alone against a local control plane.
+	E2E_BIN_DIR="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -timeout 30m -v ./test/e2e/ 2>&1 | hack/test-summary.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz the admission rules briefly (FUZZTIME each; corpus in controllers/admission/testdata/fuzz).

@@ -1,0 +1,297 @@
+// Package e2e runs Conveyor against a local control plane with the real
+// kube-controller-manager (Job controller, garbage collector), kube-scheduler
+// and kwok, with the manager as a separate process: what only a real control
+// plane shows.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/runstate"
+	"github.com/conveyor-dev/conveyor/hack/localcluster"
+	"github.com/conveyor-dev/conveyor/hack/story"
+)
+
+var (
+	cluster    *localcluster.Cluster
+	admin      client.Client
+	personas   = map[string]client.Client{}
+	managerBin string
+	manager    *localcluster.Manager
+	root       string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	binDir := os.Getenv("E2E_BIN_DIR")
+	if binDir == "" {
+		fmt.Fprintln(os.Stderr, "E2E_BIN_DIR is not set: run the end-to-end tests with 'make test' or 'make e2e', which build the control plane")
+		return 1
+	}
+	var err error
+	if root, err = filepath.Abs("../.."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	tmp, err := os.MkdirTemp("", "conveyor-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	managerBin = filepath.Join(tmp, "manager")
+	if out, err := exec.Command("go", "build", "-o", managerBin, root).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the manager: %v\n%s", err, out)
+		return 1
+	}
+	ctx := context.Background()
+	stages, _ := filepath.Glob(filepath.Join(binDir, "kwok-stages", "*.yaml"))
+	cluster, err = localcluster.Start(ctx, localcluster.Options{BinDir: binDir, Users: localcluster.DefaultUsers, StageFiles: stages, Log: os.Stderr})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the local cluster:", err)
+		return 1
+	}
+	failed := true
+	defer func() {
+		cluster.Stop()
+		if failed {
+			fmt.Fprintf(os.Stderr, "Component logs kept in %s/logs\n", cluster.Dir)
+			return
+		}
+		_ = cluster.Remove()
+	}()
+	webhookPort, _ := localcluster.FreePort()
+	probePort, _ := localcluster.FreePort()
+	if err := cluster.InstallConveyor(ctx, root, webhookPort); err != nil {
+		fmt.Fprintln(os.Stderr, "installing Conveyor:", err)
+		return 1
+	}
+	if manager, err = cluster.StartManager(ctx, managerBin, webhookPort, probePort); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	opts := &client.Options{Scheme: localcluster.Scheme()}
+	if admin, err = cluster.Client("admin", opts); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, u := range localcluster.DefaultUsers {
+		if personas[u.Name], err = cluster.Client(u.Name, opts); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	code := m.Run()
+	failed = code != 0
+	return code
+}
+
+// tlog writes the story into the test log, a line at a time.
+type tlog struct {
+	t   *testing.T
+	buf []byte
+}
+
+func (w *tlog) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.t.Log(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// The seed's story, played as the personas with the real Job controller: every
+// refusal and every stage as the seed says.
+func TestSeedStory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the story takes minutes")
+	}
+	s := &story.Story{Admin: admin, As: personas, Out: &tlog{t: t}, Root: root, Timeout: 3 * time.Minute}
+	ctx := context.Background()
+	if err := s.SetScene(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Play(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []conveyorv1.RunPhase{conveyorv1.RunSucceeded, conveyorv1.RunSucceeded, conveyorv1.RunRejected}
+	for i, r := range res.Runs {
+		if r.Status.Phase != want[i] {
+			t.Errorf("run %s ended %s, want %s", r.Name, r.Status.Phase, want[i])
+		}
+	}
+}
+
+// pipeline creates a one-off Pipeline in a new namespace: a build stage in the
+// run's namespace, then a deploy stage in namespace staging, with the given
+// pod metadata on the deploy job.
+func pipeline(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	if err := admin.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: conveyorv1.PipelineSpec{
+		Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
+		Stages: []conveyorv1.Stage{
+			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Image: "golang:1.26"}}},
+			{Name: "deploy", Environment: "staging", Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3", PodMetadata: deployPod}}},
+		},
+	}}
+	if err := admin.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func startRun(t *testing.T, ns string) *conveyorv1.PipelineRun {
+	t.Helper()
+	run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "app"}, Git: conveyorv1.GitRef{Branch: "feature_x", Commit: "abcdef1"}}}
+	if err := admin.Create(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Created PipelineRun %s/%s", ns, run.Name)
+	return run
+}
+
+func waitRun(t *testing.T, run *conveyorv1.PipelineRun, timeout time.Duration, check func(g Gomega, r *conveyorv1.PipelineRun)) *conveyorv1.PipelineRun {
+	t.Helper()
+	got := &conveyorv1.PipelineRun{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(admin.Get(context.Background(), client.ObjectKeyFromObject(run), got)).To(Succeed())
+		check(g, got)
+	}).WithTimeout(timeout).WithPolling(250 * time.Millisecond).Should(Succeed())
+	return got
+}
+
+func jobsOf(g Gomega, run *conveyorv1.PipelineRun) []batchv1.Job {
+	list := &batchv1.JobList{}
+	g.Expect(admin.List(context.Background(), list, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+	return list.Items
+}
+
+// slow keeps a job's pod running for d before kwok completes it.
+func slow(d string) *conveyorv1.PodMetadata {
+	return &conveyorv1.PodMetadata{Annotations: map[string]string{"pod-complete.stage.kwok.x-k8s.io/delay": d}}
+}
+
+// A Job whose pod fails exhausts its backoffLimit in the real Job controller;
+// the stage and the run fail with the Job's reason.
+func TestBackoffLimitFailsStage(t *testing.T) {
+	ns := pipeline(t, &conveyorv1.PodMetadata{Labels: map[string]string{"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}})
+	run := startRun(t, ns)
+	got := waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunFailed))
+	})
+	deploy := got.Status.Stages[1]
+	t.Logf("Run %s: %s at %s: %s", got.Name, got.Status.Phase, got.Status.CurrentStage, deploy.Message)
+	if deploy.Phase != conveyorv1.StageFailed || deploy.Jobs[0].Reason != "BackoffLimitExceeded" {
+		t.Fatalf("deploy stage %+v, want Failed with BackoffLimitExceeded", deploy)
+	}
+}
+
+// Deleting a run: the garbage collector deletes its Jobs in its namespace
+// (owner references), the finalizer its Jobs in environment namespaces.
+func TestDeleteRunCleansUp(t *testing.T) {
+	ns := pipeline(t, slow("10m"))
+	run := startRun(t, ns)
+	var jobs []batchv1.Job
+	NewWithT(t).Eventually(func(g Gomega) {
+		jobs = jobsOf(g, run)
+		g.Expect(jobs).To(HaveLen(2))
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	for _, j := range jobs {
+		t.Logf("Job %s/%s exists", j.Namespace, j.Name)
+	}
+	if err := admin.Delete(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, j := range jobs {
+			err := admin.Get(context.Background(), client.ObjectKeyFromObject(&j), &batchv1.Job{})
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "Job %s/%s still exists", j.Namespace, j.Name)
+		}
+		pods := &corev1.PodList{}
+		g.Expect(admin.List(context.Background(), pods, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(pods.Items).To(BeEmpty())
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	t.Log("Deleted the run: its Jobs and pods are gone in both namespaces")
+}
+
+// A pod deleted mid-run does not leave the run hanging: the Job controller
+// counts it, and the run ends with the Job's reason.
+func TestPodDeletedMidRun(t *testing.T) {
+	ns := pipeline(t, slow("10m"))
+	run := startRun(t, ns)
+	var pod corev1.Pod
+	NewWithT(t).Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
+			client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(pods.Items).NotTo(BeEmpty())
+		pod = pods.Items[0]
+		g.Expect(pod.Status.Phase).To(Equal(corev1.PodRunning))
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	t.Logf("Deleting pod %s/%s mid-stage", pod.Namespace, pod.Name)
+	if err := admin.Delete(context.Background(), &pod); err != nil {
+		t.Fatal(err)
+	}
+	got := waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase.Finished()).To(BeTrue(), "run is %s", r.Status.Phase)
+	})
+	t.Logf("Run %s ended %s: %s", got.Name, got.Status.Phase, got.Status.Stages[1].Message)
+}
+
+// The manager killed with SIGKILL mid-stage and started again creates no
+// duplicate Job, and the run completes.
+func TestManagerKilledMidStage(t *testing.T) {
+	ns := pipeline(t, slow("8s"))
+	run := startRun(t, ns)
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(jobsOf(g, run)).To(HaveLen(2))
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	t.Log("Killing the manager (SIGKILL) while the deploy Job runs")
+	if err := manager.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-manager.Done
+	var err error
+	if manager, err = cluster.StartManager(context.Background(), managerBin, manager.WebhookPort, manager.ProbePort); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("Started the manager again")
+	waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
+	})
+	g := NewWithT(t)
+	jobs := jobsOf(g, run)
+	if len(jobs) != 2 {
+		t.Fatalf("%d Jobs after the restart, want 2", len(jobs))
+	}
+	t.Log("Run succeeded with exactly one Job per job")
+}
