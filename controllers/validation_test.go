@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -173,8 +174,9 @@ func TestSpecsImmutable(t *testing.T) {
 	if err := as("dana").Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	a.Spec.Decision = conveyorv1.DecisionReject
-	if err := k8s.Update(context.Background(), a); err == nil || !strings.Contains(err.Error(), "cannot be changed") {
+	// A merge patch carries no resourceVersion: the refusal cannot be a mere conflict.
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"decision":"Reject"}}`))
+	if err := k8s.Patch(context.Background(), a, patch); err == nil || !strings.Contains(err.Error(), "cannot be changed") {
 		t.Fatalf("approval spec update: %v", err)
 	}
 }
