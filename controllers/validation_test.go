@@ -162,8 +162,8 @@ func TestSpecsImmutable(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
 	run := newRun(t, ns, featureLogin)
-	run.Spec.Git.Branch = "feature_other"
-	if err := k8s.Update(context.Background(), run); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
+	runPatch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"git":{"branch":"feature_other"}}}`))
+	if err := k8s.Patch(context.Background(), run.DeepCopy(), runPatch); err == nil || !strings.Contains(err.Error(), "spec is immutable") {
 		t.Fatalf("run spec update: %v", err)
 	}
 	a := &conveyorv1.Approval{}
