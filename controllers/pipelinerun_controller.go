@@ -43,7 +43,8 @@ type PipelineRunReconciler struct {
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns/finalizers,verbs=update
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelines,verbs=get;list;watch
 // +kubebuilder:rbac:groups=conveyor.dev,resources=approvals,verbs=get;list;watch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
+// Creating and deleting Jobs is granted per namespace: see config/rbac/job_runner_role.yaml.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile moves one PipelineRun forward: fetch, then the named steps, then one
@@ -149,7 +150,8 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 	plan := runstate.Decide(facts)
 
 	created := map[string]*batchv1.Job{}
-	missingNS := map[string]bool{}
+	// blocked holds, per namespace, why Jobs cannot be created there.
+	blocked := map[string]string{}
 	var errs []error
 	for _, c := range plan.Create {
 		job := runstate.BuildJob(run, c)
@@ -163,7 +165,9 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		case apierrors.IsAlreadyExists(err):
 			// A stale cache: the Job exists and its watch event will bring it.
 		case apierrors.IsNotFound(err):
-			missingNS[c.Namespace] = true
+			blocked[c.Namespace] = conveyorv1.ReasonNamespaceNotFound
+		case apierrors.IsForbidden(err):
+			blocked[c.Namespace] = conveyorv1.ReasonJobsForbidden
 		default:
 			errs = append(errs, fmt.Errorf("creating Job %s/%s: %w", job.Namespace, job.Name, err))
 		}
@@ -174,8 +178,8 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 			js := &ss.Jobs[j]
 			if job := created[runstate.JobKey(ss.Name, js.Name)]; job != nil {
 				js.Phase, js.Message, js.StartTime = conveyorv1.JobRunning, "", &job.CreationTimestamp
-			} else if js.Phase == conveyorv1.JobPending && missingNS[ss.Namespace] {
-				js.Message = fmt.Sprintf("namespace %s does not exist", ss.Namespace)
+			} else if js.Phase == conveyorv1.JobPending && blocked[ss.Namespace] != "" {
+				js.Message = blockedMessage(blocked[ss.Namespace], ss.Namespace)
 			}
 		}
 	}
@@ -186,17 +190,21 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 	run.Status = plan.Status
 	setHealth(&run.Status.Conditions, run.Generation, runHealth(run.Status.Phase), plan.Reason, plan.Message)
 
-	if len(missingNS) > 0 {
-		names := make([]string, 0, len(missingNS))
-		for ns := range missingNS {
-			names = append(names, ns)
-		}
-		msg := fmt.Sprintf("stage %s cannot start: namespace %s does not exist", run.Status.CurrentStage, strings.Join(names, ", "))
-		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonNamespaceNotFound, msg)
-		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonNamespaceNotFound, "CreateJob", msg)
+	for ns, reason := range blocked {
+		msg := fmt.Sprintf("stage %s cannot start: %s", run.Status.CurrentStage, blockedMessage(reason, ns))
+		setHealth(&run.Status.Conditions, run.Generation, stalled, reason, msg)
+		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, reason, "CreateJob", msg)
 		errs = append(errs, errors.New(msg))
 	}
 	return true, errors.Join(errs...)
+}
+
+// blockedMessage says why Jobs cannot be created in a namespace, and what to do.
+func blockedMessage(reason, ns string) string {
+	if reason == conveyorv1.ReasonJobsForbidden {
+		return fmt.Sprintf("Conveyor may not create Jobs in namespace %s: bind the ClusterRole conveyor-job-runner to the manager there", ns)
+	}
+	return fmt.Sprintf("namespace %s does not exist", ns)
 }
 
 // runHealth maps a run's phase to its kstatus health.

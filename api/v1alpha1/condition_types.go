@@ -36,6 +36,9 @@ const (
 	ReasonWaitingForApproval = "WaitingForApproval"
 	// ReasonNamespaceNotFound: a stage's environment namespace does not exist.
 	ReasonNamespaceNotFound = "NamespaceNotFound"
+	// ReasonJobsForbidden: the manager may not create Jobs in a stage's namespace
+	// (the ClusterRole conveyor-job-runner is not bound to it there).
+	ReasonJobsForbidden = "JobsForbidden"
 	// ReasonSucceeded: every stage of the run succeeded.
 	ReasonSucceeded = "Succeeded"
 	// ReasonFailed: a Job failed, which failed its stage and the run.

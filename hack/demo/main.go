@@ -78,6 +78,9 @@ func run(ctx context.Context, binDir, managerBin, root string, keep bool) (err e
 			return err
 		}
 	}
+	if err := cluster.AllowJobs(ctx, story.Namespace); err != nil {
+		return err
+	}
 	if err := s.SetScene(ctx); err != nil {
 		return err
 	}

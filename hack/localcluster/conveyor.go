@@ -69,7 +69,7 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 		}
 	}
 	crds, _ := filepath.Glob(filepath.Join(root, "config/crd/bases/*.yaml"))
-	rbac := []string{"role.yaml", "personas.yaml", "cert_rotation_role.yaml", "conveyor_system_role.yaml"}
+	rbac := []string{"role.yaml", "job_runner_role.yaml", "personas.yaml", "cert_rotation_role.yaml", "conveyor_system_role.yaml"}
 	files := crds
 	for _, f := range rbac {
 		files = append(files, filepath.Join(root, "config/rbac", f))
@@ -99,12 +99,34 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 	}); err != nil {
 		return err
 	}
+	for _, ns := range Environments {
+		if err := c.AllowJobs(ctx, ns); err != nil {
+			return err
+		}
+	}
 	caPEM, err := writeWebhookCerts(filepath.Join(c.Dir, "webhook-certs"))
 	if err != nil {
 		return err
 	}
 	return applyFile(ctx, admin, filepath.Join(root, "config/webhook/manifests.yaml"), func(u *unstructured.Unstructured) (client.Object, error) {
 		return localWebhooks(u, webhookPort, caPEM)
+	})
+}
+
+// AllowJobs lets the manager create and delete Jobs in namespace ns (created
+// if missing), by binding the ClusterRole conveyor-job-runner there.
+func (c *Cluster) AllowJobs(ctx context.Context, ns string) error {
+	admin, err := c.Client("admin", &client.Options{Scheme: Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := create(ctx, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return err
+	}
+	return create(ctx, admin, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "conveyor-job-runner", Namespace: ns},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "conveyor-job-runner"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: ManagerUser}},
 	})
 }
 

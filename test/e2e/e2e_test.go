@@ -19,8 +19,12 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/runstate"
@@ -42,6 +46,7 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapcore.InfoLevel)))
 	binDir := os.Getenv("E2E_BIN_DIR")
 	if binDir == "" {
 		fmt.Fprintln(os.Stderr, "E2E_BIN_DIR is not set: run the end-to-end tests with 'make test' or 'make e2e', which build the control plane")
@@ -131,6 +136,9 @@ func TestSeedStory(t *testing.T) {
 	}
 	s := &story.Story{Admin: admin, As: personas, Out: &tlog{t: t}, Root: root, Timeout: 3 * time.Minute}
 	ctx := context.Background()
+	if err := cluster.AllowJobs(ctx, story.Namespace); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.SetScene(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +158,16 @@ func TestSeedStory(t *testing.T) {
 // run's namespace, then a deploy stage in namespace staging, with the given
 // pod metadata on the deploy job.
 func pipeline(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
+	t.Helper()
+	ns := pipelineIn(t, deployPod)
+	if err := cluster.AllowJobs(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
+// pipelineIn is pipeline without letting the manager create Jobs in the new namespace.
+func pipelineIn(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := admin.Create(context.Background(), ns); err != nil {
@@ -294,4 +312,24 @@ func TestManagerKilledMidStage(t *testing.T) {
 		t.Fatalf("%d Jobs after the restart, want 2", len(jobs))
 	}
 	t.Log("Run succeeded with exactly one Job per job")
+}
+
+// The manager creates Jobs only where conveyor-job-runner is bound: a run in a
+// namespace without the binding says so, and starts once it is bound.
+func TestJobsOnlyWhereAllowed(t *testing.T) {
+	ns := pipelineIn(t, nil)
+	run := startRun(t, ns)
+	got := waitRun(t, run, time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		c := meta.FindStatusCondition(r.Status.Conditions, conveyorv1.ConditionStalled)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(conveyorv1.ReasonJobsForbidden))
+	})
+	t.Logf("Run %s: %s", got.Name, meta.FindStatusCondition(got.Status.Conditions, conveyorv1.ConditionStalled).Message)
+	if err := cluster.AllowJobs(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Bound conveyor-job-runner in %s", ns)
+	waitRun(t, run, 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
+	})
 }
