@@ -9,21 +9,12 @@ import (
 	"net/http"
 	"os"
 
-	"github.com/open-policy-agent/cert-controller/pkg/rotator"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/conveyor-dev/conveyor/controllers"
 	"github.com/conveyor-dev/conveyor/controllers/admission"
-)
-
-// Names of the webhook configurations and Service the kustomize tree and the
-// chart install; the certificate rotator injects its CA into the former.
-const (
-	mutatingWebhookName   = "conveyor-mutating-webhook-configuration"
-	validatingWebhookName = "conveyor-validating-webhook-configuration"
 )
 
 func main() {
@@ -81,19 +72,9 @@ func main() {
 			webhookDNS = fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace)
 		}
 		log.Info("Rotating the webhook certificate", "secret", certSecret, "dnsName", webhookDNS)
-		if err := rotator.AddRotator(mgr, &rotator.CertRotator{
-			SecretKey:      types.NamespacedName{Namespace: podNamespace, Name: certSecret},
-			CertDir:        mc.WebhookCertDir,
-			CAName:         "conveyor-ca",
-			CAOrganization: "conveyor",
-			DNSName:        webhookDNS,
-			IsReady:        webhookReady,
-			Webhooks: []rotator.WebhookInfo{
-				{Name: mutatingWebhookName, Type: rotator.Mutating},
-				{Name: validatingWebhookName, Type: rotator.Validating},
-			},
-			RequireLeaderElection: false,
-		}); err != nil {
+		if err := controllers.AddCertRotator(mgr, controllers.CertRotation{
+			Namespace: podNamespace, SecretName: certSecret, DNSName: webhookDNS, CertDir: mc.WebhookCertDir,
+		}, webhookReady); err != nil {
 			fail(err, "Unable to set up certificate rotation")
 		}
 	} else {

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers"
 )
 
 // ManagerUser is the identity the manager runs as: it holds only the roles
@@ -171,7 +172,7 @@ func localWebhooks(u *unstructured.Unstructured, port int, caPEM []byte) (client
 		if err := yaml.Unmarshal(data, cfg); err != nil {
 			return nil, err
 		}
-		cfg.Name = "conveyor-mutating-webhook-configuration"
+		cfg.Name = controllers.MutatingWebhookConfiguration
 		for i := range cfg.Webhooks {
 			url(&cfg.Webhooks[i].ClientConfig)
 		}
@@ -181,7 +182,7 @@ func localWebhooks(u *unstructured.Unstructured, port int, caPEM []byte) (client
 		if err := yaml.Unmarshal(data, cfg); err != nil {
 			return nil, err
 		}
-		cfg.Name = "conveyor-validating-webhook-configuration"
+		cfg.Name = controllers.ValidatingWebhookConfiguration
 		for i := range cfg.Webhooks {
 			url(&cfg.Webhooks[i].ClientConfig)
 		}
