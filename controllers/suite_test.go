@@ -270,6 +270,19 @@ func passStage(t *testing.T, run *conveyorv1.PipelineRun, stage string, jobs ...
 	}
 }
 
+// toApproveGate takes a tag run of the seed's pipeline through its first four
+// stages, triggered by the seed's people, to the approve stage.
+func toApproveGate(t *testing.T, run *conveyorv1.PipelineRun) {
+	t.Helper()
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	for _, stage := range []string{"staging", "pre-production"} {
+		decide(t, run, stage, conveyorv1.DecisionApprove)
+		passStage(t, run, stage, "deploy")
+	}
+	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+}
+
 // waitRun waits until the run's phase and current stage are as given.
 func waitRun(t *testing.T, run *conveyorv1.PipelineRun, phase conveyorv1.RunPhase, stage string) *conveyorv1.PipelineRun {
 	t.Helper()

@@ -119,13 +119,7 @@ func TestGateNeedsDistinctApprovers(t *testing.T) {
 		g.Expect(k8s.Update(context.Background(), cur)).To(Succeed())
 	}).Should(Succeed())
 	run := newRun(t, ns, v140)
-	passStage(t, run, "build", "compile")
-	passStage(t, run, "testing", "unit", "lint")
-	decide(t, run, "staging", conveyorv1.DecisionApprove)
-	passStage(t, run, "staging", "deploy")
-	decide(t, run, "pre-production", conveyorv1.DecisionApprove)
-	passStage(t, run, "pre-production", "deploy")
-	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+	toApproveGate(t, run)
 
 	var robs []*conveyorv1.Approval
 	for i := 0; i < 2; i++ {

@@ -53,6 +53,11 @@ func requester(ctx context.Context) (admission.Request, error) {
 	return req, nil
 }
 
+// isRequester reports whether the recorded user is the request's authenticated user.
+func isRequester(recorded *conveyorv1.UserInfo, req admission.Request) bool {
+	return recorded != nil && recorded.Username == req.UserInfo.Username && recorded.UID == req.UserInfo.UID
+}
+
 // recordApprover writes the authenticated user into spec.approver on create,
 // replacing whatever the client wrote.
 type recordApprover struct{}
@@ -88,7 +93,7 @@ func (v approvalValidator) ValidateCreate(ctx context.Context, a *conveyorv1.App
 		return nil, err
 	}
 	// The mutating webhook recorded the requester; a later mutation may not swap it.
-	if a.Spec.Approver == nil || a.Spec.Approver.Username != req.UserInfo.Username || a.Spec.Approver.UID != req.UserInfo.UID {
+	if !isRequester(a.Spec.Approver, req) {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
 			fmt.Errorf("spec.approver must be the authenticated requester %q", req.UserInfo.Username))
 	}
@@ -121,7 +126,7 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err != nil {
 		return nil, err
 	}
-	if run.Spec.Requester == nil || run.Spec.Requester.Username != req.UserInfo.Username || run.Spec.Requester.UID != req.UserInfo.UID {
+	if !isRequester(run.Spec.Requester, req) {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
 			fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
 	}
