@@ -15,6 +15,7 @@ import (
 
 	"github.com/conveyor-dev/conveyor/controllers"
 	"github.com/conveyor-dev/conveyor/controllers/admission"
+	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
 func main() {
@@ -28,6 +29,7 @@ func main() {
 		certSecret   string
 		webhookSvc   string
 		webhookDNS   string
+		receiverAddr string
 		podNamespace = os.Getenv("POD_NAMESPACE")
 		webhookReady = make(chan struct{})
 		zapOpts      = zap.Options{}
@@ -44,6 +46,7 @@ func main() {
 	flag.StringVar(&certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
 	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook", "Service, in the manager's namespace, in front of the webhook server.")
 	flag.StringVar(&webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
+	flag.StringVar(&receiverAddr, "receiver-bind-address", "0", "Address the git push receiver (POST /hooks/gitlab, /hooks/github) listens on; 0 turns it off.")
 	flag.IntVar(&concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
@@ -85,6 +88,9 @@ func main() {
 	opts.Controller.MaxConcurrentReconciles = concurrency
 	if err := controllers.Setup(ctx, mgr, opts); err != nil {
 		fail(err, "Unable to set up controllers")
+	}
+	if err := receiver.Setup(ctx, mgr, receiverAddr); err != nil {
+		fail(err, "Unable to set up the push receiver")
 	}
 	if webhooks {
 		// Register the webhooks once the certificate exists: the first use of

@@ -170,7 +170,8 @@ func TestSpecsImmutable(t *testing.T) {
 	a.Name, a.Namespace = "early", ns
 	a.Spec = conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "staging"}
 	seedPipeline(t, ns)
-	waitJob(t, run, "build", "compile")
+	// Approvals are admitted once the run has taken its Pipeline's snapshot.
+	waitRun(t, run, conveyorv1.RunRunning, "build")
 	if err := as("dana").Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}

@@ -215,12 +215,48 @@ type Stage struct {
 	Jobs []JobSpec `json:"jobs,omitempty"`
 }
 
+// PipelineSource names the git repository a Pipeline builds, so that the push
+// receiver can start runs for it.
+type PipelineSource struct {
+	// repository is the repository as the git provider names it in its events:
+	// its path ("shop/shop": GitLab's path_with_namespace, GitHub's full_name)
+	// or its URL (web or clone URL). Matched without a trailing ".git" or "/".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Repository string `json:"repository"`
+
+	// secretRef names a Secret in the Pipeline's namespace holding the shared
+	// secret of the provider's webhook: GitLab's secret token, or the key of
+	// GitHub's X-Hub-Signature-256. Events that do not carry it are refused.
+	// +required
+	SecretRef SecretKeyReference `json:"secretRef"`
+}
+
+// SecretKeyReference names a key of a Secret in the same namespace.
+type SecretKeyReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key of the secret in the Secret's data; "token" when empty.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
 // PipelineSpec defines the stages of a delivery pipeline and the refs it runs for.
 // +kubebuilder:validation:XValidation:rule="self.stages.all(s, self.stages.exists_one(t, t.name == s.name))",message="stage names must be unique"
 type PipelineSpec struct {
 	// refs are the branches and tags that may run this Pipeline.
 	// +required
 	Refs PipelineRefs `json:"refs"`
+
+	// source is the repository whose pushes start runs through the push receiver.
+	// +optional
+	Source *PipelineSource `json:"source,omitempty"`
 
 	// stages run in the order given.
 	// +required

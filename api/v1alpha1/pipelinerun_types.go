@@ -50,11 +50,39 @@ type PipelineRunSpec struct {
 	// +required
 	Git GitRef `json:"git"`
 
+	// trigger says which git event started the run, when the push receiver
+	// created it. It is information only: it grants nothing.
+	// +optional
+	Trigger *Trigger `json:"trigger,omitempty"`
+
 	// requester is who created the run, as the API server authenticated them.
 	// Conveyor's admission webhook writes it on create; whatever a client puts
 	// here is replaced.
 	// +optional
 	Requester *UserInfo `json:"requester,omitempty"`
+}
+
+// Trigger is the git event that started a run.
+type Trigger struct {
+	// provider sent the event: gitlab or github.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Provider string `json:"provider,omitempty"`
+
+	// event is the provider's event type (Push Hook, Tag Push Hook, push).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Event string `json:"event,omitempty"`
+
+	// delivery is the provider's ID of the delivery.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Delivery string `json:"delivery,omitempty"`
+
+	// pusher is who pushed, as the provider says: not an identity Conveyor trusts.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Pusher string `json:"pusher,omitempty"`
 }
 
 // RunPhase is where a PipelineRun stands as a whole.

@@ -53,7 +53,7 @@ func run(ctx context.Context, binDir, managerBin, root string, keep bool) (err e
 		_ = cluster.Remove()
 	}()
 
-	ports := make([]int, 2)
+	ports := make([]int, 3)
 	for i := range ports {
 		if ports[i], err = localcluster.FreePort(); err != nil {
 			return err
@@ -64,7 +64,7 @@ func run(ctx context.Context, binDir, managerBin, root string, keep bool) (err e
 		return err
 	}
 	fmt.Printf("Starting the manager as user %q (its own roles, not cluster-admin), webhooks on https://localhost:%d (a CA made for this cluster)\n", localcluster.ManagerUser, ports[0])
-	if _, err := cluster.StartManager(ctx, managerBin, ports[0], ports[1]); err != nil {
+	if _, err := cluster.StartManager(ctx, managerBin, ports[0], ports[1], ports[2]); err != nil {
 		return err
 	}
 
@@ -102,7 +102,10 @@ The cluster stays up until Ctrl-C. Point kubectl at it:
 
 Contexts (one per persona): admin, dana (developers), tess (testers), omar (devops),
 rita and rob (release-engineers). Component logs: %s/logs
-`, cluster.Kubeconfig, story.Namespace, story.Namespace, cluster.Dir)
+
+The push receiver listens on http://127.0.0.1:%d/hooks/gitlab and /hooks/github
+(see docs/receiver.md to give the Pipeline a repository and a secret).
+`, cluster.Kubeconfig, story.Namespace, story.Namespace, cluster.Dir, ports[2])
 	<-ctx.Done()
 	fmt.Println("\nStopping the cluster")
 	return nil

@@ -50,10 +50,11 @@ func Scheme() *runtime.Scheme {
 
 // Manager is Conveyor's manager running as a process next to the cluster.
 type Manager struct {
-	Process     *os.Process
-	Done        <-chan error
-	ProbePort   int
-	WebhookPort int
+	Process      *os.Process
+	Done         <-chan error
+	ProbePort    int
+	WebhookPort  int
+	ReceiverPort int
 }
 
 // InstallConveyor installs what config/ holds into the cluster: the CRDs, the
@@ -70,7 +71,7 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 		}
 	}
 	crds, _ := filepath.Glob(filepath.Join(root, "config/crd/bases/*.yaml"))
-	rbac := []string{"role.yaml", "job_runner_role.yaml", "personas.yaml", "cert_rotation_role.yaml", "conveyor_system_role.yaml"}
+	rbac := []string{"role.yaml", "job_runner_role.yaml", "receiver_role.yaml", "personas.yaml", "cert_rotation_role.yaml", "conveyor_system_role.yaml"}
 	files := crds
 	for _, f := range rbac {
 		files = append(files, filepath.Join(root, "config/rbac", f))
@@ -115,7 +116,8 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 }
 
 // AllowJobs lets the manager create and delete Jobs in namespace ns (created
-// if missing), by binding the ClusterRole conveyor-job-runner there.
+// if missing), and read the webhook Secrets of its Pipelines, by binding the
+// ClusterRoles conveyor-job-runner and conveyor-receiver there.
 func (c *Cluster) AllowJobs(ctx context.Context, ns string) error {
 	admin, err := c.Client("admin", &client.Options{Scheme: Scheme()})
 	if err != nil {
@@ -124,17 +126,22 @@ func (c *Cluster) AllowJobs(ctx context.Context, ns string) error {
 	if err := create(ctx, admin, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return err
 	}
-	return create(ctx, admin, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "conveyor-job-runner", Namespace: ns},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "conveyor-job-runner"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: ManagerUser}},
-	})
+	for _, role := range []string{"conveyor-job-runner", "conveyor-receiver"} {
+		if err := create(ctx, admin, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: ManagerUser}},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StartManager starts the manager binary as ManagerUser with its webhooks on
 // localhost (serving the certificate InstallConveyor made), and waits until it
 // is ready.
-func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, probePort int) (*Manager, error) {
+func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, probePort, receiverPort int) (*Manager, error) {
 	kubeconfig := filepath.Join(c.Dir, "manager.kubeconfig")
 	if err := clientcmd.WriteToFile(*c.kubeconfig(ManagerUser), kubeconfig); err != nil {
 		return nil, err
@@ -144,11 +151,12 @@ func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, pro
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort),
 		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", webhookPort),
 		"--webhook-cert-dir="+filepath.Join(c.Dir, "webhook-certs"),
+		fmt.Sprintf("--receiver-bind-address=127.0.0.1:%d", receiverPort),
 	)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort}
+	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), "", 90*time.Second, done); err != nil {
 		return nil, fmt.Errorf("manager: %w (see %s)", err, c.logFile("manager"))
 	}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,11 +87,12 @@ func runSuite(m *testing.M) int {
 	}()
 	webhookPort, _ := localcluster.FreePort()
 	probePort, _ := localcluster.FreePort()
+	receiverPort, _ := localcluster.FreePort()
 	if err := cluster.InstallConveyor(ctx, root, webhookPort); err != nil {
 		fmt.Fprintln(os.Stderr, "installing Conveyor:", err)
 		return 1
 	}
-	if manager, err = cluster.StartManager(ctx, managerBin, webhookPort, probePort); err != nil {
+	if manager, err = cluster.StartManager(ctx, managerBin, webhookPort, probePort, receiverPort); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -299,7 +301,7 @@ func TestManagerKilledMidStage(t *testing.T) {
 	}
 	<-manager.Done
 	var err error
-	if manager, err = cluster.StartManager(context.Background(), managerBin, manager.WebhookPort, manager.ProbePort); err != nil {
+	if manager, err = cluster.StartManager(context.Background(), managerBin, manager.WebhookPort, manager.ProbePort, manager.ReceiverPort); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("Started the manager again")
@@ -332,4 +334,58 @@ func TestJobsOnlyWhereAllowed(t *testing.T) {
 	waitRun(t, run, 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
 		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
 	})
+}
+
+// A signed push posted to the running manager's receiver starts one run
+// (twice delivered included); an unsigned one is refused and starts nothing.
+func TestPushReceiver(t *testing.T) {
+	ctx := context.Background()
+	ns := pipeline(t, nil)
+	if err := admin.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns},
+		StringData: map[string]string{"token": "e2e-secret"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := &conveyorv1.Pipeline{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "app"}, p); err != nil {
+		t.Fatal(err)
+	}
+	base := client.MergeFrom(p.DeepCopy())
+	p.Spec.Source = &conveyorv1.PipelineSource{Repository: "acme/app", SecretRef: conveyorv1.SecretKeyReference{Name: "hook"}}
+	if err := admin.Patch(ctx, p, base); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"object_kind":"push","ref":"refs/heads/feature_push","after":"1234567890abcdef1234567890abcdef12345678",` +
+		`"checkout_sha":"1234567890abcdef1234567890abcdef12345678","user_username":"dana","project":{"path_with_namespace":"acme/app"}}`)
+	send := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/hooks/gitlab", manager.ReceiverPort), bytes.NewReader(body))
+		req.Header.Set("X-Gitlab-Event", "Push Hook")
+		if token != "" {
+			req.Header.Set("X-Gitlab-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		t.Logf("POST /hooks/gitlab (token %q): %d", token, resp.StatusCode)
+		return resp.StatusCode
+	}
+	if code := send(""); code != http.StatusUnauthorized {
+		t.Fatalf("unsigned push: %d, want 401", code)
+	}
+	NewWithT(t).Eventually(func() int { return send("e2e-secret") }).WithTimeout(30 * time.Second).Should(Equal(http.StatusAccepted))
+	if code := send("e2e-secret"); code != http.StatusAccepted {
+		t.Fatalf("redelivery: %d", code)
+	}
+	runs := &conveyorv1.PipelineRunList{}
+	if err := admin.List(ctx, runs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs.Items) != 1 || runs.Items[0].Spec.Git.Branch != "feature_push" {
+		t.Fatalf("runs after two signed deliveries: %+v", runs.Items)
+	}
+	waitRun(t, &runs.Items[0], 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
+	})
+	t.Logf("Run %s, created from the push, succeeded", runs.Items[0].Name)
 }

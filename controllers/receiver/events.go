@@ -1,0 +1,121 @@
+// Package receiver turns git providers' push events into PipelineRuns: GitLab
+// push and tag-push hooks, and GitHub push events (branches and tags).
+package receiver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Push is what Conveyor needs of a push event, whoever sent it.
+type Push struct {
+	Provider string
+	Event    string
+	Delivery string
+	// Repositories are the names the event gives its repository (path, URLs).
+	Repositories []string
+	// Branch or Tag is set, from the pushed ref.
+	Branch, Tag string
+	Commit      string
+	Pusher      string
+	// Deleted is true when the push deleted the ref.
+	Deleted bool
+}
+
+// errUnsupported marks an event type the receiver does not handle.
+var errUnsupported = errors.New("unsupported event")
+
+const zeroSHA = "0000000000000000000000000000000000000000"
+
+// gitlabPush is the part of GitLab's "Push Hook" and "Tag Push Hook" payloads
+// the receiver reads.
+type gitlabPush struct {
+	ObjectKind   string  `json:"object_kind"`
+	Ref          string  `json:"ref"`
+	After        string  `json:"after"`
+	CheckoutSHA  *string `json:"checkout_sha"`
+	UserUsername string  `json:"user_username"`
+	Project      struct {
+		PathWithNamespace string `json:"path_with_namespace"`
+		WebURL            string `json:"web_url"`
+		GitHTTPURL        string `json:"git_http_url"`
+		GitSSHURL         string `json:"git_ssh_url"`
+	} `json:"project"`
+}
+
+// githubPush is the part of GitHub's "push" payload the receiver reads.
+type githubPush struct {
+	Ref        string `json:"ref"`
+	After      string `json:"after"`
+	Deleted    bool   `json:"deleted"`
+	Repository struct {
+		FullName string `json:"full_name"`
+		HTMLURL  string `json:"html_url"`
+		CloneURL string `json:"clone_url"`
+		SSHURL   string `json:"ssh_url"`
+	} `json:"repository"`
+	Pusher struct {
+		Name string `json:"name"`
+	} `json:"pusher"`
+}
+
+// parse reads a push event of the provider from its headers and body.
+func parse(provider string, h http.Header, body []byte) (*Push, error) {
+	p := &Push{Provider: provider}
+	switch provider {
+	case "gitlab":
+		p.Event, p.Delivery = h.Get("X-Gitlab-Event"), h.Get("X-Gitlab-Event-UUID")
+		if p.Event != "Push Hook" && p.Event != "Tag Push Hook" {
+			return nil, fmt.Errorf("%w: GitLab %q (only Push Hook and Tag Push Hook)", errUnsupported, p.Event)
+		}
+		var e gitlabPush
+		if err := json.Unmarshal(body, &e); err != nil {
+			return nil, fmt.Errorf("malformed GitLab payload: %w", err)
+		}
+		p.Repositories = []string{e.Project.PathWithNamespace, e.Project.WebURL, e.Project.GitHTTPURL, e.Project.GitSSHURL}
+		p.Commit, p.Pusher = e.After, e.UserUsername
+		p.Deleted = e.After == zeroSHA || (e.CheckoutSHA == nil && e.After == "")
+		if err := p.setRef(e.Ref); err != nil {
+			return nil, err
+		}
+	case "github":
+		p.Event, p.Delivery = h.Get("X-GitHub-Event"), h.Get("X-GitHub-Delivery")
+		if p.Event != "push" {
+			return nil, fmt.Errorf("%w: GitHub %q (only push)", errUnsupported, p.Event)
+		}
+		var e githubPush
+		if err := json.Unmarshal(body, &e); err != nil {
+			return nil, fmt.Errorf("malformed GitHub payload: %w", err)
+		}
+		p.Repositories = []string{e.Repository.FullName, e.Repository.HTMLURL, e.Repository.CloneURL, e.Repository.SSHURL}
+		p.Commit, p.Pusher, p.Deleted = e.After, e.Pusher.Name, e.Deleted || e.After == zeroSHA
+		if err := p.setRef(e.Ref); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("%w: provider %q", errUnsupported, provider)
+	}
+	return p, nil
+}
+
+func (p *Push) setRef(ref string) error {
+	switch {
+	case strings.HasPrefix(ref, "refs/heads/") && len(ref) > len("refs/heads/"):
+		p.Branch = strings.TrimPrefix(ref, "refs/heads/")
+	case strings.HasPrefix(ref, "refs/tags/") && len(ref) > len("refs/tags/"):
+		p.Tag = strings.TrimPrefix(ref, "refs/tags/")
+	default:
+		return fmt.Errorf("malformed payload: ref %q is neither refs/heads/... nor refs/tags/...", ref)
+	}
+	return nil
+}
+
+// normalizeRepo makes the names of one repository compare equal.
+func normalizeRepo(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "/"), ".git")
+	return s
+}
