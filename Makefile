@@ -45,7 +45,7 @@ vet: ## Run go vet.
 
 .PHONY: verify
 verify: manifests generate ## Fail when generated code or CRDs are stale, or code is not formatted.
-	@if [ -n "$$(gofmt -l api controllers internal main.go 2>/dev/null)" ]; then echo "Not gofmt'ed:"; gofmt -l api controllers main.go; exit 1; fi
+	@if [ -n "$$(gofmt -l api controllers hack test main.go 2>/dev/null)" ]; then echo "Not gofmt'ed:"; gofmt -l api controllers hack test main.go; exit 1; fi
 	@if ! git diff --quiet -- api config; then echo "Generated files are stale; run 'make manifests generate' and commit:"; git diff --stat -- api config; exit 1; fi
 	@if [ -n "$$(git status --porcelain -- api config)" ]; then echo "Untracked generated files:"; git status --porcelain -- api config; exit 1; fi
 	@echo "Generated files are up to date."
