@@ -79,6 +79,12 @@ cluster-assets: ## Build the local cluster's binaries (kube-apiserver, etcd, kub
 demo: build cluster-assets ## Start a local cluster, install Conveyor and play the seed's story (KEEP=1 keeps it up).
 	go run ./hack/demo --bin-dir "$(K8S_BIN)" --manager "$(LOCALBIN)/manager" $(if $(KEEP),--keep)
 
+##@ Benchmark
+
+.PHONY: bench
+bench: build test-assets ## Measure reaction, throughput, API writes and memory against kube-apiserver (BENCH_FLAGS to scale).
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench --manager "$(LOCALBIN)/manager" $(BENCH_FLAGS)
+
 ##@ Build
 
 .PHONY: build
