@@ -50,6 +50,11 @@ func (r *ApprovalReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, fmt.Errorf("getting PipelineRun: %w", err)
 	}
 	v := runstate.EvaluateApproval(run, approval)
+	if v.Reason == conveyorv1.ReasonStageNotWaiting && v.Waiting && len(approval.Status.Conditions) == 0 {
+		// The stage waits and the run is about to record the Approval: its
+		// update brings this Approval back; one status write instead of two.
+		return ctrl.Result{}, nil
+	}
 	switch {
 	case v.Accepted:
 		setHealth(&approval.Status.Conditions, approval.Generation, healthy, v.Reason, v.Message)

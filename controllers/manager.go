@@ -25,6 +25,33 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
+// slimJob keeps of a cached Job what the reconcilers read (metadata and
+// status): its pod template is most of its size and nothing reads it.
+func slimJob(obj any) (any, error) {
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		return obj, nil
+	}
+	job.ManagedFields = nil
+	job.Spec = batchv1.JobSpec{}
+	return job, nil
+}
+
+// slimFinishedRun drops the pipeline snapshot of finished runs from the
+// cache: nothing decides anything for them any more, and the snapshot is most
+// of a run's size. Status patches are diffs, so the stored snapshot stays.
+func slimFinishedRun(obj any) (any, error) {
+	run, ok := obj.(*conveyorv1.PipelineRun)
+	if !ok {
+		return obj, nil
+	}
+	run.ManagedFields = nil
+	if run.Status.Phase.Finished() {
+		run.Status.PipelineSpec = nil
+	}
+	return run, nil
+}
+
 // ManagerConfig is what main's flags (or a test) choose for the manager.
 type ManagerConfig struct {
 	// MetricsAddr is where metrics are served; "0" turns them off.
@@ -55,8 +82,13 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 		LeaderElectionID:        "conveyor.conveyor.dev",
 		LeaderElectionNamespace: c.LeaderElectionNamespace,
 		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.WebhookHost, Port: c.WebhookPort, CertDir: c.WebhookCertDir}),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&batchv1.Job{}: {Label: labels.NewSelector().Add(*ours)},
-		}},
+		Cache: cache.Options{
+			// Nothing reads managedFields: drop them from every cached object.
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&batchv1.Job{}:              {Label: labels.NewSelector().Add(*ours), Transform: slimJob},
+				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
+			},
+		},
 	}
 }

@@ -69,9 +69,8 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}()
 
 	for _, step := range []func(context.Context, *conveyorv1.PipelineRun) (bool, error){
-		r.reconcileSnapshot,  // the run carries a snapshot of its Pipeline's spec
-		r.reconcileFinalizer, // Jobs outside the run's namespace will be cleaned up
-		r.reconcileStages,    // the Jobs of the stages allowed to run exist; status says where the run stands
+		r.reconcileSnapshot, // the run carries a snapshot of its Pipeline's spec
+		r.reconcileStages,   // the Jobs of the stages allowed to run exist; status says where the run stands
 	} {
 		if done, err := step(ctx, run); err != nil || done {
 			return ctrl.Result{}, err
@@ -122,21 +121,21 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 	return false, nil
 }
 
-// reconcileFinalizer ensures a run whose stages deploy into other namespaces
-// carries the finalizer that deletes those Jobs with the run.
-func (r *PipelineRunReconciler) reconcileFinalizer(ctx context.Context, run *conveyorv1.PipelineRun) (bool, error) {
-	if !runstate.NeedsCleanupFinalizer(run) || controllerutil.ContainsFinalizer(run, CleanupFinalizer) {
-		return false, nil
+// ensureFinalizer ensures the run carries the finalizer that deletes its Jobs
+// in other namespaces with it, before the first such Job is created.
+func (r *PipelineRunReconciler) ensureFinalizer(ctx context.Context, run *conveyorv1.PipelineRun) error {
+	if controllerutil.ContainsFinalizer(run, CleanupFinalizer) {
+		return nil
 	}
 	// Patch a copy: the answer carries the stored status, not the one being built.
 	patched := &conveyorv1.PipelineRun{ObjectMeta: *run.ObjectMeta.DeepCopy()}
 	base := client.MergeFromWithOptions(patched.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.AddFinalizer(patched, CleanupFinalizer)
 	if err := r.Patch(ctx, patched, base); err != nil {
-		return true, fmt.Errorf("adding finalizer: %w", err)
+		return fmt.Errorf("adding finalizer: %w", err)
 	}
 	run.ObjectMeta = patched.ObjectMeta
-	return false, nil
+	return nil
 }
 
 // reconcileStages ensures the Jobs of every stage allowed to run exist, and
@@ -154,6 +153,11 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 	blocked := map[string]string{}
 	var errs []error
 	for _, c := range plan.Create {
+		if c.Namespace != run.Namespace {
+			if err := r.ensureFinalizer(ctx, run); err != nil {
+				return true, err
+			}
+		}
 		job := runstate.BuildJob(run, c)
 		log.Info("Creating Job", "job", klog.KObj(job), "stage", c.Stage.Name)
 		err := r.Create(ctx, job)

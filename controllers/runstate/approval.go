@@ -11,7 +11,10 @@ type ApprovalVerdict struct {
 	// Accepted is true when the run recorded the Approval in its stage's decisions.
 	Accepted bool
 	// Final is true when the verdict cannot change any more.
-	Final   bool
+	Final bool
+	// Waiting is true when the stage waits for a decision and the run has not
+	// recorded this one yet: it is about to.
+	Waiting bool
 	Reason  string
 	Message string
 }
@@ -83,7 +86,7 @@ func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval) Appro
 					Message: fmt.Sprintf("%s already approved stage %s (Approval %s); approvals must come from distinct people", d.Approver, stageName, d.Approval)}
 			}
 		}
-		return ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting,
+		return ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting, Waiting: true,
 			Message: fmt.Sprintf("stage %s is waiting; the run has not recorded this Approval yet", stageName)}
 	}
 	return ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting,

@@ -111,17 +111,3 @@ func StageNamespace(runNamespace string, stage *conveyorv1.Stage) string {
 	}
 	return runNamespace
 }
-
-// NeedsCleanupFinalizer reports whether any stage of the run creates Jobs outside
-// the run's namespace, where owner references cannot reach.
-func NeedsCleanupFinalizer(run *conveyorv1.PipelineRun) bool {
-	if run.Status.PipelineSpec == nil {
-		return false
-	}
-	for _, s := range RunStages(run.Status.PipelineSpec, run.Spec.Git) {
-		if s.Approval == nil && StageNamespace(run.Namespace, &s) != run.Namespace {
-			return true
-		}
-	}
-	return false
-}
