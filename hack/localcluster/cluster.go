@@ -125,7 +125,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/health", etcdPort), "", 60*time.Second); err != nil {
-		return nil, fmt.Errorf("etcd: %w (see %s)", err, c.logFile("etcd"))
+		return nil, fmt.Errorf("etcd: %w (see %s)", err, c.LogFile("etcd"))
 	}
 
 	fmt.Fprintf(c.log, "Starting kube-apiserver on %s\n", c.Server)
@@ -145,7 +145,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, c.Server+"/readyz", c.tokens["admin"], 120*time.Second); err != nil {
-		return nil, fmt.Errorf("kube-apiserver: %w (see %s)", err, c.logFile("kube-apiserver"))
+		return nil, fmt.Errorf("kube-apiserver: %w (see %s)", err, c.LogFile("kube-apiserver"))
 	}
 	if err := c.writeKubeconfig(); err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if err := waitNodeReady(ctx, admin, 60*time.Second); err != nil {
-		return nil, fmt.Errorf("the fake Node did not become Ready: %w (see %s)", err, c.logFile("kwok"))
+		return nil, fmt.Errorf("the fake Node did not become Ready: %w (see %s)", err, c.LogFile("kwok"))
 	}
 	return c, nil
 }
@@ -240,10 +240,7 @@ func (c *Cluster) StartProcess(name, path string, env []string, args ...string) 
 }
 
 // LogFile is where a process of the cluster writes its output.
-func (c *Cluster) logFile(name string) string { return filepath.Join(c.Dir, "logs", name+".log") }
-
-// LogFile is where a process of the cluster writes its output.
-func (c *Cluster) LogFile(name string) string { return c.logFile(name) }
+func (c *Cluster) LogFile(name string) string { return filepath.Join(c.Dir, "logs", name+".log") }
 
 func (c *Cluster) start(name, path string, args ...string) error {
 	_, _, err := c.StartProcess(name, path, nil, args...)
@@ -257,7 +254,7 @@ func (c *Cluster) spawn(name, path string, env []string, args ...string) (*proc,
 	if err := os.MkdirAll(filepath.Join(c.Dir, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(c.logFile(name))
+	f, err := os.Create(c.LogFile(name))
 	if err != nil {
 		return nil, err
 	}

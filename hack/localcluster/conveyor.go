@@ -158,7 +158,7 @@ func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, pro
 	}
 	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), "", 90*time.Second, done); err != nil {
-		return nil, fmt.Errorf("manager: %w (see %s)", err, c.logFile("manager"))
+		return nil, fmt.Errorf("manager: %w (see %s)", err, c.LogFile("manager"))
 	}
 	return m, nil
 }
