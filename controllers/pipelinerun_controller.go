@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -36,6 +37,21 @@ type PipelineRunReconciler struct {
 	Recorder  events.EventRecorder
 	// Now returns the current time; tests may pin it.
 	Now func() metav1.Time
+
+	// recorded remembers the transitions already told by Events and metrics:
+	// a reconcile that reads a run from a cache not yet showing the last status
+	// patch computes the same transition again, and must not tell it twice.
+	recorded *lru.Cache
+}
+
+// firstTime reports whether a transition is told for the first time.
+func (r *PipelineRunReconciler) firstTime(run *conveyorv1.PipelineRun, parts ...string) bool {
+	key := string(run.UID) + "/" + strings.Join(parts, "/")
+	if _, ok := r.recorded.Get(key); ok {
+		return false
+	}
+	r.recorded.Add(key, struct{}{})
+	return true
 }
 
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch
@@ -112,10 +128,16 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 		run.Status.Phase = conveyorv1.RunFailed
 		run.Status.CompletionTime = &now
 		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonRefNotAllowed, err.Error())
-		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
+		if r.firstTime(run, "run", string(conveyorv1.RunFailed)) {
+			runsFinished.WithLabelValues(string(conveyorv1.RunFailed)).Inc()
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
+		}
 		return true, reconcile.TerminalError(err)
 	}
-	ctrl.LoggerFrom(ctx).Info("Snapshotting pipeline", "pipeline", klog.KObj(pipeline), "generation", pipeline.Generation)
+	if r.firstTime(run, "run", "started") {
+		ctrl.LoggerFrom(ctx).Info("Snapshotting pipeline", "pipeline", klog.KObj(pipeline), "generation", pipeline.Generation)
+		runsStarted.Inc()
+	}
 	run.Status.PipelineSpec = pipeline.Spec.DeepCopy()
 	run.Status.PipelineGeneration = pipeline.Generation
 	return false, nil
@@ -163,6 +185,7 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		err := r.Create(ctx, job)
 		switch {
 		case err == nil:
+			jobsCreated.Inc()
 			created[runstate.JobKey(c.Stage.Name, c.Job.Name)] = job
 			r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
 				"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
@@ -267,14 +290,15 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 			known[d.Approval] = true
 		}
 		for _, d := range s.Decisions {
-			if !known[d.Approval] {
+			if !known[d.Approval] && r.firstTime(run, s.Name, "decision", d.Approval) {
 				r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventDecisionAccepted, "Decide",
 					"Approval %s (%s) taken into account for stage %s", d.Approval, d.Decision, s.Name)
 			}
 		}
-		if prev.Phase == s.Phase {
+		if prev.Phase == s.Phase || !r.firstTime(run, s.Name, string(s.Phase)) {
 			continue
 		}
+		observeStage(prev, s)
 		switch s.Phase {
 		case conveyorv1.StageRunning:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s", s.Name, s.Message)
@@ -288,12 +312,30 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRejected, "FinishStage", "Stage %s %s", s.Name, s.Message)
 		}
 	}
-	if next.Phase != run.Status.Phase && next.Phase.Finished() {
+	if next.Phase != run.Status.Phase && next.Phase.Finished() && r.firstTime(run, "run", string(next.Phase)) {
+		runsFinished.WithLabelValues(string(next.Phase)).Inc()
 		typ := corev1.EventTypeWarning
 		if next.Phase == conveyorv1.RunSucceeded {
 			typ = corev1.EventTypeNormal
 		}
 		r.Recorder.Eventf(run, nil, typ, string(next.Phase), "FinishRun", "Run %s", strings.ToLower(string(next.Phase)))
+	}
+}
+
+// observeStage records a stage's wait for people when it ends, and its
+// duration when it finishes.
+func observeStage(prev, next conveyorv1.StageStatus) {
+	if prev.Phase == conveyorv1.StageWaiting && prev.StartTime != nil {
+		end := next.StartTime
+		if next.Phase.Finished() && next.CompletionTime != nil {
+			end = next.CompletionTime
+		}
+		if end != nil {
+			approvalWait.WithLabelValues(next.Name).Observe(end.Sub(prev.StartTime.Time).Seconds())
+		}
+	}
+	if next.Phase.Finished() && next.StartTime != nil && next.CompletionTime != nil {
+		stageDuration.WithLabelValues(next.Name, string(next.Phase)).Observe(next.CompletionTime.Sub(next.StartTime.Time).Seconds())
 	}
 }
 
@@ -332,6 +374,8 @@ func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 	if r.Now == nil {
 		r.Now = metav1.Now
 	}
+	// A few transitions per run in flight; the oldest are forgotten first.
+	r.recorded = lru.New(50000)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}).
 		Named("pipelinerun").
