@@ -86,7 +86,7 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 			// Nothing reads managedFields: drop them from every cached object.
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				&batchv1.Job{}:              {Label: labels.NewSelector().Add(*ours), Transform: slimJob},
+				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Transform: slimJob},
 				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
 			},
 		},
