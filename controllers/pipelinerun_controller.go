@@ -295,10 +295,13 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 					"Approval %s (%s) taken into account for stage %s", d.Approval, d.Decision, s.Name)
 			}
 		}
-		if prev.Phase == s.Phase || !r.firstTime(run, s.Name, string(s.Phase)) {
+		if prev.Phase == s.Phase {
 			continue
 		}
-		observeStage(prev, s)
+		r.observeStage(run, prev, s)
+		if !r.firstTime(run, s.Name, string(s.Phase)) {
+			continue
+		}
 		switch s.Phase {
 		case conveyorv1.StageRunning:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s", s.Name, s.Message)
@@ -323,9 +326,10 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 }
 
 // observeStage records a stage's wait for people when it ends, and its
-// duration when it finishes.
-func observeStage(prev, next conveyorv1.StageStatus) {
-	if prev.Phase == conveyorv1.StageWaiting && prev.StartTime != nil {
+// duration when it finishes, each once: a stale read of the run may show the
+// same wait ending as another transition.
+func (r *PipelineRunReconciler) observeStage(run *conveyorv1.PipelineRun, prev, next conveyorv1.StageStatus) {
+	if prev.Phase == conveyorv1.StageWaiting && prev.StartTime != nil && r.firstTime(run, next.Name, "waited") {
 		end := next.StartTime
 		if next.Phase.Finished() && next.CompletionTime != nil {
 			end = next.CompletionTime
@@ -334,7 +338,7 @@ func observeStage(prev, next conveyorv1.StageStatus) {
 			approvalWait.WithLabelValues(next.Name).Observe(end.Sub(prev.StartTime.Time).Seconds())
 		}
 	}
-	if next.Phase.Finished() && next.StartTime != nil && next.CompletionTime != nil {
+	if next.Phase.Finished() && next.StartTime != nil && next.CompletionTime != nil && r.firstTime(run, next.Name, "finished") {
 		stageDuration.WithLabelValues(next.Name, string(next.Phase)).Observe(next.CompletionTime.Sub(next.StartTime.Time).Seconds())
 	}
 }
