@@ -259,9 +259,7 @@ func (r *PipelineRunReconciler) observe(ctx context.Context, run *conveyorv1.Pip
 		if job.Labels[runstate.LabelRunUID] != string(run.UID) {
 			continue // left by an earlier run of the same name
 		}
-		obs := runstate.ObserveJob(job)
-		obs.StartTime = &job.CreationTimestamp
-		facts.Jobs[runstate.JobKey(job.Labels[runstate.LabelStage], job.Labels[runstate.LabelJob])] = obs
+		facts.Jobs[runstate.JobKey(job.Labels[runstate.LabelStage], job.Labels[runstate.LabelJob])] = runstate.ObserveJob(job)
 	}
 	approvals := &conveyorv1.ApprovalList{}
 	if err := r.List(ctx, approvals, client.InNamespace(run.Namespace), client.MatchingFields{indexApprovalRun: run.Name}); err != nil {

@@ -155,10 +155,13 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 }
 
 // ObserveJob reads a Job's phase the way the Job controller reports it: the
-// Complete or Failed condition, with the reason and message of the latter.
+// Complete or Failed condition, with the reason and message of the latter. A
+// job starts when its Job is created: that time is known the moment Conveyor
+// creates it, so the Job controller's own start time changes no status.
 func ObserveJob(job *batchv1.Job) JobObservation {
+	start := job.CreationTimestamp
 	obs := JobObservation{Name: job.Name, Namespace: job.Namespace, Phase: conveyorv1.JobRunning,
-		StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime}
+		StartTime: &start, CompletionTime: job.Status.CompletionTime}
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
 			continue
