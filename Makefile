@@ -17,6 +17,8 @@ GO_TEST_FLAGS ?= -count=1
 # A count, not a duration: a duration -fuzztime can fail with "context deadline
 # exceeded" at its end on a busy machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
+CHART ?= charts/conveyor
+CHART_RBAC = role.yaml job_runner_role.yaml receiver_role.yaml cert_rotation_role.yaml conveyor_system_role.yaml personas.yaml
 
 .PHONY: all
 all: build
@@ -32,6 +34,11 @@ help: ## Show the targets.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and the manager's RBAC from the API markers.
 	$(CONTROLLER_GEN) rbac:roleName=conveyor-manager crd paths="./..." webhook output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	@# The chart carries the same CRDs, roles and webhooks as config/ (copies, checked by make verify and TestChartMatchesConfig).
+	@mkdir -p $(CHART)/crds $(CHART)/files/rbac $(CHART)/files/webhook
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp $(addprefix config/rbac/,$(CHART_RBAC)) $(CHART)/files/rbac/
+	cp config/webhook/manifests.yaml $(CHART)/files/webhook/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.
@@ -48,8 +55,8 @@ vet: ## Run go vet.
 .PHONY: verify
 verify: manifests generate ## Fail when generated code or CRDs are stale, or code is not formatted.
 	@if [ -n "$$(gofmt -l api controllers hack test main.go 2>/dev/null)" ]; then echo "Not gofmt'ed:"; gofmt -l api controllers hack test main.go; exit 1; fi
-	@if ! git diff --quiet -- api config; then echo "Generated files are stale; run 'make manifests generate' and commit:"; git diff --stat -- api config; exit 1; fi
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then echo "Untracked generated files:"; git status --porcelain -- api config; exit 1; fi
+	@if ! git diff --quiet -- api config $(CHART); then echo "Generated files are stale; run 'make manifests generate' and commit:"; git diff --stat -- api config $(CHART); exit 1; fi
+	@if [ -n "$$(git status --porcelain -- api config $(CHART))" ]; then echo "Untracked generated files:"; git status --porcelain -- api config $(CHART); exit 1; fi
 	@echo "Generated files are up to date."
 
 .PHONY: test-assets

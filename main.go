@@ -44,7 +44,7 @@ func main() {
 	flag.BoolVar(&webhooks, "webhooks", true, "Serve the admission webhooks (who may trigger and approve which stage).")
 	flag.BoolVar(&certRotation, "cert-rotation", false, "Provision and rotate the webhook certificate in a Secret and inject its CA into the webhook configurations (use when cert-manager is not installed).")
 	flag.StringVar(&certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
-	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook", "Service, in the manager's namespace, in front of the webhook server.")
+	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook-service", "Service, in the manager's namespace, in front of the webhook server.")
 	flag.StringVar(&webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
 	flag.StringVar(&receiverAddr, "receiver-bind-address", "0", "Address the git push receiver (POST /hooks/gitlab, /hooks/github) listens on; 0 turns it off.")
 	flag.IntVar(&concurrency, "concurrency", 4, "Reconciles run at once per kind.")

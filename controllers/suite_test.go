@@ -53,7 +53,7 @@ func runSuite(m *testing.M) int {
 	env = &envtest.Environment{
 		CRDDirectoryPaths:     []string{"../config/crd/bases"},
 		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{"../config/webhook"}},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{"../config/webhook/manifests.yaml"}},
 	}
 	var err error
 	if cfg, err = env.Start(); err != nil {

@@ -4,7 +4,7 @@
 # bin/k8s/<version>/. A binary that is already there is not built again.
 #
 # Usage: hack/build-k8s.sh [binary...]   (default: kube-apiserver etcd)
-# Binaries: kube-apiserver etcd kube-controller-manager kube-scheduler kwok
+# Binaries: kube-apiserver etcd kube-controller-manager kube-scheduler kwok helm
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +19,7 @@ pkg_of() {
     kube-apiserver|kube-controller-manager|kube-scheduler) echo "k8s k8s.io/kubernetes/cmd/$1" ;;
     etcd) echo "k8s go.etcd.io/etcd/server/v3" ;;
     kwok) echo "kwok sigs.k8s.io/kwok/cmd/kwok" ;;
+    helm) echo "helm helm.sh/helm/v3/cmd/helm" ;;
     *) echo "unknown binary: $1" >&2; return 1 ;;
   esac
 }
@@ -51,6 +52,16 @@ for b in "${bins[@]}"; do
     ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=${k8s_version%%.*}"
     minor=${k8s_version#*.}; ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
     ldflags="$ldflags -X k8s.io/component-base/version.gitTreeState=clean"
+  fi
+  if [ "$mod" = helm ]; then
+    # Stamp what Helm's own Makefile stamps: its version, and the Kubernetes
+    # version of its client-go (the default for .Capabilities and lint).
+    helm_version=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' "$root/hack/tools/helm/go.mod")
+    kminor=$(awk '$1=="k8s.io/client-go" {split($2, v, "."); print v[2]; exit}' "$root/hack/tools/helm/go.mod")
+    ldflags="$ldflags -X helm.sh/helm/v3/internal/version.version=$helm_version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for p in pkg/chartutil pkg/lint/rules; do
+      ldflags="$ldflags -X helm.sh/helm/v3/$p.k8sVersionMajor=1 -X helm.sh/helm/v3/$p.k8sVersionMinor=$kminor"
+    done
   fi
   (cd "$root/hack/tools/$mod" && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o "$out/$b.tmp" "$pkg")
   mv "$out/$b.tmp" "$out/$b"

@@ -1,11 +1,8 @@
 package localcluster
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +23,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers"
+	"github.com/conveyor-dev/conveyor/hack/manifests"
 )
 
 // ManagerUser is the identity the manager runs as: it holds only the roles
@@ -202,22 +199,11 @@ func localWebhooks(u *unstructured.Unstructured, port int, caPEM []byte) (client
 // applyFile creates every object of a multi-document YAML file, through
 // transform when given; objects that exist are left as they are.
 func applyFile(ctx context.Context, c client.Client, path string, transform func(*unstructured.Unstructured) (client.Object, error)) error {
-	data, err := os.ReadFile(path)
+	objs, err := manifests.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
+	for _, u := range objs {
 		var obj client.Object = u
 		if transform != nil {
 			if obj, err = transform(u); err != nil {
@@ -228,6 +214,7 @@ func applyFile(ctx context.Context, c client.Client, path string, transform func
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
+	return nil
 }
 
 func create(ctx context.Context, c client.Client, obj client.Object) error {
