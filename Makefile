@@ -13,6 +13,7 @@ K8S_BIN ?= $(LOCALBIN)/k8s/$(K8S_VERSION)
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 IMG ?= conveyor:dev
+OVERLAY ?= default
 GO_TEST_FLAGS ?= -count=1
 # A count, not a duration: a duration -fuzztime can fail with "context deadline
 # exceeded" at its end on a busy machine (golang/go#75804, fixed in Go 1.27).
@@ -79,8 +80,8 @@ fuzz: ## Fuzz the admission rules briefly (FUZZTIME executions each; corpus in c
 ##@ Demo
 
 .PHONY: cluster-assets
-cluster-assets: ## Build the local cluster's binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) once.
-	hack/build-k8s.sh kube-apiserver etcd kube-controller-manager kube-scheduler kwok
+cluster-assets: ## Build the local cluster's binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) and helm once.
+	hack/build-k8s.sh kube-apiserver etcd kube-controller-manager kube-scheduler kwok helm
 
 .PHONY: demo
 demo: build cluster-assets ## Start a local cluster, install Conveyor and play the seed's story (KEEP=1 keeps it up).
@@ -108,8 +109,21 @@ install: manifests ## Install the CRDs into the cluster of the current kubeconfi
 	kubectl apply --server-side -k config/crd
 
 .PHONY: uninstall
-uninstall: manifests ## Remove the CRDs from the cluster of the current kubeconfig.
+uninstall: manifests ## Remove the CRDs (and with them every Pipeline, run and Approval) from the cluster of the current kubeconfig.
 	kubectl delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Install Conveyor into the cluster of the current kubeconfig: config/$(OVERLAY) (default) with the manager image $(IMG), and config/environments.
+	kubectl apply --server-side -k config/environments
+	kubectl kustomize config/$(OVERLAY) | sed 's|image: conveyor:dev$$|image: $(IMG)|' | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove what config/$(OVERLAY) installed, CRDs included (so every Pipeline, run and Approval); config/environments stays.
+	kubectl kustomize config/$(OVERLAY) | kubectl delete --ignore-not-found -f -
+
+.PHONY: helm-lint
+helm-lint: cluster-assets ## Lint the chart with Helm built from its module.
+	$(K8S_BIN)/helm lint --strict $(CHART)
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a container engine).

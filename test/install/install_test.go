@@ -1,0 +1,445 @@
+// Package install checks what platform teams install: the Helm chart (linted
+// and rendered by Helm built from its module) and the kustomize tree in
+// config/, both applied to a real kube-apiserver, and kept the same.
+package install
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/conveyor-dev/conveyor/hack/manifests"
+)
+
+// Versions of the third-party CRDs the optional parts of the install need,
+// read from their Go modules.
+const (
+	certManagerModule = "github.com/cert-manager/cert-manager@v1.21.2"
+	promOperator      = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+)
+
+var root = func() string { r, _ := filepath.Abs("../.."); return r }()
+
+func binDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds kube-apiserver, etcd and helm")
+	}
+	return dir
+}
+
+// run runs a command from the repository root and returns its standard output.
+func run(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// Values that switch on every optional part of the chart.
+var everything = []string{
+	"--set", "certManager.enabled=true",
+	"--set", "metrics.serviceMonitor.enabled=true",
+	"--set", "receiver.enabled=true",
+	"--set", "pipelineNamespaces={shop-ci}",
+	"--set-json", `personas.bindings=[{"namespace":"shop-ci","role":"developer","groups":["developers"]},{"namespace":"shop-ci","role":"release-engineer","groups":["release-engineers"]}]`,
+}
+
+func helmTemplate(t *testing.T, values ...string) []*unstructured.Unstructured {
+	t.Helper()
+	args := append([]string{"template", "conveyor", "charts/conveyor", "--namespace", "conveyor-system", "--include-crds"}, values...)
+	objs, err := manifests.Decode(run(t, filepath.Join(binDir(t), "helm"), args...))
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	return objs
+}
+
+func kustomize(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	objs, err := manifests.Decode(run(t, "kubectl", "kustomize", dir))
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v", dir, err)
+	}
+	return objs
+}
+
+// helm lint --strict passes with the default values and with every option on.
+func TestHelmLint(t *testing.T) {
+	helm := filepath.Join(binDir(t), "helm")
+	for name, values := range map[string][]string{"defaults": nil, "everything": everything} {
+		out := string(run(t, helm, append([]string{"lint", "--strict", "charts/conveyor", "--namespace", "conveyor-system"}, values...)...))
+		if strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") || !strings.Contains(out, "0 chart(s) failed") {
+			t.Errorf("helm lint (%s):\n%s", name, out)
+		}
+		t.Logf("helm lint --strict (%s): %s", name, strings.TrimSpace(out[strings.LastIndex(out, "\n1 chart"):]))
+	}
+	// The schema refuses values that would render a broken install.
+	for _, bad := range [][]string{
+		{"--set", "replicaCount=-1"},
+		{"--set", "image.pullPolicy=Sometimes"},
+		{"--set", "environments.namespaces={Prod_1}"},
+		{"--set", "certManager.issuerRef.kind=Secret"},
+		{"--set", "unknownOption=true"},
+	} {
+		cmd := exec.Command(helm, append([]string{"template", "x", "charts/conveyor"}, bad...)...)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "values don't meet the specifications of the schema") {
+			t.Errorf("helm template %v: want a schema error, got %v\n%s", bad, err, out)
+		}
+	}
+}
+
+// moduleCRDs reads CRD files from a Go module (downloaded through the module proxy).
+func moduleCRDs(t *testing.T, module string, files ...string) []*unstructured.Unstructured {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module crds\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go mod download %s: %v\n%s", module, err, out)
+	}
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil || info.Dir == "" {
+		t.Fatalf("go mod download %s: %v %s", module, err, info.Error)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		o, err := manifests.ReadFile(filepath.Join(info.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs
+}
+
+func startAPIServer(t *testing.T) client.Client {
+	t.Helper()
+	binDir(t)
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = apiextensionsv1.AddToScheme(scheme)
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// waitEstablished waits until the CRDs among objs serve.
+func waitEstablished(t *testing.T, c client.Client, objs []*unstructured.Unstructured) {
+	t.Helper()
+	for _, u := range objs {
+		if u.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		NewWithT(t).Eventually(func(g Gomega) {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			g.Expect(c.Get(context.Background(), client.ObjectKey{Name: u.GetName()}, crd)).To(Succeed())
+			established := false
+			for _, cond := range crd.Status.Conditions {
+				established = established || (cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue)
+			}
+			g.Expect(established).To(BeTrue(), "CRD %s established", u.GetName())
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	}
+}
+
+// Every way to install is accepted by kube-apiserver, applied for real
+// (server-side, as Argo CD and Flux apply), and the manager's pod passes the
+// namespace's "restricted" Pod Security level.
+func TestManifestsAccepted(t *testing.T) {
+	c := startAPIServer(t)
+	ctx := context.Background()
+	third := append(moduleCRDs(t, certManagerModule, "deploy/crds/cert-manager.io_issuers.yaml", "deploy/crds/cert-manager.io_clusterissuers.yaml", "deploy/crds/cert-manager.io_certificates.yaml"),
+		moduleCRDs(t, promOperator, "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml")...)
+	if err := manifests.Apply(ctx, c, third, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitEstablished(t, c, third)
+	// helm install --create-namespace makes the release's namespace; shop-ci
+	// stands for a namespace that holds Pipelines.
+	for _, ns := range []string{"conveyor-system", "shop-ci"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	variants := []struct {
+		name string
+		objs []*unstructured.Unstructured
+	}{
+		{"helm template (defaults)", helmTemplate(t)},
+		{"helm template (cert-manager, ServiceMonitor, receiver, bindings)", helmTemplate(t, everything...)},
+		{"kustomize config/default", kustomize(t, "config/default")},
+		{"kustomize config/environments", kustomize(t, "config/environments")},
+		{"kustomize config/certmanager", kustomize(t, "config/certmanager")},
+		{"kustomize config/prometheus", kustomize(t, "config/prometheus")},
+	}
+	for _, v := range variants {
+		if err := manifests.Apply(ctx, c, v.objs, "install-test"); err != nil {
+			t.Fatalf("%s: %v", v.name, err)
+		}
+		waitEstablished(t, c, v.objs)
+		kinds := map[string]int{}
+		for _, u := range v.objs {
+			kinds[u.GetKind()]++
+			if u.GetKind() == "Deployment" {
+				checkPodSecurity(t, c, u)
+			}
+		}
+		t.Logf("%s: %d objects applied %v", v.name, len(v.objs), kinds)
+	}
+}
+
+// checkPodSecurity creates the Deployment's pod (dry run) in its namespace,
+// which enforces the restricted Pod Security level: kube-apiserver's
+// PodSecurity admission refuses a pod that runs as root, may escalate, keeps
+// capabilities or has no seccomp profile.
+func checkPodSecurity(t *testing.T, c client.Client, deploy *unstructured.Unstructured) {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: deploy.GetNamespace()}, ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		ns.Labels = map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}
+		if err := c.Update(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpl, _, _ := unstructured.NestedMap(deploy.Object, "spec", "template")
+	pod := &corev1.Pod{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Namespace, pod.GenerateName = deploy.GetNamespace(), deploy.GetName()+"-"
+	if err := c.Create(context.Background(), pod, client.DryRunAll); err != nil {
+		t.Fatalf("the manager's pod is refused in namespace %s: %v", pod.Namespace, err)
+	}
+}
+
+// The chart and config/ carry the same CRDs, roles, bindings and webhooks, and
+// the same hardened manager pod.
+func TestChartMatchesConfig(t *testing.T) {
+	chart := index(helmTemplate(t))
+	kust := index(append(kustomize(t, "config/default"), kustomize(t, "config/environments")...))
+	onlyChart := map[string]bool{"PodDisruptionBudget/conveyor-system/conveyor-manager": true}
+	// Helm installs into a namespace it is given (helm install --create-namespace).
+	onlyConfig := map[string]bool{"Namespace//conveyor-system": true}
+	for key := range chart {
+		if _, ok := kust[key]; !ok && !onlyChart[key] {
+			t.Errorf("%s is in the chart, not in config/default or config/environments", key)
+		}
+	}
+	compared := 0
+	for key, k := range kust {
+		h, ok := chart[key]
+		if !ok && onlyConfig[key] {
+			continue
+		}
+		if !ok {
+			t.Errorf("%s is in config/, not in the chart", key)
+			continue
+		}
+		var paths [][]string
+		switch k.GetKind() {
+		case "CustomResourceDefinition":
+			paths = [][]string{{"spec"}}
+		case "ClusterRole", "Role":
+			paths = [][]string{{"rules"}}
+		case "ClusterRoleBinding", "RoleBinding":
+			paths = [][]string{{"roleRef"}, {"subjects"}}
+		case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration":
+			paths = [][]string{{"webhooks"}}
+		case "Service":
+			paths = [][]string{{"spec", "ports"}, {"spec", "selector"}}
+		case "Deployment":
+			paths = [][]string{
+				{"spec", "selector"}, {"spec", "replicas"},
+				{"spec", "template", "spec", "securityContext"}, {"spec", "template", "spec", "volumes"},
+				{"spec", "template", "spec", "serviceAccountName"},
+			}
+			for _, f := range []string{"securityContext", "ports", "livenessProbe", "readinessProbe", "volumeMounts", "env", "resources"} {
+				paths = append(paths, []string{"spec", "template", "spec", "containers", "0", f})
+			}
+		}
+		for _, p := range paths {
+			if a, b := field(k, p), field(h, p); !reflect.DeepEqual(a, b) {
+				t.Errorf("%s: %s differs\nconfig/: %v\nchart:   %v", key, strings.Join(p, "."), a, b)
+			}
+			compared++
+		}
+	}
+	// The chart adds tuning flags; every flag config/ gives the manager, it gives too.
+	chartArgs := strings.Join(args(chart["Deployment/conveyor-system/conveyor-manager"]), " ")
+	for _, a := range args(kust["Deployment/conveyor-system/conveyor-manager"]) {
+		if a == "--leader-elect" {
+			a = "--leader-elect=true"
+		}
+		if !strings.Contains(chartArgs, a) {
+			t.Errorf("the chart's manager lacks %s (has %s)", a, chartArgs)
+		}
+	}
+	t.Logf("%d objects in both, %d fields compared", len(kust), compared)
+}
+
+func index(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
+	m := map[string]*unstructured.Unstructured{}
+	for _, u := range objs {
+		m[fmt.Sprintf("%s/%s/%s", u.GetKind(), u.GetNamespace(), u.GetName())] = u
+	}
+	return m
+}
+
+func field(u *unstructured.Unstructured, path []string) any {
+	var cur any = u.Object
+	for _, p := range path {
+		switch v := cur.(type) {
+		case map[string]any:
+			cur = v[p]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(p, &i); err != nil || i >= len(v) {
+				return nil
+			}
+			cur = v[i]
+		default:
+			return nil
+		}
+	}
+	// Compare through JSON so that YAML's int and int64 agree.
+	data, _ := json.Marshal(cur)
+	var out any
+	_ = json.Unmarshal(data, &out)
+	return out
+}
+
+func args(deploy *unstructured.Unstructured) []string {
+	if deploy == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range field(deploy, []string{"spec", "template", "spec", "containers", "0", "args"}).([]any) {
+		out = append(out, a.(string))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// helm install, upgrade (to cert-manager) and uninstall against a real
+// kube-apiserver: Helm's own install path (crds/ first, then the templates),
+// and an uninstall that keeps the environment namespaces.
+func TestHelmInstallUpgradeUninstall(t *testing.T) {
+	binDir(t)
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	admin, err := env.AddUser(envtest.User{Name: "helm-admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	helm := func(args ...string) string {
+		t.Helper()
+		out := string(run(t, filepath.Join(binDir(t), "helm"), append(args, "--kubeconfig", kc, "--namespace", "conveyor-system")...))
+		t.Logf("helm %s", strings.Join(args, " "))
+		return out
+	}
+
+	notes := helm("install", "conveyor", "charts/conveyor", "--create-namespace")
+	if !strings.Contains(notes, "rollout status deployment/conveyor-manager") {
+		t.Errorf("NOTES do not say what to do next:\n%s", notes)
+	}
+	for _, crd := range []string{"pipelines.conveyor.dev", "pipelineruns.conveyor.dev", "approvals.conveyor.dev"} {
+		if err := c.Get(ctx, client.ObjectKey{Name: crd}, &apiextensionsv1.CustomResourceDefinition{}); err != nil {
+			t.Errorf("CRD %s after helm install: %v", crd, err)
+		}
+	}
+	third := moduleCRDs(t, certManagerModule, "deploy/crds/cert-manager.io_issuers.yaml", "deploy/crds/cert-manager.io_certificates.yaml")
+	if err := manifests.Apply(ctx, c, third, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitEstablished(t, c, third)
+	helm("upgrade", "conveyor", "charts/conveyor", "--set", "certManager.enabled=true")
+	cert := &unstructured.Unstructured{}
+	cert.SetAPIVersion("cert-manager.io/v1")
+	cert.SetKind("Certificate")
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "conveyor-system", Name: "conveyor-serving-cert"}, cert); err != nil {
+		t.Errorf("Certificate after the upgrade: %v", err)
+	}
+	vwc := &unstructured.Unstructured{}
+	vwc.SetAPIVersion("admissionregistration.k8s.io/v1")
+	vwc.SetKind("ValidatingWebhookConfiguration")
+	if err := c.Get(ctx, client.ObjectKey{Name: "conveyor-validating-webhook-configuration"}, vwc); err != nil {
+		t.Fatal(err)
+	}
+	if got := vwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != "conveyor-system/conveyor-serving-cert" {
+		t.Errorf("inject-ca-from annotation after the upgrade: %q", got)
+	}
+
+	helm("uninstall", "conveyor")
+	for _, ns := range []string{"staging", "pre-production", "production"} {
+		if err := c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}); err != nil {
+			t.Errorf("environment namespace %s after helm uninstall: %v", ns, err)
+		}
+	}
+	dep := &unstructured.Unstructured{}
+	dep.SetAPIVersion("apps/v1")
+	dep.SetKind("Deployment")
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "conveyor-system", Name: "conveyor-manager"}, dep); err == nil {
+		t.Error("the manager Deployment is still there after helm uninstall")
+	}
+}

@@ -1,0 +1,85 @@
+package install
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/conveyor-dev/conveyor/controllers"
+	"github.com/conveyor-dev/conveyor/hack/manifests"
+)
+
+// A Pipeline that got in without the admission webhook (`make run` runs the
+// manager with --webhooks=false; an older version may have admitted it) and
+// that the controller finds invalid reads Failed to kstatus, with the reason;
+// the valid one next to it reads Current.
+func TestInvalidPipelineIsFailed(t *testing.T) {
+	binDir(t)
+	env := &envtest.Environment{CRDDirectoryPaths: []string{root + "/config/crd/bases"}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := controllers.Setup(ctx, mgr, controllers.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+
+	docs, err := manifests.Decode([]byte(`
+apiVersion: conveyor.dev/v1alpha1
+kind: Pipeline
+metadata: {name: good, namespace: default}
+spec:
+  refs: {branches: ["feature_*"]}
+  stages:
+  - name: build
+    jobs: [{name: compile, image: golang:1.26}]
+---
+apiVersion: conveyor.dev/v1alpha1
+kind: Pipeline
+metadata: {name: bad, namespace: default}
+spec:
+  refs: {branches: ["feature_[x"]}
+  stages:
+  - name: build
+    jobs: [{name: compile, image: golang:1.26}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := manifests.Apply(ctx, mgr.GetClient(), docs, "flux"); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]status.Status{"good": status.CurrentStatus, "bad": status.FailedStatus}
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		NewWithT(t).Eventually(func(g Gomega) {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(d.GroupVersionKind())
+			g.Expect(c.Get(ctx, client.ObjectKeyFromObject(d), u)).To(Succeed())
+			res, err := status.Compute(u)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(res.Status).To(Equal(want[d.GetName()]), res.Message)
+			t.Logf("kstatus: Pipeline %s is %s: %s", d.GetName(), res.Status, res.Message)
+		}).WithTimeout(20 * time.Second).Should(Succeed())
+	}
+}
