@@ -1,14 +1,17 @@
-# Build the manager as a static binary.
-FROM golang:1.26 AS build
+# syntax=docker/dockerfile:1
+# The manager image: a static binary on distroless, as a non-root user.
+#   make docker-build IMG=registry.example/conveyor:v0.1.0
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY main.go ./
 COPY api/ api/
 COPY controllers/ controllers/
-RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /manager .
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /manager .
 
-# Run it on distroless, as a non-root user.
 FROM gcr.io/distroless/static:nonroot
 WORKDIR /
 COPY --from=build /manager /manager
