@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	lua "github.com/yuin/gopher-lua"
@@ -92,7 +93,7 @@ func expectHealth(t *testing.T, kind, ns, name string, want status.Status, wantA
 		var h string
 		h, msg = argoHealth(g, kind, ns, name)
 		g.Expect(h).To(Equal(wantArgo), "Argo CD health of %s %s/%s: %s", kind, ns, name, msg)
-	}).Should(Succeed())
+	}).WithTimeout(20 * time.Second).Should(Succeed())
 	t.Logf("kstatus: %s %s is %s; Argo CD: %s (%s)", kind, name, want, wantArgo, msg)
 }
 
