@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -54,7 +56,7 @@ func (r *PipelineRunReconciler) firstTime(run *conveyorv1.PipelineRun, parts ...
 	return true
 }
 
-// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns/finalizers,verbs=update
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelines,verbs=get;list;watch
@@ -84,15 +86,15 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}()
 
-	for _, step := range []func(context.Context, *conveyorv1.PipelineRun) (bool, error){
-		r.reconcileSnapshot, // the run carries a snapshot of its Pipeline's spec
-		r.reconcileStages,   // the Jobs of the stages allowed to run exist; status says where the run stands
-	} {
-		if done, err := step(ctx, run); err != nil || done {
-			return ctrl.Result{}, err
-		}
+	// reconcileSnapshot: the run carries a snapshot of its Pipeline's spec.
+	if done, err := r.reconcileSnapshot(ctx, run); err != nil || done {
+		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, nil
+	// reconcileStages: the Jobs of the stages allowed to run exist, those of a
+	// stopped run do not; status says where the run stands; a pending deadline
+	// brings the run back.
+	requeue, err := r.reconcileStages(ctx, run)
+	return ctrl.Result{RequeueAfter: requeue}, err
 }
 
 // reconcileSnapshot ensures the run carries a snapshot of its Pipeline's spec,
@@ -108,6 +110,14 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 	}
 	run.Status.Ref = runstate.RefString(run.Spec.Git)
 	run.Status.Phase = conveyorv1.RunPending
+	if run.Spec.Cancelled {
+		// Cancelled before it started (its Pipeline missing or unusable).
+		now := r.Now()
+		run.Status.Phase, run.Status.CompletionTime = conveyorv1.RunCancelled, &now
+		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonCancelled, "cancelled (spec.cancelled) before any stage started")
+		r.recordRunEnd(run, conveyorv1.RunCancelled)
+		return true, nil
+	}
 	pipeline := &conveyorv1.Pipeline{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
 	if apierrors.IsNotFound(err) {
@@ -131,6 +141,7 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 		if r.firstTime(run, "run", string(conveyorv1.RunFailed)) {
 			runsFinished.WithLabelValues(string(conveyorv1.RunFailed)).Inc()
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
+			r.pruneHistory(ctx, run)
 		}
 		return true, reconcile.TerminalError(err)
 	}
@@ -162,11 +173,11 @@ func (r *PipelineRunReconciler) ensureFinalizer(ctx context.Context, run *convey
 
 // reconcileStages ensures the Jobs of every stage allowed to run exist, and
 // rebuilds the run's status from its Jobs and Approvals.
-func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *conveyorv1.PipelineRun) (bool, error) {
+func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *conveyorv1.PipelineRun) (time.Duration, error) {
 	log := ctrl.LoggerFrom(ctx)
 	facts, err := r.observe(ctx, run)
 	if err != nil {
-		return true, err
+		return 0, err
 	}
 	plan := runstate.Decide(facts)
 
@@ -177,7 +188,7 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 	for _, c := range plan.Create {
 		if c.Namespace != run.Namespace {
 			if err := r.ensureFinalizer(ctx, run); err != nil {
-				return true, err
+				return 0, err
 			}
 		}
 		job := runstate.BuildJob(run, c)
@@ -198,6 +209,17 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		default:
 			errs = append(errs, fmt.Errorf("creating Job %s/%s: %w", job.Namespace, job.Name, err))
 		}
+	}
+	for _, obs := range plan.Delete {
+		// Background propagation: the garbage collector deletes the pods.
+		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: obs.Namespace, Name: obs.Name}}
+		log.Info("Deleting Job of a stopped run", "job", klog.KObj(job), "reason", plan.Reason)
+		if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting Job %s/%s: %w", obs.Namespace, obs.Name, err))
+			continue
+		}
+		r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobDeleted, "DeleteJob",
+			"Deleted Job %s/%s: %s", job.Namespace, job.Name, plan.Message)
 	}
 	for i := range plan.Status.Stages {
 		ss := &plan.Status.Stages[i]
@@ -223,7 +245,10 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, reason, "CreateJob", msg)
 		errs = append(errs, errors.New(msg))
 	}
-	return true, errors.Join(errs...)
+	if run.Status.Phase.Finished() && r.firstTime(run, "run", "pruned") {
+		r.pruneHistory(ctx, run)
+	}
+	return plan.RequeueAfter, errors.Join(errs...)
 }
 
 // blockedMessage says why Jobs cannot be created in a namespace, and what to do.
@@ -239,7 +264,7 @@ func runHealth(phase conveyorv1.RunPhase) health {
 	switch phase {
 	case conveyorv1.RunSucceeded:
 		return healthy
-	case conveyorv1.RunFailed, conveyorv1.RunRejected:
+	case conveyorv1.RunFailed, conveyorv1.RunRejected, conveyorv1.RunExpired, conveyorv1.RunCancelled:
 		return stalled
 	default:
 		return progressing
@@ -311,16 +336,28 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.EventStageFailed, "FinishStage", "Stage %s failed: %s", s.Name, s.Message)
 		case conveyorv1.StageRejected:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRejected, "FinishStage", "Stage %s %s", s.Name, s.Message)
+		case conveyorv1.StageExpired:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonExpired, "FinishStage", "Stage %s %s", s.Name, s.Message)
+		case conveyorv1.StageCancelled:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.ReasonCancelled, "FinishStage", "Stage %s cancelled", s.Name)
 		}
 	}
-	if next.Phase != run.Status.Phase && next.Phase.Finished() && r.firstTime(run, "run", string(next.Phase)) {
-		runsFinished.WithLabelValues(string(next.Phase)).Inc()
-		typ := corev1.EventTypeWarning
-		if next.Phase == conveyorv1.RunSucceeded {
-			typ = corev1.EventTypeNormal
-		}
-		r.Recorder.Eventf(run, nil, typ, string(next.Phase), "FinishRun", "Run %s", strings.ToLower(string(next.Phase)))
+	if next.Phase != run.Status.Phase && next.Phase.Finished() {
+		r.recordRunEnd(run, next.Phase)
 	}
+}
+
+// recordRunEnd counts a finished run and tells it in an Event, once.
+func (r *PipelineRunReconciler) recordRunEnd(run *conveyorv1.PipelineRun, phase conveyorv1.RunPhase) {
+	if !r.firstTime(run, "run", string(phase)) {
+		return
+	}
+	runsFinished.WithLabelValues(string(phase)).Inc()
+	typ := corev1.EventTypeWarning
+	if phase == conveyorv1.RunSucceeded || phase == conveyorv1.RunCancelled {
+		typ = corev1.EventTypeNormal
+	}
+	r.Recorder.Eventf(run, nil, typ, string(phase), "FinishRun", "Run %s", strings.ToLower(string(phase)))
 }
 
 // observeStage records a stage's wait for people when it ends, and its
@@ -417,4 +454,95 @@ func (r *PipelineRunReconciler) pipelineToWaitingRuns(ctx context.Context, o cli
 		}
 	}
 	return reqs
+}
+
+// Default history limits, as a CronJob's.
+const (
+	defaultSucceededHistory = 3
+	defaultFailedHistory    = 1
+)
+
+// pruneHistory deletes the oldest finished runs of the run's Pipeline beyond
+// its history limits (succeeded, and not succeeded), newest kept. Their Jobs
+// go with them: owned ones by the garbage collector, those in environment
+// namespaces by the runs' finalizer. Errors are logged: the next run to finish
+// tries again.
+func (r *PipelineRunReconciler) pruneHistory(ctx context.Context, run *conveyorv1.PipelineRun) {
+	log := ctrl.LoggerFrom(ctx)
+	keepOK, keepFailed := int32(defaultSucceededHistory), int32(defaultFailedHistory)
+	pipeline := &conveyorv1.Pipeline{}
+	history := (*conveyorv1.History)(nil)
+	if err := r.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline); err == nil {
+		history = pipeline.Spec.History
+	} else {
+		pipeline = nil
+		if run.Status.PipelineSpec != nil {
+			history = run.Status.PipelineSpec.History
+		}
+	}
+	if history != nil && history.Succeeded != nil {
+		keepOK = *history.Succeeded
+	}
+	if history != nil && history.Failed != nil {
+		keepFailed = *history.Failed
+	}
+	runs := &conveyorv1.PipelineRunList{}
+	if err := r.List(ctx, runs, client.InNamespace(run.Namespace), client.MatchingFields{indexRunPipeline: run.Spec.PipelineRef.Name}); err != nil {
+		log.Error(err, "Listing runs for the history limits")
+		return
+	}
+	var ok, failed []*conveyorv1.PipelineRun
+	for i := range runs.Items {
+		it := &runs.Items[i]
+		if it.UID == run.UID {
+			it = run // the cache may not show it finished yet
+		}
+		if !it.Status.Phase.Finished() || !it.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if it.Status.Phase == conveyorv1.RunSucceeded {
+			ok = append(ok, it)
+		} else {
+			failed = append(failed, it)
+		}
+	}
+	for _, group := range []struct {
+		runs []*conveyorv1.PipelineRun
+		keep int32
+		kind string
+	}{{ok, keepOK, "succeeded"}, {failed, keepFailed, "failed"}} {
+		if int32(len(group.runs)) <= group.keep {
+			continue
+		}
+		sort.Slice(group.runs, func(i, j int) bool { return finishedAfter(group.runs[i], group.runs[j]) })
+		for _, old := range group.runs[group.keep:] {
+			if err := r.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); err != nil && !apierrors.IsNotFound(err) {
+				log.Error(err, "Deleting an old run", "run", klog.KObj(old))
+				continue
+			}
+			log.Info("Deleted an old run", "run", klog.KObj(old), "phase", old.Status.Phase)
+			if pipeline != nil {
+				r.Recorder.Eventf(pipeline, old, corev1.EventTypeNormal, conveyorv1.EventHistoryPruned, "DeleteRun",
+					"Deleted run %s (%s): the history keeps the newest %d %s run(s)", old.Name, old.Status.Phase, group.keep, group.kind)
+			}
+		}
+	}
+}
+
+// finishedAfter orders runs newest first: by completion time, then creation, then name.
+func finishedAfter(a, b *conveyorv1.PipelineRun) bool {
+	ta, tb := a.CreationTimestamp, b.CreationTimestamp
+	if a.Status.CompletionTime != nil {
+		ta = *a.Status.CompletionTime
+	}
+	if b.Status.CompletionTime != nil {
+		tb = *b.Status.CompletionTime
+	}
+	if !ta.Equal(&tb) {
+		return tb.Before(&ta)
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	}
+	return a.Name > b.Name
 }

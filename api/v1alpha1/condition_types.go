@@ -45,6 +45,12 @@ const (
 	ReasonFailed = "Failed"
 	// ReasonRejected: an approval stage was refused ("not approve"); the release stops for good.
 	ReasonRejected = "Rejected"
+	// ReasonExpired: a stage waited for its people longer than its waitTimeout.
+	ReasonExpired = "Expired"
+	// ReasonCancelled: spec.cancelled stopped the run.
+	ReasonCancelled = "Cancelled"
+	// ReasonTimeout: the run took longer than its Pipeline's timeout.
+	ReasonTimeout = "Timeout"
 
 	// ReasonAccepted: the Approval was taken into account by its run.
 	ReasonAccepted = "Accepted"
@@ -84,6 +90,10 @@ const (
 	EventStageWaiting = "StageWaiting"
 	// EventJobCreated is recorded for each Job created.
 	EventJobCreated = "JobCreated"
+	// EventJobDeleted is recorded for each Job a cancelled or timed-out run stops.
+	EventJobDeleted = "JobDeleted"
+	// EventHistoryPruned is recorded on a Pipeline for each old run deleted by its history limits.
+	EventHistoryPruned = "HistoryPruned"
 	// EventDecisionAccepted is recorded when an Approval is taken into account.
 	EventDecisionAccepted = "DecisionAccepted"
 )

@@ -157,6 +157,19 @@ type JobSpec struct {
 	// securityContext is the pod's security context.
 	// +optional
 	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
+
+	// timeout is how long the job may run, all attempts together (the Job's
+	// activeDeadlineSeconds); past it the job fails with reason DeadlineExceeded.
+	// No limit when unset.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// retries is how many times a failed pod is replaced before the job fails
+	// (the Job's backoffLimit, with its exponential back-off); 0 by default.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	Retries *int32 `json:"retries,omitempty"`
 }
 
 // Stage is one step of a Pipeline. Stages run strictly in order; the jobs of
@@ -166,6 +179,9 @@ type JobSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.approval) || !has(self.when) || self.when == 'auto'",message="an approval stage always waits for its approvers: leave when unset"
 // +kubebuilder:validation:XValidation:rule="!has(self.when) || self.when != 'manual' || (has(self.triggerGroups) && size(self.triggerGroups) > 0)",message="a manual stage needs triggerGroups: the groups whose members may trigger it"
 // +kubebuilder:validation:XValidation:rule="!has(self.jobs) || self.jobs.all(j, self.jobs.exists_one(k, k.name == j.name))",message="job names must be unique within a stage"
+// +kubebuilder:validation:XValidation:rule="!has(self.waitTimeout) || has(self.approval) || (has(self.when) && self.when == 'manual')",message="waitTimeout is for stages that wait for a person: approval stages and manual stages"
+// +kubebuilder:validation:XValidation:rule="!has(self.waitTimeout) || duration(self.waitTimeout) >= duration('1s')",message="waitTimeout must be at least 1s"
+// +kubebuilder:validation:XValidation:rule="!has(self.jobs) || self.jobs.all(j, !has(j.timeout) || duration(j.timeout) >= duration('1s'))",message="a job's timeout must be at least 1s"
 type Stage struct {
 	// name identifies the stage (build, testing, staging, ...); it is part of
 	// the Job names.
@@ -207,6 +223,11 @@ type Stage struct {
 	// +optional
 	Approval *ApprovalGate `json:"approval,omitempty"`
 
+	// waitTimeout is how long a manual or approval stage waits for its people;
+	// past it the run ends as Expired (not approved). No limit when unset.
+	// +optional
+	WaitTimeout *metav1.Duration `json:"waitTimeout,omitempty"`
+
 	// jobs run in parallel, each as a batch/v1 Job; the stage succeeds when all
 	// of them succeed.
 	// +optional
@@ -247,9 +268,37 @@ type SecretKeyReference struct {
 	Key string `json:"key,omitempty"`
 }
 
+// History says how many finished runs of a Pipeline are kept.
+type History struct {
+	// succeeded is how many succeeded runs are kept (3 when unset).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Succeeded *int32 `json:"succeeded,omitempty"`
+
+	// failed is how many runs that did not succeed (Failed, Rejected, Expired,
+	// Cancelled) are kept (1 when unset).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	Failed *int32 `json:"failed,omitempty"`
+}
+
 // PipelineSpec defines the stages of a delivery pipeline and the refs it runs for.
 // +kubebuilder:validation:XValidation:rule="self.stages.all(s, self.stages.exists_one(t, t.name == s.name))",message="stage names must be unique"
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || duration(self.timeout) >= duration('1s')",message="timeout must be at least 1s"
 type PipelineSpec struct {
+	// timeout is how long a run may take from its start to its end, waits for
+	// people included; past it the run fails with reason Timeout and its
+	// running Jobs are stopped. No limit when unset.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// history says how many finished runs are kept; older ones are deleted
+	// with their Jobs. Like a CronJob's: 3 succeeded and 1 failed by default.
+	// +optional
+	History *History `json:"history,omitempty"`
+
 	// refs are the branches and tags that may run this Pipeline.
 	// +required
 	Refs PipelineRefs `json:"refs"`

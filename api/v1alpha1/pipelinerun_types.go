@@ -40,7 +40,8 @@ type GitRef struct {
 
 // PipelineRunSpec says which Pipeline to run for which git ref. It cannot change
 // once the run exists.
-// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec is immutable: create a new PipelineRun instead"
+// +kubebuilder:validation:XValidation:rule="self.pipelineRef == oldSelf.pipelineRef && self.git == oldSelf.git && has(self.trigger) == has(oldSelf.trigger) && (!has(self.trigger) || self.trigger == oldSelf.trigger) && has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester)",message="spec is immutable but for cancelled: create a new PipelineRun instead"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.cancelled) || !oldSelf.cancelled || (has(self.cancelled) && self.cancelled)",message="a cancelled run stays cancelled"
 type PipelineRunSpec struct {
 	// pipelineRef names the Pipeline to run, in the run's namespace.
 	// +required
@@ -54,6 +55,12 @@ type PipelineRunSpec struct {
 	// created it. It is information only: it grants nothing.
 	// +optional
 	Trigger *Trigger `json:"trigger,omitempty"`
+
+	// cancelled: true stops the run: its running Jobs are deleted (with their
+	// pods), a waiting stage never starts, and the run ends as Cancelled. The
+	// only change a run's spec accepts.
+	// +optional
+	Cancelled bool `json:"cancelled,omitempty"`
 
 	// requester is who created the run, as the API server authenticated them.
 	// Conveyor's admission webhook writes it on create; whatever a client puts
@@ -86,7 +93,7 @@ type Trigger struct {
 }
 
 // RunPhase is where a PipelineRun stands as a whole.
-// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected;Expired;Cancelled
 type RunPhase string
 
 const (
@@ -102,15 +109,20 @@ const (
 	RunFailed RunPhase = "Failed"
 	// RunRejected: an approval stage was refused; nothing after it ever runs.
 	RunRejected RunPhase = "Rejected"
+	// RunExpired: a manual or approval stage waited longer than its
+	// waitTimeout; not approved, and nothing after it runs.
+	RunExpired RunPhase = "Expired"
+	// RunCancelled: spec.cancelled stopped the run.
+	RunCancelled RunPhase = "Cancelled"
 )
 
 // Finished reports whether the phase is final.
 func (p RunPhase) Finished() bool {
-	return p == RunSucceeded || p == RunFailed || p == RunRejected
+	return p == RunSucceeded || p == RunFailed || p == RunRejected || p == RunExpired || p == RunCancelled
 }
 
 // StagePhase is where one stage of a run stands.
-// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected;Expired;Cancelled
 type StagePhase string
 
 const (
@@ -126,15 +138,19 @@ const (
 	StageFailed StagePhase = "Failed"
 	// StageRejected: its approvers refused.
 	StageRejected StagePhase = "Rejected"
+	// StageExpired: it waited for its people longer than its waitTimeout.
+	StageExpired StagePhase = "Expired"
+	// StageCancelled: the run was cancelled while the stage ran or waited.
+	StageCancelled StagePhase = "Cancelled"
 )
 
 // Finished reports whether the phase is final.
 func (p StagePhase) Finished() bool {
-	return p == StageSucceeded || p == StageFailed || p == StageRejected
+	return p == StageSucceeded || p == StageFailed || p == StageRejected || p == StageExpired || p == StageCancelled
 }
 
 // JobPhase is where one job of a stage stands.
-// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed
+// +kubebuilder:validation:Enum=Pending;Running;Succeeded;Failed;Cancelled
 type JobPhase string
 
 const (
@@ -146,6 +162,8 @@ const (
 	JobSucceeded JobPhase = "Succeeded"
 	// JobFailed: the Job Failed.
 	JobFailed JobPhase = "Failed"
+	// JobCancelled: the run was cancelled or timed out before the Job finished; the Job was deleted.
+	JobCancelled JobPhase = "Cancelled"
 )
 
 // JobStatus is the state of one job of a stage.
@@ -179,6 +197,14 @@ type JobStatus struct {
 	// completionTime is when the Job finished.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// attempts is how many pods the Job has started (1 + retries used).
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// failedAttempts is how many of those pods failed.
+	// +optional
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
 }
 
 // Decision is an Approval taken into account by a stage.

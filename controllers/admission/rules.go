@@ -103,10 +103,15 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 }
 
 // CheckRunUpdate refuses any change to a PipelineRun's spec, the recorded
-// requester included.
+// requester included, but cancelling it (spec.cancelled false to true).
 func CheckRunUpdate(old, updated *conveyorv1.PipelineRun) error {
-	if !equality.Semantic.DeepEqual(old.Spec, updated.Spec) {
-		return errors.New("a PipelineRun's spec cannot be changed once created, its requester included: create a new run")
+	if old.Spec.Cancelled && !updated.Spec.Cancelled {
+		return errors.New("a cancelled PipelineRun stays cancelled: create a new run")
+	}
+	was, is := old.Spec.DeepCopy(), updated.Spec.DeepCopy()
+	was.Cancelled, is.Cancelled = false, false
+	if !equality.Semantic.DeepEqual(was, is) {
+		return errors.New("a PipelineRun's spec cannot be changed once created, its requester included, but for spec.cancelled: create a new run")
 	}
 	return nil
 }

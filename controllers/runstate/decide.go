@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -20,6 +22,8 @@ type JobObservation struct {
 	Reason, Message string
 	// StartTime and CompletionTime come from the Job's status.
 	StartTime, CompletionTime *metav1.Time
+	// Attempts is how many pods the Job started; FailedAttempts how many failed.
+	Attempts, FailedAttempts int32
 }
 
 // ApprovalFact is what was seen of one Approval of the run.
@@ -70,6 +74,57 @@ type Plan struct {
 	// Reason and Message explain the run's phase; they go into the conditions.
 	Reason, Message string
 	Create          []JobToCreate
+	// Delete are running Jobs to stop (the run was cancelled or timed out).
+	Delete []JobObservation
+	// RequeueAfter is when a deadline (a stage's wait, the run's timeout)
+	// passes; 0 when none is pending.
+	RequeueAfter time.Duration
+}
+
+// requeue keeps the earliest pending deadline.
+func (p *Plan) requeue(d time.Duration) {
+	if d <= 0 {
+		d = time.Second
+	}
+	if p.RequeueAfter == 0 || d < p.RequeueAfter {
+		p.RequeueAfter = d
+	}
+}
+
+// stopReason says why a run stops before its stages end: cancelled, or past
+// its Pipeline's timeout; "" when it goes on.
+func stopReason(run *conveyorv1.PipelineRun, now metav1.Time, p *Plan) (reason, message string) {
+	if run.Spec.Cancelled {
+		return conveyorv1.ReasonCancelled, "cancelled (spec.cancelled)"
+	}
+	if spec := run.Status.PipelineSpec; spec != nil && spec.Timeout != nil && run.Status.StartTime != nil {
+		deadline := run.Status.StartTime.Add(spec.Timeout.Duration)
+		if !now.Time.Before(deadline) {
+			return conveyorv1.ReasonTimeout, fmt.Sprintf("run timed out: it took longer than the Pipeline's timeout of %s", spec.Timeout.Duration)
+		}
+		p.requeue(deadline.Sub(now.Time))
+	}
+	return "", ""
+}
+
+// stoppedRun is a run that ended by cancel, timeout or expiry: nothing about
+// it changes any more (its stopped Jobs are gone, and must not be recreated).
+func stoppedRun(run *conveyorv1.PipelineRun) (Plan, bool) {
+	if !run.Status.Phase.Finished() {
+		return Plan{}, false
+	}
+	ready := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady)
+	if ready == nil {
+		return Plan{}, false
+	}
+	switch ready.Reason {
+	case conveyorv1.ReasonCancelled, conveyorv1.ReasonTimeout, conveyorv1.ReasonExpired:
+	default:
+		return Plan{}, false
+	}
+	p := Plan{Status: *run.Status.DeepCopy(), Reason: ready.Reason, Message: ready.Message}
+	p.Status.Conditions = nil
+	return p, true
 }
 
 // Decide computes the run's status and the Jobs to create. The run must carry a
@@ -78,6 +133,9 @@ type Plan struct {
 // everything else is read from the Jobs and Approvals observed.
 func Decide(f Facts) Plan {
 	run := f.Run
+	if p, ok := stoppedRun(run); ok {
+		return p
+	}
 	prev := map[string]*conveyorv1.StageStatus{}
 	for i := range run.Status.Stages {
 		prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
@@ -102,6 +160,7 @@ func Decide(f Facts) Plan {
 	st.StartTime = orNow(run.Status.StartTime, f.Now)
 
 	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
+	stop, stopMessage := stopReason(run, f.Now, &p)
 	runPhase := conveyorv1.RunSucceeded
 	blocked := false
 	for i := range stages {
@@ -111,15 +170,29 @@ func Decide(f Facts) Plan {
 			old = &conveyorv1.StageStatus{}
 		}
 		var ss conveyorv1.StageStatus
-		if blocked {
+		var create []JobToCreate
+		switch {
+		case blocked:
 			ss = pendingStage(run, stage)
-		} else if IsGate(stage) {
+		case IsGate(stage):
 			ss = decideGate(stage, old, gateApprovals(run, stage, byStage[stage.Name]), f.Now)
-		} else {
-			var create []JobToCreate
+		default:
 			ss, create = decideJobs(run, stage, old, byStage[stage.Name], f)
-			p.Create = append(p.Create, create...)
 		}
+		if !blocked && ss.Phase == conveyorv1.StageWaiting && stage.WaitTimeout != nil && ss.StartTime != nil && stop == "" {
+			deadline := ss.StartTime.Add(stage.WaitTimeout.Duration)
+			if f.Now.Time.Before(deadline) {
+				p.requeue(deadline.Sub(f.Now.Time))
+			} else {
+				ss.Phase, ss.CompletionTime = conveyorv1.StageExpired, &f.Now
+				ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
+			}
+		}
+		if !blocked && stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting) {
+			create = nil
+			p.Delete = append(p.Delete, stopStage(&ss, stop, stopMessage, f)...)
+		}
+		p.Create = append(p.Create, create...)
 		st.Stages = append(st.Stages, ss)
 		if blocked {
 			continue
@@ -138,6 +211,13 @@ func Decide(f Facts) Plan {
 			runPhase, p.Reason = conveyorv1.RunFailed, conveyorv1.ReasonFailed
 		case conveyorv1.StageRejected:
 			runPhase, p.Reason = conveyorv1.RunRejected, conveyorv1.ReasonRejected
+		case conveyorv1.StageExpired:
+			runPhase, p.Reason = conveyorv1.RunExpired, conveyorv1.ReasonExpired
+		case conveyorv1.StageCancelled:
+			runPhase, p.Reason = conveyorv1.RunCancelled, conveyorv1.ReasonCancelled
+		}
+		if stop == conveyorv1.ReasonTimeout && ss.Phase == conveyorv1.StageFailed {
+			p.Reason = conveyorv1.ReasonTimeout
 		}
 		st.CurrentStage = stage.Name
 		p.Message = fmt.Sprintf("stage %s: %s", stage.Name, ss.Message)
@@ -155,6 +235,28 @@ func Decide(f Facts) Plan {
 		st.CompletionTime = orNow(run.Status.CompletionTime, f.Now)
 	}
 	return p
+}
+
+// stopStage ends a running or waiting stage of a run that stops: Cancelled
+// when cancelled, Failed when timed out; its unfinished jobs become Cancelled.
+// It returns the Jobs to delete.
+func stopStage(ss *conveyorv1.StageStatus, reason, message string, f Facts) []JobObservation {
+	var del []JobObservation
+	for i := range ss.Jobs {
+		js := &ss.Jobs[i]
+		if js.Phase == conveyorv1.JobSucceeded || js.Phase == conveyorv1.JobFailed {
+			continue
+		}
+		if obs, ok := f.Jobs[JobKey(ss.Name, js.Name)]; ok {
+			del = append(del, obs)
+		}
+		js.Phase, js.Reason, js.Message, js.CompletionTime = conveyorv1.JobCancelled, reason, "Job deleted: "+message, &f.Now
+	}
+	ss.Phase, ss.Message, ss.CompletionTime = conveyorv1.StageCancelled, message, &f.Now
+	if reason == conveyorv1.ReasonTimeout {
+		ss.Phase = conveyorv1.StageFailed
+	}
+	return del
 }
 
 func orNow(t *metav1.Time, now metav1.Time) *metav1.Time {
@@ -280,9 +382,15 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		switch {
 		case oldJobs[j.Name].Phase == conveyorv1.JobSucceeded || oldJobs[j.Name].Phase == conveyorv1.JobFailed:
 			js = oldJobs[j.Name]
+		case oldJobs[j.Name].Phase == conveyorv1.JobCancelled:
+			js = oldJobs[j.Name]
 		case seen:
 			js.Phase, js.Reason, js.Message = obs.Phase, obs.Reason, obs.Message
 			js.StartTime, js.CompletionTime = obs.StartTime, obs.CompletionTime
+			js.Attempts, js.FailedAttempts = obs.Attempts, obs.FailedAttempts
+			if js.Phase == conveyorv1.JobRunning && js.FailedAttempts > 0 {
+				js.Message = fmt.Sprintf("attempt %d of %d (%d failed)", js.Attempts, 1+retries(&j), js.FailedAttempts)
+			}
 		default:
 			js.Phase = conveyorv1.JobPending
 			js.Message = "creating Job"
@@ -290,7 +398,7 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		}
 		ss.Jobs = append(ss.Jobs, js)
 		switch js.Phase {
-		case conveyorv1.JobFailed:
+		case conveyorv1.JobFailed, conveyorv1.JobCancelled:
 			msg := j.Name
 			if js.Reason != "" {
 				msg += ": " + js.Reason
@@ -321,6 +429,14 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		}
 	}
 	return ss, create
+}
+
+// retries is the job's retries, 0 when unset.
+func retries(j *conveyorv1.JobSpec) int32 {
+	if j.Retries == nil {
+		return 0
+	}
+	return *j.Retries
 }
 
 func who(a ApprovalFact) string {

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"strings"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -134,7 +135,7 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 			Annotations: annotations,
 		},
 		Spec: batchv1.JobSpec{
-			BackoffLimit: ptr.To[int32](0),
+			BackoffLimit: ptr.To(retries(&c.Job)),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 				Spec: corev1.PodSpec{
@@ -147,6 +148,11 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 				},
 			},
 		},
+	}
+	if c.Job.Timeout != nil {
+		// Whole seconds, rounded up: a deadline is never shorter than asked.
+		secs := int64((c.Job.Timeout.Duration + time.Second - 1) / time.Second)
+		job.Spec.ActiveDeadlineSeconds = &secs
 	}
 	if c.Namespace == run.Namespace {
 		job.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(run, conveyorv1.GroupVersion.WithKind("PipelineRun"))}
@@ -161,7 +167,9 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 func ObserveJob(job *batchv1.Job) JobObservation {
 	start := job.CreationTimestamp
 	obs := JobObservation{Name: job.Name, Namespace: job.Namespace, Phase: conveyorv1.JobRunning,
-		StartTime: &start, CompletionTime: job.Status.CompletionTime}
+		StartTime: &start, CompletionTime: job.Status.CompletionTime,
+		Attempts:       job.Status.Active + job.Status.Succeeded + job.Status.Failed,
+		FailedAttempts: job.Status.Failed}
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
 			continue
