@@ -54,7 +54,7 @@ func expectJobGone(t *testing.T, job *batchv1.Job) {
 	t.Helper()
 	NewWithT(t).Eventually(func() bool {
 		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(job), &batchv1.Job{}))
-	}).WithTimeout(10 * time.Second).Should(BeTrue(), "Job %s/%s deleted", job.Namespace, job.Name)
+	}).WithTimeout(10*time.Second).Should(BeTrue(), "Job %s/%s deleted", job.Namespace, job.Name)
 }
 
 // Cancelling a running run deletes its running Job and ends it as Cancelled;
