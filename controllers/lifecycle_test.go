@@ -218,14 +218,17 @@ stages:
 - name: build
   jobs: [{name: compile, image: golang:1.26}]
 `)
+	// Times in status have whole seconds: runs a second apart are ordered by them.
 	var ok, failed []*conveyorv1.PipelineRun
 	for i := 0; i < 3; i++ {
+		time.Sleep(1100 * time.Millisecond)
 		run := newRun(t, ns, featureLogin)
 		passStage(t, run, "build", "compile")
 		waitRun(t, run, conveyorv1.RunSucceeded, "build")
 		ok = append(ok, run)
 	}
 	for i := 0; i < 2; i++ {
+		time.Sleep(1100 * time.Millisecond)
 		run := newRun(t, ns, featureLogin)
 		finishJob(t, waitJob(t, run, "build", "compile"), "BackoffLimitExceeded", "failed")
 		waitRun(t, run, conveyorv1.RunFailed, "build")

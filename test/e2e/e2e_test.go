@@ -23,6 +23,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -388,4 +390,79 @@ func TestPushReceiver(t *testing.T) {
 		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
 	})
 	t.Logf("Run %s, created from the push, succeeded", runs.Items[0].Name)
+}
+
+// Cancelling a run whose deploy pod runs: the manager deletes the Job, the
+// real garbage collector deletes its pod, and the run ends as Cancelled.
+func TestCancelDeletesPods(t *testing.T) {
+	ns := pipeline(t, slow("10m"))
+	run := startRun(t, ns)
+	NewWithT(t).Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
+			client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(pods.Items).NotTo(BeEmpty())
+		g.Expect(pods.Items[0].Status.Phase).To(Equal(corev1.PodRunning))
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancelled":true}}`))
+	if err := admin.Patch(context.Background(), run.DeepCopy(), patch); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("Set spec.cancelled while the deploy pod runs")
+	got := waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunCancelled))
+	})
+	// The finished build Job stays as a record; the running deploy Job goes, and its pod.
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, j := range jobsOf(g, run) {
+			g.Expect(j.Labels[runstate.LabelStage]).To(Equal("build"), "Job %s/%s still exists", j.Namespace, j.Name)
+		}
+		pods := &corev1.PodList{}
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"), client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(pods.Items).To(BeEmpty())
+	}).WithTimeout(2 * time.Minute).Should(Succeed())
+	deploy := got.Status.Stages[1]
+	if deploy.Phase != conveyorv1.StageCancelled || deploy.Jobs[0].Phase != conveyorv1.JobCancelled {
+		t.Errorf("deploy stage after cancel: %s, job %s", deploy.Phase, deploy.Jobs[0].Phase)
+	}
+	t.Logf("Run %s %s at %s; the deploy Job and its pod are gone", got.Name, got.Status.Phase, got.Status.CurrentStage)
+}
+
+// A job's timeout and retries are enforced by the real Job controller: a pod
+// that outlives the timeout fails the job with DeadlineExceeded; a pod that
+// keeps failing is retried, each attempt counted in the run's status.
+func TestJobTimeoutAndRetries(t *testing.T) {
+	failing := &conveyorv1.PodMetadata{Labels: map[string]string{"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}}
+	for _, tc := range []struct {
+		job                      conveyorv1.JobSpec
+		reason                   string
+		attempts, failedAttempts int32
+	}{
+		{conveyorv1.JobSpec{Name: "slow", Image: "golang:1.26", PodMetadata: slow("10m"), Timeout: &metav1.Duration{Duration: 3 * time.Second}}, "DeadlineExceeded", 1, 1},
+		{conveyorv1.JobSpec{Name: "flaky", Image: "golang:1.26", PodMetadata: failing, Retries: ptr.To[int32](1)}, "BackoffLimitExceeded", 2, 2},
+	} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+		if err := admin.Create(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+		if err := cluster.AllowJobs(context.Background(), ns.Name); err != nil {
+			t.Fatal(err)
+		}
+		p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: conveyorv1.PipelineSpec{
+			Refs:   conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
+			Stages: []conveyorv1.Stage{{Name: "build", Jobs: []conveyorv1.JobSpec{tc.job}}},
+		}}
+		if err := admin.Create(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+		run := startRun(t, ns.Name)
+		got := waitRun(t, run, 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+			g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunFailed))
+		})
+		js := got.Status.Stages[0].Jobs[0]
+		t.Logf("job %s: %s %s (%s), attempts %d, failed %d", js.Name, js.Phase, js.Reason, js.Message, js.Attempts, js.FailedAttempts)
+		if js.Reason != tc.reason || js.Attempts != tc.attempts || js.FailedAttempts != tc.failedAttempts {
+			t.Errorf("job %s: %s after %d attempts (%d failed), want %s after %d (%d failed)", js.Name, js.Reason, js.Attempts, js.FailedAttempts, tc.reason, tc.attempts, tc.failedAttempts)
+		}
+	}
 }
