@@ -83,6 +83,12 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		if err := patchStatus(ctx, r.Client, run, before, &run.Status); err != nil {
 			retErr = errors.Join(retErr, err)
+			return
+		}
+		// However the run ended (stages, ref not allowed, cancelled before it
+		// started), its Pipeline's history is trimmed once it is recorded.
+		if !before.Phase.Finished() && run.Status.Phase.Finished() && r.firstTime(run, "run", "pruned") {
+			r.pruneHistory(ctx, run)
 		}
 	}()
 
@@ -141,7 +147,6 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 		if r.firstTime(run, "run", string(conveyorv1.RunFailed)) {
 			runsFinished.WithLabelValues(string(conveyorv1.RunFailed)).Inc()
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
-			r.pruneHistory(ctx, run)
 		}
 		return true, reconcile.TerminalError(err)
 	}
@@ -244,9 +249,6 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		setHealth(&run.Status.Conditions, run.Generation, stalled, reason, msg)
 		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, reason, "CreateJob", msg)
 		errs = append(errs, errors.New(msg))
-	}
-	if run.Status.Phase.Finished() && r.firstTime(run, "run", "pruned") {
-		r.pruneHistory(ctx, run)
 	}
 	return plan.RequeueAfter, errors.Join(errs...)
 }
