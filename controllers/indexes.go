@@ -21,6 +21,9 @@ const (
 	indexApprovalRun = "spec.pipelineRunRef.name"
 	// indexRunPipeline indexes PipelineRuns by spec.pipelineRef.name.
 	indexRunPipeline = "spec.pipelineRef.name"
+	// indexRunQueued indexes unfinished PipelineRuns by the environment a
+	// stage of theirs is queued for.
+	indexRunQueued = "conveyor.dev/queued-for"
 )
 
 // SetupIndexes registers the field indexes the reconcilers use.
@@ -43,6 +46,14 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return []string{o.(*conveyorv1.PipelineRun).Spec.PipelineRef.Name}
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by pipeline: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, indexRunQueued, func(o client.Object) []string {
+		if env := runstate.QueuedEnvironment(o.(*conveyorv1.PipelineRun)); env != "" {
+			return []string{env}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing PipelineRuns by queued environment: %w", err)
 	}
 	return nil
 }

@@ -64,6 +64,7 @@ func (r *PipelineRunReconciler) firstTime(run *conveyorv1.PipelineRun, parts ...
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
 // Creating and deleting Jobs is granted per namespace: see config/rbac/job_runner_role.yaml.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Environment locks (Leases in environment namespaces) are granted per namespace with the Jobs.
 
 // Reconcile moves one PipelineRun forward: fetch, then the named steps, then one
 // status patch.
@@ -140,23 +141,49 @@ func (r *PipelineRunReconciler) reconcileSnapshot(ctx context.Context, run *conv
 		return true, nil
 	}
 	if err := runstate.RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
-		now := r.Now()
-		run.Status.Phase = conveyorv1.RunFailed
-		run.Status.CompletionTime = &now
-		setHealth(&run.Status.Conditions, run.Generation, stalled, conveyorv1.ReasonRefNotAllowed, err.Error())
-		if r.firstTime(run, "run", string(conveyorv1.RunFailed)) {
-			runsFinished.WithLabelValues(string(conveyorv1.RunFailed)).Inc()
-			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonRefNotAllowed, "Validate", err.Error())
+		return true, r.failForGood(run, conveyorv1.ReasonRefNotAllowed, err)
+	}
+	var reused []conveyorv1.StageStatus
+	if run.Spec.RerunOf != "" {
+		// Read around the cache: it drops the snapshot of finished runs.
+		source := &conveyorv1.PipelineRun{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
+		if apierrors.IsNotFound(err) {
+			source = nil
+		} else if err != nil {
+			return true, fmt.Errorf("getting the run to rerun: %w", err)
 		}
-		return true, reconcile.TerminalError(err)
+		if err := runstate.CheckRerun(run, source); err != nil {
+			return true, r.failForGood(run, conveyorv1.ReasonInvalidRerun, err)
+		}
+		reused = runstate.ReusedStages(source, &pipeline.Spec, run.Spec.Git)
 	}
 	if r.firstTime(run, "run", "started") {
 		ctrl.LoggerFrom(ctx).Info("Snapshotting pipeline", "pipeline", klog.KObj(pipeline), "generation", pipeline.Generation)
 		runsStarted.Inc()
+		for _, ss := range reused {
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageReused, "ReuseStage",
+				"Stage %s reuses the result of run %s (%s): it does not run again", ss.Name, ss.ReusedFrom, strings.ToLower(string(ss.Phase)))
+		}
 	}
 	run.Status.PipelineSpec = pipeline.Spec.DeepCopy()
 	run.Status.PipelineGeneration = pipeline.Generation
+	run.Status.Stages = reused
 	return false, nil
+}
+
+// failForGood ends a run that cannot start as Failed, with the reason and
+// error in its conditions and an Event.
+func (r *PipelineRunReconciler) failForGood(run *conveyorv1.PipelineRun, reason string, err error) error {
+	now := r.Now()
+	run.Status.Phase = conveyorv1.RunFailed
+	run.Status.CompletionTime = &now
+	setHealth(&run.Status.Conditions, run.Generation, stalled, reason, err.Error())
+	if r.firstTime(run, "run", string(conveyorv1.RunFailed)) {
+		runsFinished.WithLabelValues(string(conveyorv1.RunFailed)).Inc()
+		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, reason, "Validate", err.Error())
+	}
+	return reconcile.TerminalError(err)
 }
 
 // ensureFinalizer ensures the run carries the finalizer that deletes its Jobs
@@ -185,11 +212,38 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		return 0, err
 	}
 	plan := runstate.Decide(facts)
+	blocked := map[string]string{}
+	var errs []error
+	if len(plan.Acquire) > 0 {
+		// A stage is ready to deploy to an environment: take its lock, or
+		// learn who holds it, then decide again knowing.
+		facts.Environments = map[string]runstate.EnvironmentFact{}
+		for _, req := range plan.Acquire {
+			fact, err := r.acquireEnvironment(ctx, run, req)
+			switch {
+			case err == nil:
+				facts.Environments[req.Environment] = fact
+			case apierrors.IsForbidden(err):
+				blocked[req.Environment] = conveyorv1.ReasonJobsForbidden
+			case apierrors.IsNotFound(err):
+				blocked[req.Environment] = conveyorv1.ReasonNamespaceNotFound
+			default:
+				errs = append(errs, fmt.Errorf("locking environment %s: %w", req.Environment, err))
+			}
+		}
+		plan = runstate.Decide(facts)
+	}
+	if plan.Status.Phase == conveyorv1.RunQueued {
+		// Events bring a queued run back when its environment frees; this is
+		// in case one is missed.
+		plan.Requeue(queuedRecheck)
+	}
+	if err := r.releaseEnvironments(ctx, run, &plan.Status); err != nil {
+		errs = append(errs, err)
+	}
 
 	created := map[string]*batchv1.Job{}
 	// blocked holds, per namespace, why Jobs cannot be created there.
-	blocked := map[string]string{}
-	var errs []error
 	for _, c := range plan.Create {
 		if c.Namespace != run.Namespace {
 			if err := r.ensureFinalizer(ctx, run); err != nil {
@@ -332,6 +386,8 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s", s.Name, s.Message)
 		case conveyorv1.StageWaiting:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageWaiting, "WaitStage", "Stage %s is %s", s.Name, s.Message)
+		case conveyorv1.StageQueued:
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.ReasonQueued, "QueueStage", "Stage %s %s", s.Name, s.Message)
 		case conveyorv1.StageSucceeded:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventStageSucceeded, "FinishStage", "Stage %s succeeded: %s", s.Name, s.Message)
 		case conveyorv1.StageFailed:
@@ -341,7 +397,7 @@ func (r *PipelineRunReconciler) recordTransitions(run *conveyorv1.PipelineRun, n
 		case conveyorv1.StageExpired:
 			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.ReasonExpired, "FinishStage", "Stage %s %s", s.Name, s.Message)
 		case conveyorv1.StageCancelled:
-			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.ReasonCancelled, "FinishStage", "Stage %s cancelled", s.Name)
+			r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.ReasonCancelled, "FinishStage", "Stage %s cancelled: %s", s.Name, s.Message)
 		}
 	}
 	if next.Phase != run.Status.Phase && next.Phase.Finished() {
@@ -366,6 +422,15 @@ func (r *PipelineRunReconciler) recordRunEnd(run *conveyorv1.PipelineRun, phase 
 // duration when it finishes, each once: a stale read of the run may show the
 // same wait ending as another transition.
 func (r *PipelineRunReconciler) observeStage(run *conveyorv1.PipelineRun, prev, next conveyorv1.StageStatus) {
+	if prev.Phase == conveyorv1.StageQueued && next.Phase != conveyorv1.StageQueued && prev.StartTime != nil && r.firstTime(run, next.Name, "queued") {
+		end := next.StartTime
+		if next.Phase.Finished() && next.CompletionTime != nil {
+			end = next.CompletionTime
+		}
+		if end != nil {
+			environmentQueueWait.WithLabelValues(prev.Namespace).Observe(end.Sub(prev.StartTime.Time).Seconds())
+		}
+	}
 	if prev.Phase == conveyorv1.StageWaiting && prev.StartTime != nil && r.firstTime(run, next.Name, "waited") {
 		end := next.StartTime
 		if next.Phase.Finished() && next.CompletionTime != nil {
@@ -417,6 +482,7 @@ func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 	}
 	// A few transitions per run in flight; the oldest are forgotten first.
 	r.recorded = lru.New(50000)
+	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}).
 		Named("pipelinerun").
@@ -424,6 +490,7 @@ func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
 		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
+		Watches(&conveyorv1.PipelineRun{}, handler.EnqueueRequestsFromMapFunc(r.queuedRunsOfEnvironments)).
 		Complete(r)
 }
 

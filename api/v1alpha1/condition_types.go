@@ -49,6 +49,14 @@ const (
 	ReasonExpired = "Expired"
 	// ReasonCancelled: spec.cancelled stopped the run.
 	ReasonCancelled = "Cancelled"
+	// ReasonQueued: a stage waits for its environment, in use by another run.
+	ReasonQueued = "Queued"
+	// ReasonSuperseded: a newer run of the same Pipeline (environmentQueue:
+	// NewestFirst) superseded the run's queued deploy.
+	ReasonSuperseded = "Superseded"
+	// ReasonInvalidRerun: spec.rerunOf names a run that cannot be rerun (missing,
+	// not finished, succeeded, another Pipeline, ref or commit).
+	ReasonInvalidRerun = "InvalidRerun"
 	// ReasonTimeout: the run took longer than its Pipeline's timeout.
 	ReasonTimeout = "Timeout"
 
@@ -94,6 +102,10 @@ const (
 	EventJobDeleted = "JobDeleted"
 	// EventHistoryPruned is recorded on a Pipeline for each old run deleted by its history limits.
 	EventHistoryPruned = "HistoryPruned"
+	// EventStageReused is recorded for each stage a rerun reuses from the run it reruns.
+	EventStageReused = "StageReused"
+	// EventEnvironmentAcquired is recorded when a stage takes its environment's lock.
+	EventEnvironmentAcquired = "EnvironmentAcquired"
 	// EventDecisionAccepted is recorded when an Approval is taken into account.
 	EventDecisionAccepted = "DecisionAccepted"
 )

@@ -76,6 +76,11 @@ type ApprovalGate struct {
 	// gate. Off by default: separation of duties.
 	// +optional
 	AllowRunRequester bool `json:"allowRunRequester,omitempty"`
+
+	// carryOverToReruns lets a rerun (spec.rerunOf) reuse the decision this
+	// stage took in the run it reruns. Off by default: a rerun asks again.
+	// +optional
+	CarryOverToReruns bool `json:"carryOverToReruns,omitempty"`
 }
 
 // PodMetadata is the metadata added to the pods of a job.
@@ -284,6 +289,19 @@ type History struct {
 	Failed *int32 `json:"failed,omitempty"`
 }
 
+// EnvironmentQueue orders the runs waiting for an environment.
+// +kubebuilder:validation:Enum=OldestFirst;NewestFirst
+type EnvironmentQueue string
+
+const (
+	// QueueOldestFirst: queued deploys go in the order their runs were created.
+	QueueOldestFirst EnvironmentQueue = "OldestFirst"
+	// QueueNewestFirst: a newer run of the same Pipeline queued for (or
+	// deploying to) an environment supersedes this Pipeline's older queued
+	// deploys there: they end as Cancelled, reason Superseded.
+	QueueNewestFirst EnvironmentQueue = "NewestFirst"
+)
+
 // PipelineSpec defines the stages of a delivery pipeline and the refs it runs for.
 // +kubebuilder:validation:XValidation:rule="self.stages.all(s, self.stages.exists_one(t, t.name == s.name))",message="stage names must be unique"
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || duration(self.timeout) >= duration('1s')",message="timeout must be at least 1s"
@@ -298,6 +316,15 @@ type PipelineSpec struct {
 	// with their Jobs. Like a CronJob's: 3 succeeded and 1 failed by default.
 	// +optional
 	History *History `json:"history,omitempty"`
+
+	// environmentQueue says what happens to this Pipeline's deploys waiting
+	// for an environment another run deploys to (one deploy at a time per
+	// environment, across all Pipelines): OldestFirst (default) queues them in
+	// the order their runs were created; NewestFirst keeps only the newest
+	// and supersedes the older ones.
+	// +optional
+	// +kubebuilder:default=OldestFirst
+	EnvironmentQueue EnvironmentQueue `json:"environmentQueue,omitempty"`
 
 	// refs are the branches and tags that may run this Pipeline.
 	// +required

@@ -40,7 +40,7 @@ type GitRef struct {
 
 // PipelineRunSpec says which Pipeline to run for which git ref. It cannot change
 // once the run exists.
-// +kubebuilder:validation:XValidation:rule="self.pipelineRef == oldSelf.pipelineRef && self.git == oldSelf.git && has(self.trigger) == has(oldSelf.trigger) && (!has(self.trigger) || self.trigger == oldSelf.trigger) && has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester)",message="spec is immutable but for cancelled: create a new PipelineRun instead"
+// +kubebuilder:validation:XValidation:rule="self.pipelineRef == oldSelf.pipelineRef && self.git == oldSelf.git && has(self.trigger) == has(oldSelf.trigger) && (!has(self.trigger) || self.trigger == oldSelf.trigger) && has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester) && has(self.rerunOf) == has(oldSelf.rerunOf) && (!has(self.rerunOf) || self.rerunOf == oldSelf.rerunOf)",message="spec is immutable but for cancelled: create a new PipelineRun instead"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.cancelled) || !oldSelf.cancelled || (has(self.cancelled) && self.cancelled)",message="a cancelled run stays cancelled"
 type PipelineRunSpec struct {
 	// pipelineRef names the Pipeline to run, in the run's namespace.
@@ -55,6 +55,18 @@ type PipelineRunSpec struct {
 	// created it. It is information only: it grants nothing.
 	// +optional
 	Trigger *Trigger `json:"trigger,omitempty"`
+
+	// rerunOf names a finished run, in the same namespace, of the same
+	// Pipeline for the same git ref and commit, that did not succeed. The new
+	// run reuses the results of its stages that succeeded, in order, up to the
+	// first that failed or never ran, and starts there; the old run stays as
+	// history. An approval stage's decision is reused only when the stage says
+	// approval.carryOverToReruns; a stage whose definition changed since runs again.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	RerunOf string `json:"rerunOf,omitempty"`
 
 	// cancelled: true stops the run: its running Jobs are deleted (with their
 	// pods), a waiting stage never starts, and the run ends as Cancelled. The
@@ -93,7 +105,7 @@ type Trigger struct {
 }
 
 // RunPhase is where a PipelineRun stands as a whole.
-// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected;Expired;Cancelled
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Queued;Succeeded;Failed;Rejected;Expired;Cancelled
 type RunPhase string
 
 const (
@@ -103,6 +115,9 @@ const (
 	RunRunning RunPhase = "Running"
 	// RunWaiting: a manual or approval stage waits for a person.
 	RunWaiting RunPhase = "Waiting"
+	// RunQueued: a stage waits for its environment, which another run's
+	// stage is deploying to.
+	RunQueued RunPhase = "Queued"
 	// RunSucceeded: every stage succeeded.
 	RunSucceeded RunPhase = "Succeeded"
 	// RunFailed: a Job failed, or the run cannot be used (ref not allowed).
@@ -112,7 +127,8 @@ const (
 	// RunExpired: a manual or approval stage waited longer than its
 	// waitTimeout; not approved, and nothing after it runs.
 	RunExpired RunPhase = "Expired"
-	// RunCancelled: spec.cancelled stopped the run.
+	// RunCancelled: spec.cancelled stopped the run, or a newer run superseded
+	// its queued deploy (environmentQueue: NewestFirst).
 	RunCancelled RunPhase = "Cancelled"
 )
 
@@ -122,7 +138,7 @@ func (p RunPhase) Finished() bool {
 }
 
 // StagePhase is where one stage of a run stands.
-// +kubebuilder:validation:Enum=Pending;Running;Waiting;Succeeded;Failed;Rejected;Expired;Cancelled
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Queued;Succeeded;Failed;Rejected;Expired;Cancelled
 type StagePhase string
 
 const (
@@ -132,6 +148,9 @@ const (
 	StageRunning StagePhase = "Running"
 	// StageWaiting: it waits for a trigger (manual) or a decision (approval).
 	StageWaiting StagePhase = "Waiting"
+	// StageQueued: it may start but its environment is in use by another
+	// run's stage (one deploy at a time per environment); heldBy says whose.
+	StageQueued StagePhase = "Queued"
 	// StageSucceeded: all its Jobs succeeded, or it was approved.
 	StageSucceeded StagePhase = "Succeeded"
 	// StageFailed: one of its Jobs failed.
@@ -140,13 +159,20 @@ const (
 	StageRejected StagePhase = "Rejected"
 	// StageExpired: it waited for its people longer than its waitTimeout.
 	StageExpired StagePhase = "Expired"
-	// StageCancelled: the run was cancelled while the stage ran or waited.
+	// StageCancelled: the run was cancelled while the stage ran, waited or
+	// was queued, or a newer run superseded it in its environment's queue.
 	StageCancelled StagePhase = "Cancelled"
 )
 
 // Finished reports whether the phase is final.
 func (p StagePhase) Finished() bool {
 	return p == StageSucceeded || p == StageFailed || p == StageRejected || p == StageExpired || p == StageCancelled
+}
+
+// Started reports whether the stage is past waiting for people: queued for
+// its environment, running or finished.
+func (p StagePhase) Started() bool {
+	return p == StageQueued || p == StageRunning || p.Finished()
 }
 
 // JobPhase is where one job of a stage stands.
@@ -249,6 +275,16 @@ type StageStatus struct {
 	// +optional
 	// +listType=atomic
 	Decisions []Decision `json:"decisions,omitempty"`
+
+	// heldBy is the run ("namespace/name") deploying to the stage's
+	// environment while this stage is queued for it.
+	// +optional
+	HeldBy string `json:"heldBy,omitempty"`
+
+	// reusedFrom names the run (spec.rerunOf) whose result this stage
+	// reuses: it did not run again in this run.
+	// +optional
+	ReusedFrom string `json:"reusedFrom,omitempty"`
 
 	// jobs are the stage's jobs.
 	// +optional

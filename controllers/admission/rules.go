@@ -74,7 +74,7 @@ func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user aut
 			user.Username, run.Name, stageName, strings.Join(groups, ", "))
 	}
 	for _, ss := range run.Status.Stages {
-		if ss.Name == stageName && (ss.Phase.Finished() || ss.Phase == conveyorv1.StageRunning) {
+		if ss.Name == stageName && ss.Phase.Started() {
 			return fmt.Errorf("stage %s of PipelineRun %s is already %s", stageName, run.Name, strings.ToLower(string(ss.Phase)))
 		}
 	}
@@ -100,6 +100,12 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 		return fmt.Errorf("Pipeline %s does not run this ref: %w", pipeline.Name, err)
 	}
 	return nil
+}
+
+// CheckRerun refuses a rerun (spec.rerunOf) of a run that is missing (nil),
+// not finished, succeeded, or of another Pipeline, ref or commit.
+func CheckRerun(run, source *conveyorv1.PipelineRun) error {
+	return runstate.CheckRerun(run, source)
 }
 
 // CheckRunUpdate refuses any change to a PipelineRun's spec, the recorded

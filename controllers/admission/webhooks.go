@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,6 +141,19 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	}
 	if err := CheckRun(pipeline, run); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+	}
+	if run.Spec.RerunOf != "" {
+		source := &conveyorv1.PipelineRun{}
+		err := v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
+		if apierrors.IsNotFound(err) {
+			source = nil
+		} else if err != nil {
+			return nil, apierrors.NewInternalError(fmt.Errorf("reading the run to rerun: %w", err))
+		}
+		if err := CheckRerun(run, source); err != nil {
+			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name,
+				field.ErrorList{field.Invalid(field.NewPath("spec", "rerunOf"), run.Spec.RerunOf, err.Error())})
+		}
 	}
 	return nil, nil
 }

@@ -37,7 +37,7 @@ func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval) Appro
 	if status != nil {
 		for _, d := range status.Decisions {
 			if d.Approval == a.Name {
-				return ApprovalVerdict{Accepted: true, Final: status.Phase.Finished() || status.Phase == conveyorv1.StageRunning,
+				return ApprovalVerdict{Accepted: true, Final: status.Phase.Started(),
 					Reason: conveyorv1.ReasonAccepted, Message: fmt.Sprintf("taken into account by stage %s of run %s", stageName, run.Name)}
 			}
 		}
@@ -71,7 +71,7 @@ func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval) Appro
 		return ApprovalVerdict{Final: true, Reason: conveyorv1.ReasonRejectNotAllowed,
 			Message: fmt.Sprintf("stage %s is a manual stage: Reject is a decision for approval stages only", stageName)}
 	}
-	if status != nil && (status.Phase.Finished() || status.Phase == conveyorv1.StageRunning) {
+	if status != nil && (status.Phase.Started()) {
 		return ApprovalVerdict{Final: true, Reason: conveyorv1.ReasonStageAlreadyDecided,
 			Message: fmt.Sprintf("stage %s was already %s by %s", stageName, verb(status.Phase), decisionsBy(status.Decisions))}
 	}
@@ -97,7 +97,7 @@ func verb(p conveyorv1.StagePhase) string {
 	switch p {
 	case conveyorv1.StageRejected:
 		return "rejected"
-	case conveyorv1.StageSucceeded, conveyorv1.StageFailed, conveyorv1.StageRunning:
+	case conveyorv1.StageSucceeded, conveyorv1.StageFailed, conveyorv1.StageRunning, conveyorv1.StageQueued:
 		return "triggered or approved"
 	}
 	return "decided"

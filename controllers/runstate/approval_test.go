@@ -11,20 +11,20 @@ import (
 func TestEvaluateApproval(t *testing.T) {
 	waitingStaging := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
-		return withStatus(run, Decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"), Now: t0}))
+		return withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"), Now: t0}))
 	}
 	triggered := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
-		return withStatus(run, Decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"),
+		return withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"),
 			Approvals: []ApprovalFact{approve("a1", "staging", "")}, Now: t0}))
 	}
 	building := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
-		return withStatus(run, Decide(Facts{Run: run, Now: t0}))
+		return withStatus(run, decide(Facts{Run: run, Now: t0}))
 	}
 	failed := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
-		return withStatus(run, Decide(Facts{Run: run, Jobs: map[string]JobObservation{"build/compile": {Phase: conveyorv1.JobFailed}}, Now: t0}))
+		return withStatus(run, decide(Facts{Run: run, Jobs: map[string]JobObservation{"build/compile": {Phase: conveyorv1.JobFailed}}, Now: t0}))
 	}
 	for _, tc := range []struct {
 		name     string

@@ -54,7 +54,11 @@ type Facts struct {
 	Jobs map[string]JobObservation
 	// Approvals are those naming the run.
 	Approvals []ApprovalFact
-	Now       metav1.Time
+	// Environments are what is known of the locks of the environments the
+	// run's stages are ready to deploy to, keyed by environment; a stage
+	// ready for an environment not listed here is queued and asks for it.
+	Environments map[string]EnvironmentFact
+	Now          metav1.Time
 }
 
 // JobKey keys a job of a stage in Facts.Jobs.
@@ -76,13 +80,22 @@ type Plan struct {
 	Create          []JobToCreate
 	// Delete are running Jobs to stop (the run was cancelled or timed out).
 	Delete []JobObservation
+	// Acquire are the environment locks the run asks for: a stage is ready
+	// to deploy there. Decide again with what was learnt in Facts.Environments.
+	Acquire []LockRequest
 	// RequeueAfter is when a deadline (a stage's wait, the run's timeout)
 	// passes; 0 when none is pending.
 	RequeueAfter time.Duration
 }
 
+// LockRequest asks for an environment's lock for a stage.
+type LockRequest struct{ Stage, Environment string }
+
 // requeue keeps the earliest pending deadline.
-func (p *Plan) requeue(d time.Duration) {
+func (p *Plan) requeue(d time.Duration) { p.Requeue(d) }
+
+// Requeue keeps the earliest of the plan's pending deadline and d.
+func (p *Plan) Requeue(d time.Duration) {
 	if d <= 0 {
 		d = time.Second
 	}
@@ -118,7 +131,7 @@ func stoppedRun(run *conveyorv1.PipelineRun) (Plan, bool) {
 		return Plan{}, false
 	}
 	switch ready.Reason {
-	case conveyorv1.ReasonCancelled, conveyorv1.ReasonTimeout, conveyorv1.ReasonExpired:
+	case conveyorv1.ReasonCancelled, conveyorv1.ReasonTimeout, conveyorv1.ReasonExpired, conveyorv1.ReasonSuperseded:
 	default:
 		return Plan{}, false
 	}
@@ -171,13 +184,19 @@ func Decide(f Facts) Plan {
 		}
 		var ss conveyorv1.StageStatus
 		var create []JobToCreate
+		acquire := false
 		switch {
 		case blocked:
 			ss = pendingStage(run, stage)
+		case old.ReusedFrom != "":
+			ss = *old // a rerun's result of the run it reruns
 		case IsGate(stage):
 			ss = decideGate(stage, old, gateApprovals(run, stage, byStage[stage.Name]), f.Now)
 		default:
-			ss, create = decideJobs(run, stage, old, byStage[stage.Name], f)
+			ss, create, acquire = decideJobs(run, stage, old, byStage[stage.Name], f)
+		}
+		if acquire && stop == "" {
+			p.Acquire = append(p.Acquire, LockRequest{Stage: stage.Name, Environment: stage.Environment})
 		}
 		if !blocked && ss.Phase == conveyorv1.StageWaiting && stage.WaitTimeout != nil && ss.StartTime != nil && stop == "" {
 			deadline := ss.StartTime.Add(stage.WaitTimeout.Duration)
@@ -188,7 +207,7 @@ func Decide(f Facts) Plan {
 				ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
 			}
 		}
-		if !blocked && stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting) {
+		if !blocked && stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting || ss.Phase == conveyorv1.StageQueued) {
 			create = nil
 			p.Delete = append(p.Delete, stopStage(&ss, stop, stopMessage, f)...)
 		}
@@ -213,8 +232,14 @@ func Decide(f Facts) Plan {
 			runPhase, p.Reason = conveyorv1.RunRejected, conveyorv1.ReasonRejected
 		case conveyorv1.StageExpired:
 			runPhase, p.Reason = conveyorv1.RunExpired, conveyorv1.ReasonExpired
+		case conveyorv1.StageQueued:
+			runPhase, p.Reason = conveyorv1.RunQueued, conveyorv1.ReasonQueued
 		case conveyorv1.StageCancelled:
 			runPhase, p.Reason = conveyorv1.RunCancelled, conveyorv1.ReasonCancelled
+			if stop == "" {
+				// Cancelled with no cancel or timeout: superseded in its environment's queue.
+				p.Reason = conveyorv1.ReasonSuperseded
+			}
 		}
 		if stop == conveyorv1.ReasonTimeout && ss.Phase == conveyorv1.StageFailed {
 			p.Reason = conveyorv1.ReasonTimeout
@@ -337,9 +362,11 @@ func decideGate(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals 
 	return ss
 }
 
-// decideJobs decides a job stage: a manual stage waits for an Approve; then
-// every job runs as a Job; a failed Job fails the stage.
-func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals []ApprovalFact, f Facts) (conveyorv1.StageStatus, []JobToCreate) {
+// decideJobs decides a job stage: a manual stage waits for an Approve; a
+// stage with an environment waits for that environment's lock (and asks for
+// it: the last result); then every job runs as a Job; a failed Job fails the
+// stage.
+func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals []ApprovalFact, f Facts) (conveyorv1.StageStatus, []JobToCreate, bool) {
 	ns := StageNamespace(run.Namespace, stage)
 	ss := conveyorv1.StageStatus{Name: stage.Name, Namespace: ns, StartTime: old.StartTime, Decisions: old.Decisions}
 
@@ -360,10 +387,15 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 			ss.Phase = conveyorv1.StageWaiting
 			ss.StartTime = orNow(old.StartTime, f.Now)
 			ss.Message = "waiting for a trigger from groups " + strings.Join(stage.TriggerGroups, ", ")
-			return ss, nil
+			return ss, nil, false
 		}
 	}
-	if old.Phase == conveyorv1.StageWaiting || old.Phase == "" || old.Phase == conveyorv1.StagePending {
+	if stage.Environment != "" && !started {
+		if qs, queued, acquire := queueStage(run, stage, old, ss, f); queued {
+			return qs, nil, acquire
+		}
+	}
+	if old.Phase == conveyorv1.StageWaiting || old.Phase == "" || old.Phase == conveyorv1.StagePending || old.Phase == conveyorv1.StageQueued {
 		// The stage starts now: its start time is when its Jobs were first asked for.
 		ss.StartTime = &f.Now
 	}
@@ -428,7 +460,7 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 			ss.Message += ", triggered by " + decisionsBy(ss.Decisions)
 		}
 	}
-	return ss, create
+	return ss, create, false
 }
 
 // retries is the job's retries, 0 when unset.

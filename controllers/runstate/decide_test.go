@@ -159,7 +159,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			run := newRun(tc.git)
 			run.Status.Stages = tc.prev
-			p := Decide(Facts{Run: run, Jobs: tc.jobs, Approvals: tc.approvals, Now: t0})
+			p := decide(Facts{Run: run, Jobs: tc.jobs, Approvals: tc.approvals, Now: t0})
 			if p.Status.Phase != tc.wantPhase || p.Status.CurrentStage != tc.wantStage || p.Reason != tc.wantReason {
 				t.Fatalf("got phase %s stage %s reason %s (%s); want %s %s %s", p.Status.Phase, p.Status.CurrentStage, p.Reason, p.Message, tc.wantPhase, tc.wantStage, tc.wantReason)
 			}
@@ -189,11 +189,11 @@ func TestDecideGateCountsDistinctApprovers(t *testing.T) {
 	run.Status.PipelineSpec.Stages[4].Approval.Required = 2
 	jobs := done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy")
 	same := []ApprovalFact{approve("g1", "approve", "rel"), approve("g2", "approve", "rel")}
-	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: same, Now: t0}); p.Status.CurrentStage != "approve" || p.Status.Phase != conveyorv1.RunWaiting {
+	if p := decide(Facts{Run: run, Jobs: jobs, Approvals: same, Now: t0}); p.Status.CurrentStage != "approve" || p.Status.Phase != conveyorv1.RunWaiting {
 		t.Fatalf("one approver twice passed a gate that needs two: %s %s", p.Status.CurrentStage, p.Status.Phase)
 	}
 	two := []ApprovalFact{approve("g1", "approve", "rel"), approve("g2", "approve", "rel2")}
-	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: two, Now: t0}); p.Status.CurrentStage != "production" {
+	if p := decide(Facts{Run: run, Jobs: jobs, Approvals: two, Now: t0}); p.Status.CurrentStage != "production" {
 		t.Fatalf("two approvers did not pass the gate: %s %s", p.Status.CurrentStage, p.Message)
 	}
 }
@@ -205,11 +205,11 @@ func TestDecideGateIgnoresRunRequester(t *testing.T) {
 	run.Spec.Requester = &conveyorv1.UserInfo{Username: "rita"}
 	jobs := done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy")
 	self := []ApprovalFact{approve("g1", "approve", "rita")}
-	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "approve" {
+	if p := decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "approve" {
 		t.Fatalf("the run's requester passed its own gate: %s", p.Message)
 	}
 	run.Status.PipelineSpec.Stages[4].Approval.AllowRunRequester = true
-	if p := Decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "production" {
+	if p := decide(Facts{Run: run, Jobs: jobs, Approvals: self, Now: t0}); p.Status.CurrentStage != "production" {
 		t.Fatalf("allowRunRequester did not let the requester approve: %s", p.Message)
 	}
 }
@@ -218,7 +218,7 @@ func TestDecideGateIgnoresRunRequester(t *testing.T) {
 func TestDecideFailedJobReason(t *testing.T) {
 	run := newRun(branch)
 	jobs := map[string]JobObservation{"build/compile": {Phase: conveyorv1.JobFailed, Reason: "DeadlineExceeded", Message: "Job was active longer than specified deadline"}}
-	p := Decide(Facts{Run: run, Jobs: jobs, Now: t0})
+	p := decide(Facts{Run: run, Jobs: jobs, Now: t0})
 	if !strings.Contains(p.Message, "DeadlineExceeded") || !strings.Contains(p.Status.Stages[0].Message, "longer than specified deadline") {
 		t.Fatalf("reason missing: run %q stage %q", p.Message, p.Status.Stages[0].Message)
 	}
@@ -265,5 +265,84 @@ func TestJobName(t *testing.T) {
 	b := JobName("team-b", "shop-1", "staging", "deploy", "staging")
 	if a == b || len(a) > 63 || !strings.HasPrefix(a, "shop-1-staging-deploy-") {
 		t.Errorf("runs of the same name in two namespaces share the environment Job name: %q %q", a, b)
+	}
+}
+
+// decide decides with every environment's lock held by the run, as for a run
+// alone in its environments.
+func decide(f Facts) Plan {
+	if f.Environments == nil {
+		f.Environments = map[string]EnvironmentFact{"staging": {Held: true}, "pre-production": {Held: true}, "production": {Held: true}}
+	}
+	return Decide(f)
+}
+
+// TestDecideEnvironmentQueue: a stage ready for its environment asks for the
+// lock, starts only while holding it, shows who holds it, ends when superseded
+// and when cancelled while queued.
+func TestDecideEnvironmentQueue(t *testing.T) {
+	tested := done("build/compile", "testing/unit", "testing/lint")
+	trigger := []ApprovalFact{approve("a1", "staging", "dev")}
+	stage := func(p Plan) conveyorv1.StageStatus { return p.Status.Stages[2] }
+
+	run := newRun(branch)
+	p := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0})
+	if p.Status.Phase != conveyorv1.RunQueued || p.Reason != conveyorv1.ReasonQueued || len(p.Create) != 0 ||
+		len(p.Acquire) != 1 || p.Acquire[0] != (LockRequest{Stage: "staging", Environment: "staging"}) {
+		t.Fatalf("unknown lock: phase %s reason %s creates %d acquire %v", p.Status.Phase, p.Reason, len(p.Create), p.Acquire)
+	}
+	if len(stage(p).Decisions) != 1 {
+		t.Fatalf("the trigger is not kept while queued: %+v", stage(p))
+	}
+
+	held := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0, Environments: map[string]EnvironmentFact{"staging": {Held: true}}})
+	if held.Status.Phase != conveyorv1.RunRunning || len(held.Create) != 1 || len(held.Acquire) != 0 {
+		t.Fatalf("held lock: phase %s creates %d acquire %v", held.Status.Phase, len(held.Create), held.Acquire)
+	}
+
+	other := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0,
+		Environments: map[string]EnvironmentFact{"staging": {Holder: "shop-ci/shop-0", HolderStage: "staging"}}})
+	if other.Status.Phase != conveyorv1.RunQueued || len(other.Create) != 0 || stage(other).HeldBy != "shop-ci/shop-0" ||
+		!strings.Contains(other.Message, "in use by run shop-ci/shop-0 (stage staging)") {
+		t.Fatalf("held by another: phase %s creates %d heldBy %q message %q", other.Status.Phase, len(other.Create), stage(other).HeldBy, other.Message)
+	}
+	if stage(other).StartTime == nil || !stage(other).StartTime.Equal(&t0) {
+		t.Fatalf("queued stage has no queue start: %v", stage(other).StartTime)
+	}
+
+	// Once the holder is done, the queued stage starts: its start time is
+	// when its Jobs are created, not when it queued.
+	withStatus(run, other)
+	later := metav1.NewTime(t0.Add(time.Minute))
+	started := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}})
+	if started.Status.Phase != conveyorv1.RunRunning || !stage(started).StartTime.Equal(&later) || stage(started).HeldBy != "" {
+		t.Fatalf("after the queue: phase %s start %v heldBy %q", started.Status.Phase, stage(started).StartTime, stage(started).HeldBy)
+	}
+
+	// A stage that started (its Job exists) does not ask for the lock again.
+	running := Decide(Facts{Run: run, Jobs: merge(tested, map[string]JobObservation{"staging/deploy": {Phase: conveyorv1.JobRunning}}), Approvals: trigger, Now: later})
+	if running.Status.Phase != conveyorv1.RunRunning || len(running.Acquire) != 0 {
+		t.Fatalf("started stage: phase %s acquire %v", running.Status.Phase, running.Acquire)
+	}
+
+	superseded := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later,
+		Environments: map[string]EnvironmentFact{"staging": {SupersededBy: "shop-ci/shop-2"}}})
+	if superseded.Status.Phase != conveyorv1.RunCancelled || superseded.Reason != conveyorv1.ReasonSuperseded ||
+		stage(superseded).Jobs[0].Phase != conveyorv1.JobCancelled || superseded.Status.CompletionTime == nil {
+		t.Fatalf("superseded: phase %s reason %s job %s", superseded.Status.Phase, superseded.Reason, stage(superseded).Jobs[0].Phase)
+	}
+	// A superseded run is frozen: a later decision changes nothing.
+	withStatus(run, superseded)
+	run.Status.Conditions = []metav1.Condition{{Type: conveyorv1.ConditionReady, Status: metav1.ConditionFalse, Reason: superseded.Reason}}
+	if again := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}}); len(again.Create) != 0 || again.Status.Phase != conveyorv1.RunCancelled {
+		t.Fatalf("a superseded run started again: %s, creates %d", again.Status.Phase, len(again.Create))
+	}
+
+	cancelled := newRun(branch)
+	withStatus(cancelled, other)
+	cancelled.Spec.Cancelled = true
+	c := Decide(Facts{Run: cancelled, Jobs: tested, Approvals: trigger, Now: later})
+	if c.Status.Phase != conveyorv1.RunCancelled || c.Reason != conveyorv1.ReasonCancelled || len(c.Acquire) != 0 || len(c.Create) != 0 {
+		t.Fatalf("cancelled while queued: phase %s reason %s acquire %v", c.Status.Phase, c.Reason, c.Acquire)
 	}
 }
