@@ -9,7 +9,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
-// sample sums a metric's value (counters) or observation count (histograms)
+// sample sums a metric's value (counters, gauges) or observation count (histograms)
 // over the series whose labels include the given ones.
 func sample(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
@@ -29,6 +29,8 @@ func sample(t *testing.T, name string, labels map[string]string) float64 {
 			switch {
 			case m.GetCounter() != nil:
 				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
 			case m.GetHistogram() != nil:
 				sum += float64(m.GetHistogram().GetSampleCount())
 			}

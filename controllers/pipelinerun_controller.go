@@ -101,7 +101,10 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// stopped run do not; status says where the run stands; a pending deadline
 	// brings the run back.
 	requeue, err := r.reconcileStages(ctx, run)
-	return ctrl.Result{RequeueAfter: requeue}, err
+	if err != nil {
+		return ctrl.Result{}, err // retried with backoff
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // reconcileSnapshot ensures the run carries a snapshot of its Pipeline's spec,
@@ -219,6 +222,12 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		// learn who holds it, then decide again knowing.
 		facts.Environments = map[string]runstate.EnvironmentFact{}
 		for _, req := range plan.Acquire {
+			if req.Environment != run.Namespace {
+				// The lock lives in the environment: deleting the run gives it back.
+				if err := r.ensureFinalizer(ctx, run); err != nil {
+					return 0, err
+				}
+			}
 			fact, err := r.acquireEnvironment(ctx, run, req)
 			switch {
 			case err == nil:

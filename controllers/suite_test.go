@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"os"
 	"strings"
 	"sync"
@@ -110,8 +111,41 @@ func startManager(t *testing.T) (stop func()) {
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
+	t.Cleanup(func() {
+		// Tests share the environment namespaces, and each test's manager
+		// reconciles every run left by earlier tests: cancel this test's
+		// runs in flight (while the webhooks still serve) and free the
+		// environments, as if each test had a cluster of its own.
+		endRuns(t)
+		stop()
+		for _, ns := range environments {
+			lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: controllers.EnvironmentLease}}
+			if err := k8s.Delete(context.Background(), lease); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("freeing environment %s: %v", ns, err)
+			}
+		}
+	})
 	return stop
+}
+
+// endRuns cancels every run that has not finished.
+func endRuns(t *testing.T) {
+	runs := &conveyorv1.PipelineRunList{}
+	if err := k8s.List(context.Background(), runs); err != nil {
+		t.Errorf("listing runs: %v", err)
+		return
+	}
+	for i := range runs.Items {
+		run := &runs.Items[i]
+		if run.Status.Phase.Finished() || run.Spec.Cancelled || !run.DeletionTimestamp.IsZero() {
+			continue
+		}
+		patch := client.MergeFrom(run.DeepCopy())
+		run.Spec.Cancelled = true
+		if err := k8s.Patch(context.Background(), run, patch); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("cancelling run %s/%s left by the test: %v", run.Namespace, run.Name, err)
+		}
+	}
 }
 
 // createNamespace creates a namespace by name.

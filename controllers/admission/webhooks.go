@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -152,7 +153,7 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		}
 		if err := CheckRerun(run, source); err != nil {
 			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name,
-				field.ErrorList{field.Invalid(field.NewPath("spec", "rerunOf"), run.Spec.RerunOf, err.Error())})
+				field.ErrorList{field.Invalid(field.NewPath("spec", "rerunOf"), run.Spec.RerunOf, strings.TrimPrefix(err.Error(), "spec.rerunOf: "))})
 		}
 	}
 	return nil, nil

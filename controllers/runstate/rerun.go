@@ -17,7 +17,11 @@ func CheckRerun(run, source *conveyorv1.PipelineRun) error {
 	case source == nil:
 		return fmt.Errorf("spec.rerunOf: PipelineRun %s does not exist in namespace %s", name, run.Namespace)
 	case !source.Status.Phase.Finished():
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s has not finished (phase %q): wait for it or cancel it first", name, source.Status.Phase)
+		phase := source.Status.Phase
+		if phase == "" {
+			phase = conveyorv1.RunPending
+		}
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s has not finished (it is %s): wait for it or cancel it first", name, phase)
 	case source.Status.Phase == conveyorv1.RunSucceeded:
 		return fmt.Errorf("spec.rerunOf: PipelineRun %s succeeded: there is nothing to rerun; start a new run instead", name)
 	case source.Spec.PipelineRef.Name != run.Spec.PipelineRef.Name:
