@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -24,11 +23,12 @@ import (
 
 // One deploy at a time per environment: a stage with an environment starts
 // only while its run holds that environment's lock, a coordination.k8s.io
-// Lease named EnvironmentLease in the environment's namespace. Creating the
-// Lease takes the lock and deleting it (with preconditions) gives it back, so
-// the API server, not a cache, decides who holds it. A holder whose stage
-// finished, or which is gone, gives it back late or never: the next run then
-// deletes the stale Lease itself.
+// Lease named EnvironmentLease in the environment's namespace whose holder is
+// the run and stage deploying there, or that deployed there last. The lock is
+// free when that stage has ended (or its run is gone), as the API server has
+// the run: nothing needs to give it back, so a crash can never leave it held.
+// Taking it is a create, or an update of the Lease as read: the API server's
+// optimistic concurrency lets only one run take it.
 const (
 	// EnvironmentLease is the name of an environment's lock.
 	EnvironmentLease = "conveyor-environment"
@@ -47,7 +47,8 @@ type lockHolder struct {
 	holder *conveyorv1.PipelineRun
 }
 
-// readLock reads an environment's lock from the API server; nil when free.
+// readLock reads an environment's lock from the API server; nil when it was
+// never taken.
 func (r *PipelineRunReconciler) readLock(ctx context.Context, env string) (*lockHolder, error) {
 	lease := &coordinationv1.Lease{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: env, Name: EnvironmentLease}, lease)
@@ -61,10 +62,10 @@ func (r *PipelineRunReconciler) readLock(ctx context.Context, env string) (*lock
 		stage: lease.Annotations[annotationStage], uid: types.UID(lease.Labels[runstate.LabelRunUID])}, nil
 }
 
-// staleLock reports whether a lock's holder no longer needs it: the run is
-// gone, or its stage there finished (it gives the lock back then, but may
-// have failed to). It reads the holding run from the API server.
-func (r *PipelineRunReconciler) staleLock(ctx context.Context, h *lockHolder) (bool, error) {
+// released reports whether a lock's holder is done with it: the run is gone,
+// finished, or its stage there ended. It reads the holding run from the API
+// server, never a cache that could be behind.
+func (r *PipelineRunReconciler) released(ctx context.Context, h *lockHolder) (bool, error) {
 	ns, name, _ := strings.Cut(h.run, "/")
 	holder := &conveyorv1.PipelineRun{}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder)
@@ -86,15 +87,6 @@ func (r *PipelineRunReconciler) staleLock(ctx context.Context, h *lockHolder) (b
 	return false, nil
 }
 
-// deleteLock deletes a Lease if it is still the one read.
-func (r *PipelineRunReconciler) deleteLock(ctx context.Context, lease *coordinationv1.Lease) error {
-	err := r.Delete(ctx, lease, client.Preconditions{UID: &lease.UID, ResourceVersion: &lease.ResourceVersion})
-	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
-		return nil
-	}
-	return err
-}
-
 // acquireEnvironment tries to take env's lock for the run's stage. It learns
 // who holds it, whether a newer run of a NewestFirst Pipeline supersedes this
 // one, and whether an older queued run goes first.
@@ -104,30 +96,30 @@ func (r *PipelineRunReconciler) acquireEnvironment(ctx context.Context, run *con
 	if err != nil {
 		return runstate.EnvironmentFact{}, err
 	}
-	if h != nil && h.uid == run.UID {
+	if h != nil && h.uid == run.UID && h.stage == stage {
 		return runstate.EnvironmentFact{Held: true}, nil
 	}
+	holding := h
 	if h != nil {
-		stale, err := r.staleLock(ctx, h)
-		if err != nil {
-			return runstate.EnvironmentFact{}, err
-		}
-		if stale {
-			ctrl.LoggerFrom(ctx).Info("Deleting a stale environment lock", "environment", env, "holder", h.run, "stage", h.stage)
-			if err := r.deleteLock(ctx, h.lease); err != nil {
+		// An earlier stage of this run that used the environment has ended.
+		free := h.uid == run.UID
+		if !free {
+			if free, err = r.released(ctx, h); err != nil {
 				return runstate.EnvironmentFact{}, err
 			}
-			h = nil
+		}
+		if free {
+			holding = nil
 		}
 	}
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {
 		return runstate.EnvironmentFact{}, err
 	}
-	if by := supersededBy(run, queued, h); by != "" {
+	if by := supersededBy(run, queued, holding); by != "" {
 		return runstate.EnvironmentFact{SupersededBy: by}, nil
 	}
-	if h != nil {
+	if holding != nil {
 		return runstate.EnvironmentFact{Holder: h.run, HolderStage: h.stage}, nil
 	}
 	for _, other := range queued {
@@ -135,20 +127,17 @@ func (r *PipelineRunReconciler) acquireEnvironment(ctx context.Context, run *con
 			return runstate.EnvironmentFact{Ahead: runstate.RunKey(other)}, nil
 		}
 	}
-	now := r.Now()
-	lease := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: env, Name: EnvironmentLease,
-			Labels:      map[string]string{runstate.LabelRunUID: string(run.UID), "app.kubernetes.io/managed-by": "conveyor"},
-			Annotations: map[string]string{annotationStage: stage, runstate.AnnotationRun: runstate.RunKey(run)}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(runstate.RunKey(run)), AcquireTime: &metav1.MicroTime{Time: now.Time}},
+	var last *coordinationv1.Lease
+	if h != nil {
+		last = h.lease
 	}
-	err = r.Create(ctx, lease)
-	if apierrors.IsAlreadyExists(err) {
+	err = r.takeLock(ctx, run, stage, env, last)
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
 		// Another run took it first.
 		if h, err = r.readLock(ctx, env); err != nil || h == nil {
 			return runstate.EnvironmentFact{Holder: "another run", HolderStage: "unknown"}, err
 		}
-		if h.uid == run.UID {
+		if h.uid == run.UID && h.stage == stage {
 			return runstate.EnvironmentFact{Held: true}, nil
 		}
 		return runstate.EnvironmentFact{Holder: h.run, HolderStage: h.stage}, nil
@@ -156,19 +145,27 @@ func (r *PipelineRunReconciler) acquireEnvironment(ctx context.Context, run *con
 	if err != nil {
 		return runstate.EnvironmentFact{}, err
 	}
-	r.Recorder.Eventf(run, lease, corev1.EventTypeNormal, conveyorv1.EventEnvironmentAcquired, "LockEnvironment",
+	r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventEnvironmentAcquired, "LockEnvironment",
 		"Stage %s holds environment %s: no other deploy runs there until it ends", stage, env)
 	return runstate.EnvironmentFact{Held: true}, nil
 }
 
-// releaseEnvironment gives back env's lock if the run holds it.
-func (r *PipelineRunReconciler) releaseEnvironment(ctx context.Context, run *conveyorv1.PipelineRun, env string) error {
-	h, err := r.readLock(ctx, env)
-	if err != nil || h == nil || h.uid != run.UID {
-		return client.IgnoreNotFound(err)
+// takeLock makes the run's stage the holder of env's lock: it creates the
+// Lease, or updates the one read last, which the API server refuses if
+// another run changed it since.
+func (r *PipelineRunReconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, stage, env string, last *coordinationv1.Lease) error {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: env, Name: EnvironmentLease}}
+	if last != nil {
+		lease = last.DeepCopy()
 	}
-	ctrl.LoggerFrom(ctx).Info("Releasing environment", "environment", env, "stage", h.stage)
-	return r.deleteLock(ctx, h.lease)
+	now := metav1.MicroTime{Time: r.Now().Time}
+	lease.Labels = map[string]string{runstate.LabelRunUID: string(run.UID), "app.kubernetes.io/managed-by": "conveyor"}
+	lease.Annotations = map[string]string{annotationStage: stage, runstate.AnnotationRun: runstate.RunKey(run)}
+	lease.Spec.HolderIdentity, lease.Spec.AcquireTime = ptr.To(runstate.RunKey(run)), &now
+	if last != nil {
+		return r.Update(ctx, lease)
+	}
+	return r.Create(ctx, lease)
 }
 
 // queuedFor lists the runs queued for env, from the cache, oldest first.
@@ -212,8 +209,8 @@ func supersededBy(run *conveyorv1.PipelineRun, queued []*conveyorv1.PipelineRun,
 }
 
 // queuedRunsOfEnvironments maps a run to the runs queued for the environments
-// its stages are queued for or deploying to: when it takes, gives back or
-// leaves an environment's queue, they may move.
+// its stages are queued for or deploying to: when it takes an environment,
+// ends its stage there or leaves the queue, they may move.
 func (r *PipelineRunReconciler) queuedRunsOfEnvironments(ctx context.Context, o client.Object) []reconcile.Request {
 	run := o.(*conveyorv1.PipelineRun)
 	var reqs []reconcile.Request
@@ -233,27 +230,4 @@ func (r *PipelineRunReconciler) queuedRunsOfEnvironments(ctx context.Context, o 
 		}
 	}
 	return reqs
-}
-
-// releaseEnvironments gives back the lock of every environment where a stage
-// of the run ended in this reconcile (finished, cancelled, superseded).
-func (r *PipelineRunReconciler) releaseEnvironments(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus) error {
-	was := map[string]conveyorv1.StagePhase{}
-	for _, ss := range run.Status.Stages {
-		was[ss.Name] = ss.Phase
-	}
-	var errs []error
-	for _, stage := range runstate.RunStages(next.PipelineSpec, run.Spec.Git) {
-		if stage.Environment == "" {
-			continue
-		}
-		for _, ss := range next.Stages {
-			if ss.Name == stage.Name && ss.Phase.Finished() && (was[ss.Name] == conveyorv1.StageRunning || was[ss.Name] == conveyorv1.StageQueued) {
-				if err := r.releaseEnvironment(ctx, run, stage.Environment); err != nil {
-					errs = append(errs, fmt.Errorf("releasing environment %s: %w", stage.Environment, err))
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
 }

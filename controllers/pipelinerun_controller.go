@@ -247,9 +247,6 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		// in case one is missed.
 		plan.Requeue(queuedRecheck)
 	}
-	if err := r.releaseEnvironments(ctx, run, &plan.Status); err != nil {
-		errs = append(errs, err)
-	}
 
 	created := map[string]*batchv1.Job{}
 	// blocked holds, per namespace, why Jobs cannot be created there.
