@@ -36,6 +36,7 @@ func main() {
 	)
 	flag.StringVar(&mc.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 turns it off.")
 	flag.StringVar(&mc.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probes bind to.")
+	flag.StringVar(&mc.PprofAddr, "pprof-bind-address", "0", "Address Go's profiling endpoint (/debug/pprof) binds to; 0 turns it off.")
 	flag.BoolVar(&mc.LeaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
 	flag.StringVar(&mc.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (the manager's own when in a cluster).")
 	flag.IntVar(&mc.WebhookPort, "webhook-port", 9443, "Port the admission webhook server listens on.")

@@ -12,9 +12,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -208,26 +211,74 @@ func supersededBy(run *conveyorv1.PipelineRun, queued []*conveyorv1.PipelineRun,
 	return newest
 }
 
-// queuedRunsOfEnvironments maps a run to the runs queued for the environments
-// its stages are queued for or deploying to: when it takes an environment,
-// ends its stage there or leaves the queue, they may move.
-func (r *PipelineRunReconciler) queuedRunsOfEnvironments(ctx context.Context, o client.Object) []reconcile.Request {
-	run := o.(*conveyorv1.PipelineRun)
-	var reqs []reconcile.Request
-	for _, ss := range run.Status.Stages {
-		if ss.Namespace == "" || (ss.Phase != conveyorv1.StageQueued && ss.Phase != conveyorv1.StageRunning) {
-			continue
-		}
-		queued, err := r.queuedFor(ctx, ss.Namespace)
-		if err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", ss.Namespace)
-			continue
-		}
-		for _, q := range queued {
-			if q.UID != run.UID {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(q)})
+// environmentQueue wakes queued runs when their environment may have moved,
+// and only those that can act: when a stage that held or waited for an
+// environment ends (or its run is deleted), the head of that environment's
+// queue, which takes it; when a run joins a queue, the older queued runs of
+// its Pipeline, which a NewestFirst queue supersedes. The other queued runs
+// learn of a new holder at their periodic recheck (queuedRecheck): waking the
+// whole queue at every handoff would cost a reconcile and a status write per
+// queued run, and delay the one run that can go.
+func (r *PipelineRunReconciler) environmentQueue() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			old, now := e.ObjectOld.(*conveyorv1.PipelineRun), e.ObjectNew.(*conveyorv1.PipelineRun)
+			was := map[string]conveyorv1.StagePhase{}
+			for _, ss := range old.Status.Stages {
+				was[ss.Name] = ss.Phase
 			}
+			for _, ss := range now.Status.Stages {
+				switch {
+				case ss.Namespace == "":
+				case (was[ss.Name] == conveyorv1.StageRunning || was[ss.Name] == conveyorv1.StageQueued) && ss.Phase.Finished():
+					r.wakeHead(ctx, ss.Namespace, now, q)
+				case ss.Phase == conveyorv1.StageQueued && was[ss.Name] != conveyorv1.StageQueued:
+					r.wakeOlder(ctx, ss.Namespace, now, q)
+				}
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			run, ok := e.Object.(*conveyorv1.PipelineRun)
+			if !ok {
+				return
+			}
+			for _, ss := range run.Status.Stages {
+				if ss.Namespace != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageQueued) {
+					r.wakeHead(ctx, ss.Namespace, run, q)
+				}
+			}
+		},
+	}
+}
+
+// wakeHead enqueues the first run queued for env that is not superseded.
+func (r *PipelineRunReconciler) wakeHead(ctx context.Context, env string, except *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	queued, err := r.queuedFor(ctx, env)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", env)
+		return
+	}
+	for _, run := range queued {
+		if run.UID != except.UID && supersededBy(run, queued, nil) == "" {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
+			return
 		}
 	}
-	return reqs
+}
+
+// wakeOlder enqueues the runs of newer's Pipeline queued for env before it.
+func (r *PipelineRunReconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if runstate.QueueOf(newer) != conveyorv1.QueueNewestFirst {
+		return
+	}
+	queued, err := r.queuedFor(ctx, env)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", env)
+		return
+	}
+	for _, run := range queued {
+		if run.UID != newer.UID && run.Namespace == newer.Namespace && run.Spec.PipelineRef == newer.Spec.PipelineRef && runstate.CreatedBefore(run, newer) {
+			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
+		}
+	}
 }

@@ -1,7 +1,11 @@
 package controllers
 
 import (
+	"unique"
+
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -25,31 +29,79 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// slimJob keeps of a cached Job what the reconcilers read (metadata and
-// status): its pod template is most of its size and nothing reads it.
+// slimJob keeps of a cached Job only what the reconcilers read: its name,
+// our labels and annotation, its creation time, and its status counts, times
+// and terminal condition. The pod template, the Job controller's bookkeeping
+// and the conditions that led there are most of a Job's size.
 func slimJob(obj any) (any, error) {
 	job, ok := obj.(*batchv1.Job)
 	if !ok {
 		return obj, nil
 	}
-	job.ManagedFields = nil
-	job.Spec = batchv1.JobSpec{}
-	return job, nil
+	slim := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{
+		Name: job.Name, Namespace: intern(job.Namespace), UID: job.UID, ResourceVersion: job.ResourceVersion,
+		Generation: job.Generation, CreationTimestamp: job.CreationTimestamp, DeletionTimestamp: job.DeletionTimestamp,
+		Labels: map[string]string{
+			runstate.LabelRunUID: job.Labels[runstate.LabelRunUID],
+			runstate.LabelStage:  intern(job.Labels[runstate.LabelStage]),
+			runstate.LabelJob:    intern(job.Labels[runstate.LabelJob]),
+		},
+		Annotations: map[string]string{runstate.AnnotationRun: job.Annotations[runstate.AnnotationRun]},
+	}}
+	slim.Status = batchv1.JobStatus{StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime,
+		Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed}
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobFailed) {
+			continue
+		}
+		if c.Type == batchv1.JobComplete {
+			c.Message = ""
+		}
+		c.LastProbeTime = metav1.Time{}
+		slim.Status.Conditions = append(slim.Status.Conditions, c)
+	}
+	return slim, nil
 }
 
-// slimFinishedRun drops the pipeline snapshot of finished runs from the
-// cache: nothing decides anything for them any more, and the snapshot is most
-// of a run's size. Status patches are diffs, so the stored snapshot stays.
+// intern returns one shared copy of strings many cached objects repeat
+// (namespaces, stage and job names).
+func intern(s string) string { return unique.Make(s).Value() }
+
+// slimFinishedRun keeps of a finished run, in the cache, what is read of it
+// once it finished: its phase, conditions and times, and each stage's phase
+// and decisions (the Approval controller reads them). A finished run is never
+// decided again, and status patches are diffs against what was read, so the
+// stored status keeps everything dropped here.
 func slimFinishedRun(obj any) (any, error) {
 	run, ok := obj.(*conveyorv1.PipelineRun)
 	if !ok {
 		return obj, nil
 	}
 	run.ManagedFields = nil
-	if run.Status.Phase.Finished() {
-		run.Status.PipelineSpec = nil
+	if !run.Status.Phase.Finished() {
+		return run, nil
+	}
+	run.Status.PipelineSpec = nil
+	for i := range run.Status.Stages {
+		ss := &run.Status.Stages[i]
+		*ss = conveyorv1.StageStatus{Name: intern(ss.Name), Phase: ss.Phase, Decisions: ss.Decisions}
 	}
 	return run, nil
+}
+
+// slimApproval keeps of a cached Approval's recorded approver the username,
+// the only part the reconcilers read (groups are checked at admission).
+func slimApproval(obj any) (any, error) {
+	a, ok := obj.(*conveyorv1.Approval)
+	if !ok {
+		return obj, nil
+	}
+	a.ManagedFields = nil
+	if a.Spec.Approver != nil {
+		a.Spec.Approver = &conveyorv1.UserInfo{Username: intern(a.Spec.Approver.Username)}
+	}
+	a.Spec.Stage = intern(a.Spec.Stage)
+	return a, nil
 }
 
 // ManagerConfig is what main's flags (or a test) choose for the manager.
@@ -58,6 +110,8 @@ type ManagerConfig struct {
 	MetricsAddr string
 	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
 	ProbeAddr string
+	// PprofAddr is where Go's /debug/pprof is served; "" or "0" turns it off.
+	PprofAddr string
 	// LeaderElect makes replicas elect one leader.
 	LeaderElect bool
 	// LeaderElectionNamespace holds the lease; the manager's own namespace when empty.
@@ -78,6 +132,7 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 		Scheme:                  Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
 		HealthProbeBindAddress:  c.ProbeAddr,
+		PprofBindAddress:        c.PprofAddr,
 		LeaderElection:          c.LeaderElect,
 		LeaderElectionID:        "conveyor.conveyor.dev",
 		LeaderElectionNamespace: c.LeaderElectionNamespace,
@@ -88,6 +143,7 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 			ByObject: map[client.Object]cache.ByObject{
 				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Transform: slimJob},
 				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
+				&conveyorv1.Approval{}:    {Transform: slimApproval},
 			},
 		},
 	}

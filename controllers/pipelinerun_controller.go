@@ -496,7 +496,7 @@ func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
 		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
-		Watches(&conveyorv1.PipelineRun{}, handler.EnqueueRequestsFromMapFunc(r.queuedRunsOfEnvironments)).
+		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
 		Complete(r)
 }
 

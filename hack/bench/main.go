@@ -74,6 +74,8 @@ type bench struct {
 	c        client.Client // the driver's client (high QPS)
 	cache    cache.Cache
 	metrics  string // the manager's metrics URL
+	pprof    string // the manager's /debug/pprof URL
+	profiles []string
 	mgr      *exec.Cmd
 	mgrDone  chan struct{}
 	kubeconf string
@@ -84,6 +86,90 @@ type bench struct {
 	runDone   map[string]chan struct{} // run name -> closed when it finished
 	approved  map[string]bool          // run/stage -> Approval created
 	completes atomic.Int64
+	// handoffAdd and handoffDone are when each Job of the shared environment
+	// appeared, and when the driver had completed it.
+	handoffAdd, handoffDone map[string]time.Time
+}
+
+// Phase 3b: runs deploying to one shared environment, one at a time.
+const (
+	handoffNS, handoffEnv = "handoff", "handoff-env"
+	handoffRuns           = 50
+)
+
+func (b *bench) handoffSetup(ctx context.Context) error {
+	b.handoffAdd, b.handoffDone = map[string]time.Time{}, map[string]time.Time{}
+	for _, ns := range []string{handoffNS, handoffEnv} {
+		if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	return b.c.Create(ctx, &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: handoffNS, Name: "deploy"},
+		Spec: conveyorv1.PipelineSpec{Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
+			Stages: []conveyorv1.Stage{{Name: "production", Environment: handoffEnv, Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3"}}}}}})
+}
+
+// handoff creates handoffRuns runs at once that all deploy to one
+// environment, waits for every one, and measures each handoff: from the
+// driver completing one deploy's Job to the next deploy's Job appearing.
+// It deletes the runs afterwards, so the later phases do not see them.
+func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, err error) {
+	var chans []chan struct{}
+	start := time.Now()
+	for i := 0; i < handoffRuns; i++ {
+		name := fmt.Sprintf("handoff-%02d", i)
+		ch := make(chan struct{})
+		b.mu.Lock()
+		b.runDone[name] = ch
+		b.mu.Unlock()
+		chans = append(chans, ch)
+		if _, err := b.newRunOf(ctx, handoffNS, "deploy", name); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	for i, ch := range chans {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Minute):
+			return 0, 0, 0, fmt.Errorf("run handoff-%02d did not finish", i)
+		}
+	}
+	total = time.Since(start)
+	b.mu.Lock()
+	type job struct{ added, done time.Time }
+	var jobs []job
+	for name, t := range b.handoffAdd {
+		jobs = append(jobs, job{t, b.handoffDone[name]})
+	}
+	b.mu.Unlock()
+	sort.Slice(jobs, func(i, j int) bool { return jobs[i].added.Before(jobs[j].added) })
+	var gaps []time.Duration
+	for i := 1; i < len(jobs); i++ {
+		if jobs[i].added.Before(jobs[i-1].done) {
+			return 0, 0, 0, fmt.Errorf("two deploys overlapped in %s", handoffEnv)
+		}
+		gaps = append(gaps, jobs[i].added.Sub(jobs[i-1].done))
+	}
+	if len(gaps) != handoffRuns-1 {
+		return 0, 0, 0, fmt.Errorf("%d deploys seen in %s, want %d", len(jobs), handoffEnv, handoffRuns)
+	}
+	if err := b.c.DeleteAllOf(ctx, &conveyorv1.PipelineRun{}, client.InNamespace(handoffNS)); err != nil {
+		return 0, 0, 0, err
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		list := &conveyorv1.PipelineRunList{}
+		if err := b.c.List(ctx, list, client.InNamespace(handoffNS)); err != nil {
+			return 0, 0, 0, err
+		}
+		if len(list.Items) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, 0, fmt.Errorf("%d handoff runs not deleted", len(list.Items))
+		}
+	}
+	p50, p99 = percentiles(gaps)
+	return p50, p99, total, nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -129,6 +215,22 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	// Each throughput lane (a team) deploys to environments of its own: one
+	// deploy at a time per environment would otherwise make the phase a
+	// measure of the queue (measured apart, in phase 3b).
+	for i := 0; i < o.concurrency; i++ {
+		for _, env := range localcluster.Environments {
+			if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lanePrefix(i) + env}}); err != nil {
+				return err
+			}
+		}
+		if err := b.lanePipeline(ctx, "bench", fmt.Sprintf("shop-%d", i), lanePrefix(i)); err != nil {
+			return err
+		}
+	}
+	if err := b.handoffSetup(ctx); err != nil {
+		return err
+	}
 
 	fmt.Printf("Conveyor benchmark — %s, %d cores, %s, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, cpuModel())
 	floorP50, floorP99, err := b.floorLatency(ctx)
@@ -144,12 +246,15 @@ func run(ctx context.Context, o options) error {
 	}
 	defer b.stopManager()
 	time.Sleep(5 * time.Second)
-	idle, err := scrape(b.metrics)
+	mem0, err := b.memory("idle")
 	if err != nil {
 		return err
 	}
-	mem0 := memStats{heap: idle["go_memstats_heap_inuse_bytes"], rss: idle["process_resident_memory_bytes"]}
 	reactP50, reactP99, err := b.reaction(ctx)
+	if err != nil {
+		return err
+	}
+	handP50, handP99, handTotal, err := b.handoff(ctx)
 	if err != nil {
 		return err
 	}
@@ -165,7 +270,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	mem1, err := b.memoryAfterRestart(ctx)
+	mem1, err := b.memoryAfterRestart(ctx, fmt.Sprintf("%d-runs", b.o.runs+b.o.samples))
 	if err != nil {
 		return err
 	}
@@ -215,6 +320,8 @@ func run(ctx context.Context, o options) error {
 	row("2. reaction p99 / floor p99", fmt.Sprintf("%.2fx", float64(reactP99)/float64(floorP99)), "<= 2x", pb(float64(reactP99) <= 2*float64(floorP99)))
 	row(fmt.Sprintf("3. throughput: %d tag runs, %d concurrent", b.o.runs, b.o.concurrency), fmt.Sprintf("%.0f runs/min (%s)", perMin, dur.Round(time.Second)), "", nil)
 	row("3. Jobs launched/s, and / raw create rate", fmt.Sprintf("%.1f/s = %.0f%%", jobsPerSec, 100*jobsPerSec/rawRate), ">= 90%", pb(jobsPerSec >= 0.9*rawRate))
+	row(fmt.Sprintf("3b. one environment, %d deploys queued: handoff p50 / p99", handoffRuns), fmt.Sprintf("%s / %s", ms(handP50), ms(handP99)), "", nil)
+	row("3b. deploys/s through one environment", fmt.Sprintf("%.1f/s (%s)", float64(handoffRuns)/handTotal.Seconds(), handTotal.Round(time.Millisecond)), "", nil)
 	row("4. manager writes per run: Job creates + run status/metadata", fmt.Sprintf("%.2f = %.2f + %.2f + %.2f", core/runsF, w.jobCreates/runsF, w.runStatus/runsF, w.runMeta/runsF), fmt.Sprintf("min %.0f = 6 + 10", jobsPerRun+patchesPerRun), nil)
 	row("4. writes per stage transition / minimum", fmt.Sprintf("%.2fx", core/minimum), "<= 1.2x", pb(core <= 1.2*minimum))
 	row("4. other manager writes per run: Events, Approval status", fmt.Sprintf("%.2f + %.2f", w.events/runsF, w.approvalStatus/runsF), "", nil)
@@ -228,6 +335,22 @@ func run(ctx context.Context, o options) error {
 		extra := float64(retainedN - b.o.runs - b.o.samples)
 		per := (memN.heap - mem1.heap) / extra / 1024
 		row("5. heap KiB per added finished run (runs without Jobs)", fmt.Sprintf("%.1f KiB", per), "<= 5 KiB", pb(per <= 5))
+	}
+	// Where the heap goes: the top of each profile (after a GC).
+	for _, p := range b.profiles {
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=12", "-sample_index=inuse_space", b.o.managerBin, p).Output()
+		fmt.Printf("\nHeap profile %s:\n", p)
+		if err != nil {
+			fmt.Printf("  (go tool pprof: %v)\n", err)
+			continue
+		}
+		lines := strings.Split(string(out), "\n")
+		for _, l := range lines {
+			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") || l == "" {
+				continue
+			}
+			fmt.Println("  " + l)
+		}
 	}
 	return nil
 }
@@ -265,6 +388,9 @@ func (b *bench) startCache(ctx context.Context) error {
 	if _, err := jobs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(o any) {
 		j := o.(*batchv1.Job)
 		b.mu.Lock()
+		if j.Namespace == handoffEnv {
+			b.handoffAdd[j.Name] = time.Now()
+		}
 		if ch := b.jobSeen[j.Name]; ch != nil {
 			close(ch)
 			delete(b.jobSeen, j.Name)
@@ -287,6 +413,11 @@ func (b *bench) startCache(ctx context.Context) error {
 			for j := range complete {
 				if err := completeJob(ctx, b.c, j); err != nil {
 					fmt.Fprintln(os.Stderr, "completing Job:", err)
+				}
+				if j.Namespace == handoffEnv {
+					b.mu.Lock()
+					b.handoffDone[j.Name] = time.Now()
+					b.mu.Unlock()
 				}
 				b.completes.Add(1)
 			}
@@ -349,6 +480,12 @@ func completeJob(ctx context.Context, c client.Client, j *batchv1.Job) error {
 }
 
 func (b *bench) seedPipeline(ctx context.Context, ns string) error {
+	return b.lanePipeline(ctx, ns, "shop", "")
+}
+
+// lanePipeline creates the seed's pipeline under another name, its
+// environments prefixed (staging becomes <prefix>staging), in namespace ns.
+func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error {
 	data, err := os.ReadFile(filepath.Join(b.o.root, "config/samples/pipeline.yaml"))
 	if err != nil {
 		return err
@@ -357,9 +494,17 @@ func (b *bench) seedPipeline(ctx context.Context, ns string) error {
 	if err := yaml.UnmarshalStrict(data, p); err != nil {
 		return err
 	}
-	p.Namespace = ns
+	p.Name, p.Namespace = name, ns
+	for i := range p.Spec.Stages {
+		if env := p.Spec.Stages[i].Environment; env != "" {
+			p.Spec.Stages[i].Environment = prefix + env
+		}
+	}
 	return b.c.Create(ctx, p)
 }
+
+// lanePrefix is the prefix of the environments of throughput lane i.
+func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
 
 func percentiles(d []time.Duration) (time.Duration, time.Duration) {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
@@ -437,8 +582,13 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	pport, err := localcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	b.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pport)
 	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--leader-elect=false", "--health-probe-bind-address=0",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport),
 		fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst))
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
 	logf, err := os.Create(filepath.Join(filepath.Dir(b.kubeconf), "manager.log"))
@@ -477,8 +627,12 @@ func (b *bench) stopManager() {
 }
 
 func (b *bench) newRun(ctx context.Context, ns, name string) (*conveyorv1.PipelineRun, error) {
+	return b.newRunOf(ctx, ns, "shop", name)
+}
+
+func (b *bench) newRunOf(ctx context.Context, ns, pipeline, name string) (*conveyorv1.PipelineRun, error) {
 	r := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: conveyorv1.GitRef{Tag: "v1.0.0", Commit: "abcdef1"}}}
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: pipeline}, Git: conveyorv1.GitRef{Tag: "v1.0.0", Commit: "abcdef1"}}}
 	return r, b.c.Create(ctx, r)
 }
 
@@ -512,31 +666,32 @@ func (b *bench) reaction(ctx context.Context) (time.Duration, time.Duration, err
 
 // throughput: o.runs tag runs, o.concurrency at a time, each to Succeeded.
 func (b *bench) throughput(ctx context.Context) (time.Duration, error) {
-	sem := make(chan struct{}, b.o.concurrency)
 	errs := make(chan error, b.o.runs)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i := 0; i < b.o.runs; i++ {
-		sem <- struct{}{}
+	// o.concurrency lanes, each running its share of the runs one after another.
+	for lane := 0; lane < b.o.concurrency; lane++ {
 		wg.Add(1)
-		go func(i int) {
+		go func(lane int) {
 			defer wg.Done()
-			defer func() { <-sem }()
-			name := fmt.Sprintf("run-%d", i)
-			ch := make(chan struct{})
-			b.mu.Lock()
-			b.runDone[name] = ch
-			b.mu.Unlock()
-			if _, err := b.newRun(ctx, "bench", name); err != nil {
-				errs <- err
-				return
+			for i := lane; i < b.o.runs; i += b.o.concurrency {
+				name := fmt.Sprintf("run-%d", i)
+				ch := make(chan struct{})
+				b.mu.Lock()
+				b.runDone[name] = ch
+				b.mu.Unlock()
+				if _, err := b.newRunOf(ctx, "bench", fmt.Sprintf("shop-%d", lane), name); err != nil {
+					errs <- err
+					return
+				}
+				select {
+				case <-ch:
+				case <-time.After(10 * time.Minute):
+					errs <- fmt.Errorf("run %s did not finish", name)
+					return
+				}
 			}
-			select {
-			case <-ch:
-			case <-time.After(10 * time.Minute):
-				errs <- fmt.Errorf("run %s did not finish", name)
-			}
-		}(i)
+		}(lane)
 	}
 	wg.Wait()
 	close(errs)
@@ -561,12 +716,37 @@ type memStats struct{ heap, rss float64 }
 
 // memoryAfterRestart restarts the manager (it lists and reconciles every run
 // once), lets it settle, and reads its heap and RSS.
-func (b *bench) memoryAfterRestart(ctx context.Context) (memStats, error) {
+func (b *bench) memoryAfterRestart(ctx context.Context, label string) (memStats, error) {
 	b.stopManager()
 	if err := b.startManager(ctx); err != nil {
 		return memStats{}, err
 	}
 	time.Sleep(20 * time.Second)
+	return b.memory(label)
+}
+
+// memory collects the manager's garbage (through its heap profile, kept in
+// bin/bench/) and reads its heap and RSS.
+func (b *bench) memory(label string) (memStats, error) {
+	resp, err := http.Get(b.pprof + "/heap?gc=1")
+	if err != nil {
+		return memStats{}, err
+	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
+		return memStats{}, err
+	}
+	path := filepath.Join(b.o.root, "bin/bench", "heap-"+label+".pb.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		return memStats{}, err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return memStats{}, err
+	}
+	f.Close()
+	b.profiles = append(b.profiles, path)
 	m, err := scrape(b.metrics)
 	if err != nil {
 		return memStats{}, err
@@ -610,7 +790,7 @@ func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error)
 	if err, _ := firstErr.Load().(error); err != nil {
 		return memStats{}, err
 	}
-	return b.memoryAfterRestart(ctx)
+	return b.memoryAfterRestart(ctx, fmt.Sprintf("%d-finished", total))
 }
 
 // writes are API server write counts by what they wrote.
