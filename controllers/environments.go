@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -223,16 +224,18 @@ func (r *PipelineRunReconciler) environmentQueue() handler.TypedEventHandler[cli
 	return handler.TypedFuncs[client.Object, reconcile.Request]{
 		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			old, now := e.ObjectOld.(*conveyorv1.PipelineRun), e.ObjectNew.(*conveyorv1.PipelineRun)
-			was := map[string]conveyorv1.StagePhase{}
+			// A finished run's stages in the cache keep no namespace
+			// (slimFinishedRun): the environment is read from the old object.
+			was := map[string]conveyorv1.StageStatus{}
 			for _, ss := range old.Status.Stages {
-				was[ss.Name] = ss.Phase
+				was[ss.Name] = ss
 			}
 			for _, ss := range now.Status.Stages {
+				before := was[ss.Name]
 				switch {
-				case ss.Namespace == "":
-				case (was[ss.Name] == conveyorv1.StageRunning || was[ss.Name] == conveyorv1.StageQueued) && ss.Phase.Finished():
-					r.wakeHead(ctx, ss.Namespace, now, q)
-				case ss.Phase == conveyorv1.StageQueued && was[ss.Name] != conveyorv1.StageQueued:
+				case (before.Phase == conveyorv1.StageRunning || before.Phase == conveyorv1.StageQueued) && ss.Phase.Finished() && before.Namespace != "":
+					r.wakeHead(ctx, before.Namespace, now, q)
+				case ss.Phase == conveyorv1.StageQueued && before.Phase != conveyorv1.StageQueued && ss.Namespace != "":
 					r.wakeOlder(ctx, ss.Namespace, now, q)
 				}
 			}
@@ -260,6 +263,7 @@ func (r *PipelineRunReconciler) wakeHead(ctx context.Context, env string, except
 	}
 	for _, run := range queued {
 		if run.UID != except.UID && supersededBy(run, queued, nil) == "" {
+			ctrl.LoggerFrom(ctx).V(1).Info("Waking the head of an environment's queue", "environment", env, "run", klog.KObj(run), "queued", len(queued))
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
 			return
 		}

@@ -232,6 +232,8 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 			switch {
 			case err == nil:
 				facts.Environments[req.Environment] = fact
+				log.V(1).Info("Environment lock", "environment", req.Environment, "stage", req.Stage, "held", fact.Held,
+					"holder", fact.Holder, "ahead", fact.Ahead, "supersededBy", fact.SupersededBy)
 			case apierrors.IsForbidden(err):
 				blocked[req.Environment] = conveyorv1.ReasonJobsForbidden
 			case apierrors.IsNotFound(err):

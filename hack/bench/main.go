@@ -590,6 +590,9 @@ func (b *bench) startManager(ctx context.Context) error {
 	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--leader-elect=false", "--health-probe-bind-address=0",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport),
 		fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst))
+	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
+		cmd.Args = append(cmd.Args, "--zap-log-level=debug")
+	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
 	logf, err := os.Create(filepath.Join(filepath.Dir(b.kubeconf), "manager.log"))
 	if err != nil {
