@@ -591,7 +591,14 @@ func (r *PipelineRunReconciler) pruneHistory(ctx context.Context, run *conveyorv
 		if int32(len(group.runs)) <= group.keep {
 			continue
 		}
-		sort.Slice(group.runs, func(i, j int) bool { return finishedAfter(group.runs[i], group.runs[j]) })
+		// Newest first; the run that just finished is the newest, whatever a
+		// tie of whole-second completion times says.
+		sort.Slice(group.runs, func(i, j int) bool {
+			if (group.runs[i].UID == run.UID) != (group.runs[j].UID == run.UID) {
+				return group.runs[i].UID == run.UID
+			}
+			return finishedAfter(group.runs[i], group.runs[j])
+		})
 		for _, old := range group.runs[group.keep:] {
 			if err := r.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); err != nil && !apierrors.IsNotFound(err) {
 				log.Error(err, "Deleting an old run", "run", klog.KObj(old))
