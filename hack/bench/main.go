@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -82,7 +83,7 @@ type bench struct {
 
 	mu        sync.Mutex
 	jobSeen   map[string]chan struct{} // job name -> closed when its Add event arrived
-	runFirst  map[string]chan struct{} // run UID -> closed when its first Job appeared
+	runFirst  map[string]chan struct{} // run "namespace/name" -> closed when its first Job appeared
 	runDone   map[string]chan struct{} // run name -> closed when it finished
 	approved  map[string]bool          // run/stage -> Approval created
 	completes atomic.Int64
@@ -106,7 +107,8 @@ func (b *bench) handoffSetup(ctx context.Context) error {
 	}
 	return b.c.Create(ctx, &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: handoffNS, Name: "deploy"},
 		Spec: conveyorv1.PipelineSpec{Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
-			Stages: []conveyorv1.Stage{{Name: "production", Environment: handoffEnv, Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3"}}}}}})
+			History: &conveyorv1.History{Succeeded: ptr.To[int32](1000), Failed: ptr.To[int32](1000)},
+			Stages:  []conveyorv1.Stage{{Name: "production", Environment: handoffEnv, Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3"}}}}}})
 }
 
 // handoff creates handoffRuns runs at once that all deploy to one
@@ -395,9 +397,9 @@ func (b *bench) startCache(ctx context.Context) error {
 			close(ch)
 			delete(b.jobSeen, j.Name)
 		}
-		if ch := b.runFirst[j.Labels[runstate.LabelRunUID]]; ch != nil {
+		if ch := b.runFirst[j.Annotations[runstate.AnnotationRun]]; ch != nil {
 			close(ch)
-			delete(b.runFirst, j.Labels[runstate.LabelRunUID])
+			delete(b.runFirst, j.Annotations[runstate.AnnotationRun])
 		}
 		b.mu.Unlock()
 		// Jobs of the reaction runs stay running: those runs keep still, so
@@ -495,6 +497,8 @@ func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error
 		return err
 	}
 	p.Name, p.Namespace = name, ns
+	// Keep every run: the memory phases measure retained runs.
+	p.Spec.History = &conveyorv1.History{Succeeded: ptr.To[int32](1000), Failed: ptr.To[int32](1000)}
 	for i := range p.Spec.Stages {
 		if env := p.Spec.Stages[i].Environment; env != "" {
 			p.Spec.Stages[i].Environment = prefix + env
@@ -594,7 +598,11 @@ func (b *bench) startManager(ctx context.Context) error {
 		cmd.Args = append(cmd.Args, "--zap-log-level=debug")
 	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
-	logf, err := os.Create(filepath.Join(filepath.Dir(b.kubeconf), "manager.log"))
+	// The manager's log is kept in bin/bench/ (the last start's).
+	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(b.o.root, "bin/bench", "manager.log"))
 	if err != nil {
 		return err
 	}
@@ -645,15 +653,16 @@ func (b *bench) reaction(ctx context.Context) (time.Duration, time.Duration, err
 	var lat []time.Duration
 	for i := 0; i < b.o.samples; i++ {
 		name := fmt.Sprintf("react-%d", i)
-		start := time.Now()
-		r, err := b.newRun(ctx, "react", name)
-		if err != nil {
-			return 0, 0, err
-		}
+		// Wait for the Job by its run's name, known before the run exists: its
+		// Job may appear before the create call returns.
 		ch := make(chan struct{})
 		b.mu.Lock()
-		b.runFirst[string(r.UID)] = ch
+		b.runFirst["react/"+name] = ch
 		b.mu.Unlock()
+		start := time.Now()
+		if _, err := b.newRun(ctx, "react", name); err != nil {
+			return 0, 0, err
+		}
 		select {
 		case <-ch:
 			lat = append(lat, time.Since(start))
