@@ -72,6 +72,11 @@ func (r *PipelineRunReconciler) readLock(ctx context.Context, env string) (*lock
 func (r *PipelineRunReconciler) released(ctx context.Context, h *lockHolder) (bool, error) {
 	ns, name, _ := strings.Cut(h.run, "/")
 	holder := &conveyorv1.PipelineRun{}
+	// The cache may be behind the API server, never ahead: when it already
+	// shows the holder's stage ended, so does the API server.
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder); err == nil && holder.UID == h.uid && stageEnded(holder, h.stage) {
+		return true, nil
+	}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder)
 	if apierrors.IsNotFound(err) {
 		return true, nil
@@ -79,16 +84,24 @@ func (r *PipelineRunReconciler) released(ctx context.Context, h *lockHolder) (bo
 	if err != nil {
 		return false, err
 	}
-	if holder.UID != h.uid || !holder.DeletionTimestamp.IsZero() || holder.Status.Phase.Finished() {
+	if holder.UID != h.uid || !holder.DeletionTimestamp.IsZero() {
 		return true, nil
 	}
 	h.holder = holder
-	for _, ss := range holder.Status.Stages {
-		if ss.Name == h.stage {
-			return ss.Phase.Finished(), nil
+	return stageEnded(holder, h.stage), nil
+}
+
+// stageEnded reports whether a run's stage has ended, or the run has.
+func stageEnded(run *conveyorv1.PipelineRun, stage string) bool {
+	if run.Status.Phase.Finished() {
+		return true
+	}
+	for _, ss := range run.Status.Stages {
+		if ss.Name == stage {
+			return ss.Phase.Finished()
 		}
 	}
-	return false, nil
+	return false
 }
 
 // acquireEnvironment tries to take env's lock for the run's stage. It learns
