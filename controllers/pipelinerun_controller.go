@@ -215,6 +215,8 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		return 0, err
 	}
 	plan := runstate.Decide(facts)
+	// blocked holds, per namespace, why Jobs cannot be created (or its
+	// environment locked) there.
 	blocked := map[string]string{}
 	var errs []error
 	if len(plan.Acquire) > 0 {
@@ -251,7 +253,6 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 	}
 
 	created := map[string]*batchv1.Job{}
-	// blocked holds, per namespace, why Jobs cannot be created there.
 	for _, c := range plan.Create {
 		if c.Namespace != run.Namespace {
 			if err := r.ensureFinalizer(ctx, run); err != nil {
