@@ -849,7 +849,7 @@ func (b *bench) apiWrites(ctx context.Context) (writes, error) {
 			w.events += value
 		case res == "approvals" && sub == "status":
 			w.approvalStatus += value
-		case res == "leases" && labels["scope"] == "namespace":
+		case res == "leases":
 			// Environment locks (and, unlikely here, leader election: off).
 			w.locks += value
 		default:
