@@ -57,7 +57,8 @@ type PipelineRunSpec struct {
 	Trigger *Trigger `json:"trigger,omitempty"`
 
 	// rerunOf names a finished run, in the same namespace, of the same
-	// Pipeline for the same git ref and commit, that did not succeed. The new
+	// Pipeline for the same git ref and commit, that failed, expired or was
+	// cancelled (a rejected release stays rejected). The new
 	// run reuses the results of its stages that succeeded, in order, up to the
 	// first that failed or never ran, and starts there; the old run stays as
 	// history. An approval stage's decision is reused only when the stage says

@@ -9,8 +9,9 @@ import (
 )
 
 // CheckRerun says why run cannot rerun source (its spec.rerunOf), nil when it
-// can: source must exist, be finished without succeeding, and be of the same
-// Pipeline for the same ref and commit.
+// can: source must exist, be finished without succeeding and without being
+// rejected (a refusal stops a release for good), and be of the same Pipeline
+// for the same ref and commit.
 func CheckRerun(run, source *conveyorv1.PipelineRun) error {
 	name := run.Spec.RerunOf
 	switch {
@@ -24,6 +25,8 @@ func CheckRerun(run, source *conveyorv1.PipelineRun) error {
 		return fmt.Errorf("spec.rerunOf: PipelineRun %s has not finished (it is %s): wait for it or cancel it first", name, phase)
 	case source.Status.Phase == conveyorv1.RunSucceeded:
 		return fmt.Errorf("spec.rerunOf: PipelineRun %s succeeded: there is nothing to rerun; start a new run instead", name)
+	case source.Status.Phase == conveyorv1.RunRejected:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s was rejected at stage %s: a refusal stops that release for good", name, source.Status.CurrentStage)
 	case source.Spec.PipelineRef.Name != run.Spec.PipelineRef.Name:
 		return fmt.Errorf("spec.rerunOf: PipelineRun %s ran Pipeline %s, not %s", name, source.Spec.PipelineRef.Name, run.Spec.PipelineRef.Name)
 	case source.Spec.Git != run.Spec.Git:

@@ -47,6 +47,10 @@ func TestCheckRerun(t *testing.T) {
 			s.Status.Phase = conveyorv1.RunSucceeded
 			return s
 		}, "nothing to rerun"},
+		{"rejected", func(_, s *conveyorv1.PipelineRun) *conveyorv1.PipelineRun {
+			s.Status.Phase, s.Status.CurrentStage = conveyorv1.RunRejected, "approve"
+			return s
+		}, "rejected at stage approve"},
 		{"other pipeline", func(r, s *conveyorv1.PipelineRun) *conveyorv1.PipelineRun {
 			r.Spec.PipelineRef.Name = "other"
 			return s
