@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -216,19 +217,15 @@ func TestEnvironmentStaleLock(t *testing.T) {
 }
 
 func readyReason(run *conveyorv1.PipelineRun) string {
-	for _, c := range run.Status.Conditions {
-		if c.Type == conveyorv1.ConditionReady {
-			return c.Reason
-		}
+	if c := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady); c != nil {
+		return c.Reason
 	}
 	return ""
 }
 
 func readyMessage(run *conveyorv1.PipelineRun) string {
-	for _, c := range run.Status.Conditions {
-		if c.Type == conveyorv1.ConditionReady {
-			return c.Message
-		}
+	if c := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady); c != nil {
+		return c.Message
 	}
 	return ""
 }

@@ -163,31 +163,42 @@ func TestSeedStory(t *testing.T) {
 // pod metadata on the deploy job.
 func pipeline(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
 	t.Helper()
-	ns := pipelineIn(t, deployPod)
-	if err := cluster.AllowJobs(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns
+	return allowJobs(t, pipelineIn(t, deployPod))
 }
 
 // pipelineIn is pipeline without letting the manager create Jobs in the new namespace.
 func pipelineIn(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
-	if err := admin.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: conveyorv1.PipelineSpec{
+	return appIn(t, conveyorv1.PipelineSpec{
 		Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
 		Stages: []conveyorv1.Stage{
 			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Image: "golang:1.26"}}},
 			{Name: "deploy", Environment: "staging", Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3", PodMetadata: deployPod}}},
 		},
-	}}
+	})
+}
+
+// appIn creates a new namespace holding a Pipeline "app" with the spec.
+func appIn(t *testing.T, spec conveyorv1.PipelineSpec) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	if err := admin.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: spec}
 	if err := admin.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	return ns.Name
+}
+
+// allowJobs lets the manager create Jobs in namespace ns.
+func allowJobs(t *testing.T, ns string) string {
+	t.Helper()
+	if err := cluster.AllowJobs(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns
 }
 
 func startRun(t *testing.T, ns string) *conveyorv1.PipelineRun {
@@ -441,21 +452,11 @@ func TestJobTimeoutAndRetries(t *testing.T) {
 		{conveyorv1.JobSpec{Name: "slow", Image: "golang:1.26", PodMetadata: slow("10m"), Timeout: &metav1.Duration{Duration: 3 * time.Second}}, "DeadlineExceeded", 1, 1},
 		{conveyorv1.JobSpec{Name: "flaky", Image: "golang:1.26", PodMetadata: failing, Retries: ptr.To[int32](1)}, "BackoffLimitExceeded", 2, 2},
 	} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
-		if err := admin.Create(context.Background(), ns); err != nil {
-			t.Fatal(err)
-		}
-		if err := cluster.AllowJobs(context.Background(), ns.Name); err != nil {
-			t.Fatal(err)
-		}
-		p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: conveyorv1.PipelineSpec{
+		ns := allowJobs(t, appIn(t, conveyorv1.PipelineSpec{
 			Refs:   conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
 			Stages: []conveyorv1.Stage{{Name: "build", Jobs: []conveyorv1.JobSpec{tc.job}}},
-		}}
-		if err := admin.Create(context.Background(), p); err != nil {
-			t.Fatal(err)
-		}
-		run := startRun(t, ns.Name)
+		}))
+		run := startRun(t, ns)
 		got := waitRun(t, run, 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
 			g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunFailed))
 		})

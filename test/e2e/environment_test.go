@@ -7,7 +7,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,26 +30,16 @@ func TestOneDeployAtATimeInProduction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
-	if err := admin.Create(context.Background(), ns); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.AllowJobs(context.Background(), ns.Name); err != nil {
-		t.Fatal(err)
-	}
-	p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns.Name}, Spec: conveyorv1.PipelineSpec{
+	ns := allowJobs(t, appIn(t, conveyorv1.PipelineSpec{
 		Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
 		Stages: []conveyorv1.Stage{
 			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Image: "golang:1.26"}}},
 			{Name: "production", Environment: "production", Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3", PodMetadata: slow("8s")}}},
 		},
-	}}
-	if err := admin.Create(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	}))
 	var runs []*conveyorv1.PipelineRun
 	for _, tag := range []string{"v1.0.0", "v1.0.1"} {
-		run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: ns.Name},
+		run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: ns},
 			Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "app"}, Git: conveyorv1.GitRef{Tag: tag, Commit: "abcdef1"}}}
 		if err := admin.Create(context.Background(), run); err != nil {
 			t.Fatal(err)
@@ -77,7 +66,7 @@ func TestOneDeployAtATimeInProduction(t *testing.T) {
 	}).WithTimeout(2 * time.Minute).WithPolling(100 * time.Millisecond).Should(Succeed())
 	stage := queued.Status.Stages[1]
 	t.Logf("Run %s deploys; run %s is %s: %s", holder.Name, queued.Name, queued.Status.Phase, stage.Message)
-	if stage.HeldBy != ns.Name+"/"+holder.Name || !strings.Contains(stage.Message, "in use by run "+ns.Name+"/"+holder.Name) {
+	if stage.HeldBy != ns+"/"+holder.Name || !strings.Contains(stage.Message, "in use by run "+ns+"/"+holder.Name) {
 		t.Errorf("queued stage: heldBy %q message %q", stage.HeldBy, stage.Message)
 	}
 
