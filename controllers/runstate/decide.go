@@ -91,9 +91,6 @@ type Plan struct {
 // LockRequest asks for an environment's lock for a stage.
 type LockRequest struct{ Stage, Environment string }
 
-// requeue keeps the earliest pending deadline.
-func (p *Plan) requeue(d time.Duration) { p.Requeue(d) }
-
 // Requeue keeps the earliest of the plan's pending deadline and d.
 func (p *Plan) Requeue(d time.Duration) {
 	if d <= 0 {
@@ -115,7 +112,7 @@ func stopReason(run *conveyorv1.PipelineRun, now metav1.Time, p *Plan) (reason, 
 		if !now.Time.Before(deadline) {
 			return conveyorv1.ReasonTimeout, fmt.Sprintf("run timed out: it took longer than the Pipeline's timeout of %s", spec.Timeout.Duration)
 		}
-		p.requeue(deadline.Sub(now.Time))
+		p.Requeue(deadline.Sub(now.Time))
 	}
 	return "", ""
 }
@@ -201,7 +198,7 @@ func Decide(f Facts) Plan {
 		if !blocked && ss.Phase == conveyorv1.StageWaiting && stage.WaitTimeout != nil && ss.StartTime != nil && stop == "" {
 			deadline := ss.StartTime.Add(stage.WaitTimeout.Duration)
 			if f.Now.Time.Before(deadline) {
-				p.requeue(deadline.Sub(f.Now.Time))
+				p.Requeue(deadline.Sub(f.Now.Time))
 			} else {
 				ss.Phase, ss.CompletionTime = conveyorv1.StageExpired, &f.Now
 				ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
@@ -391,7 +388,7 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		}
 	}
 	if stage.Environment != "" && !started {
-		if qs, queued, acquire := queueStage(run, stage, old, ss, f); queued {
+		if qs, queued, acquire := queueStage(stage, old, ss, f); queued {
 			return qs, nil, acquire
 		}
 	}

@@ -27,7 +27,7 @@ type EnvironmentFact struct {
 // start (the run holds the environment), and otherwise the stage's status:
 // Queued (asking for the lock when nothing is known of it yet) or Cancelled
 // when superseded.
-func queueStage(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss conveyorv1.StageStatus, f Facts) (conveyorv1.StageStatus, bool, bool) {
+func queueStage(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss conveyorv1.StageStatus, f Facts) (conveyorv1.StageStatus, bool, bool) {
 	env := stage.Environment
 	fact, known := f.Environments[env]
 	if known && fact.Held {
