@@ -76,6 +76,14 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if !run.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, run)
 	}
+	if run.Spec.Cancelled && run.Status.PipelineSpec == nil && !run.Status.Phase.Finished() {
+		// About to end a cancelled run as never started: the cache may not
+		// show yet the snapshot (and Jobs) an earlier reconcile wrote, so read
+		// the run from the API server.
+		if err := r.APIReader.Get(ctx, req.NamespacedName, run); err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
 
 	before := run.Status.DeepCopy()
 	defer func() {
@@ -282,7 +290,11 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 		// Background propagation: the garbage collector deletes the pods.
 		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: obs.Namespace, Name: obs.Name}}
 		log.Info("Deleting Job of a stopped run", "job", klog.KObj(job), "reason", plan.Reason)
-		if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("deleting Job %s/%s: %w", obs.Namespace, obs.Name, err))
 			continue
 		}

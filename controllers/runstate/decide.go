@@ -271,6 +271,10 @@ func stopStage(ss *conveyorv1.StageStatus, reason, message string, f Facts) []Jo
 		}
 		if obs, ok := f.Jobs[JobKey(ss.Name, js.Name)]; ok {
 			del = append(del, obs)
+		} else if js.JobName != "" {
+			// Created by an earlier reconcile, maybe not in the cache yet:
+			// deleted by name (a Job that does not exist is no error).
+			del = append(del, JobObservation{Name: js.JobName, Namespace: js.Namespace})
 		}
 		js.Phase, js.Reason, js.Message, js.CompletionTime = conveyorv1.JobCancelled, reason, "Job deleted: "+message, &f.Now
 	}

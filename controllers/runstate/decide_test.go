@@ -346,3 +346,19 @@ func TestDecideEnvironmentQueue(t *testing.T) {
 		t.Fatalf("cancelled while queued: phase %s reason %s acquire %v", c.Status.Phase, c.Reason, c.Acquire)
 	}
 }
+
+// TestCancelDeletesJobsNotYetSeen: a Job created by an earlier reconcile but
+// not in the cache yet is deleted by name when the run is cancelled.
+func TestCancelDeletesJobsNotYetSeen(t *testing.T) {
+	run := newRun(branch)
+	withStatus(run, decide(Facts{Run: run, Now: t0}))
+	name := run.Status.Stages[0].Jobs[0].JobName
+	if name == "" {
+		t.Fatal("the build job has no Job name in status")
+	}
+	run.Spec.Cancelled = true
+	p := decide(Facts{Run: run, Now: t0})
+	if p.Status.Phase != conveyorv1.RunCancelled || len(p.Delete) != 1 || p.Delete[0].Name != name || p.Delete[0].Namespace != "shop-ci" {
+		t.Fatalf("cancel with the Job unseen: phase %s, deletes %+v, want %s", p.Status.Phase, p.Delete, name)
+	}
+}
