@@ -55,6 +55,11 @@ func (r *ApprovalReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// update brings this Approval back; one status write instead of two.
 		return ctrl.Result{}, nil
 	}
+	// Settled Approvals leave the manager's cache (see ManagerOptions): only
+	// those whose verdict no later event can change. An Approval naming a
+	// missing run, or a second one from the same approver, can still count
+	// if a run of that name appears or the first Approval is deleted.
+	approval.Status.Settled = v.Final && v.Reason != conveyorv1.ReasonRunNotFound && v.Reason != conveyorv1.ReasonDuplicateApprover
 	switch {
 	case v.Accepted:
 		setHealth(&approval.Status.Conditions, approval.Generation, healthy, v.Reason, v.Message)

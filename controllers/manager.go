@@ -6,6 +6,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -51,10 +52,10 @@ func slimJob(obj any) (any, error) {
 	slim.Status = batchv1.JobStatus{StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime,
 		Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed}
 	for _, c := range job.Status.Conditions {
-		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobFailed) {
+		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobSuccessCriteriaMet && c.Type != batchv1.JobFailed) {
 			continue
 		}
-		if c.Type == batchv1.JobComplete {
+		if c.Type != batchv1.JobFailed {
 			c.Message = ""
 		}
 		c.LastProbeTime = metav1.Time{}
@@ -123,8 +124,16 @@ type ManagerConfig struct {
 	WebhookCertDir string
 }
 
+// Field selectors of the cache: a Job's status.succeeded count, and an
+// Approval's status.settled (a selectable field of its CRD).
+const (
+	jobSucceededField    = "status.successful"
+	approvalSettledField = "status.settled"
+)
+
 // ManagerOptions are the manager's options. Its cache holds only the Jobs
-// Conveyor created (by label), not every Job of the cluster.
+// Conveyor created (by label) that have not succeeded, not every Job of the
+// cluster.
 func ManagerOptions(c ManagerConfig) ctrl.Options {
 	ours, err := labels.NewRequirement(runstate.LabelRunUID, selection.Exists, nil)
 	utilruntime.Must(err)
@@ -141,9 +150,16 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 			// Nothing reads managedFields: drop them from every cached object.
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
-				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Transform: slimJob},
+				// Only Jobs that have not succeeded: a run records a Job's
+				// success in its status the moment it sees it, and never reads
+				// that Job again, so the Jobs of finished runs cost no memory.
+				// A Job leaving the cache this way reaches the run as a delete
+				// event; the run reads it from the API server (observe).
+				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
 				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
-				&conveyorv1.Approval{}:    {Transform: slimApproval},
+				// Only Approvals whose verdict can still change: a settled one
+				// is never read again (its run recorded it, or never will).
+				&conveyorv1.Approval{}: {Field: fields.OneTermNotEqualSelector(approvalSettledField, "true"), Transform: slimApproval},
 			},
 		},
 	}

@@ -277,7 +277,9 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 			r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
 				"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
 		case apierrors.IsAlreadyExists(err):
-			// A stale cache: the Job exists and its watch event will bring it.
+			// Created by an earlier reconcile whose status write was lost: the
+			// status now names it, and the next reconcile reads it (observe).
+			plan.Requeue(time.Second)
 		case apierrors.IsNotFound(err):
 			blocked[c.Namespace] = conveyorv1.ReasonNamespaceNotFound
 		case apierrors.IsForbidden(err):
@@ -363,6 +365,9 @@ func (r *PipelineRunReconciler) observe(ctx context.Context, run *conveyorv1.Pip
 		}
 		facts.Jobs[runstate.JobKey(job.Labels[runstate.LabelStage], job.Labels[runstate.LabelJob])] = runstate.ObserveJob(job)
 	}
+	if err := r.observeUncached(ctx, run, facts.Jobs); err != nil {
+		return facts, err
+	}
 	approvals := &conveyorv1.ApprovalList{}
 	if err := r.List(ctx, approvals, client.InNamespace(run.Namespace), client.MatchingFields{indexApprovalRun: run.Name}); err != nil {
 		return facts, fmt.Errorf("listing Approvals: %w", err)
@@ -374,6 +379,33 @@ func (r *PipelineRunReconciler) observe(ctx context.Context, run *conveyorv1.Pip
 		facts.Approvals = append(facts.Approvals, runstate.Fact(&a))
 	}
 	return facts, nil
+}
+
+// observeUncached reads from the API server the Jobs the run's status names
+// as created (or being created) that the cache does not hold: a Job that
+// succeeded leaves the cache (see ManagerOptions), and one created moments ago
+// may not be in it yet. A Job that does not exist stays unobserved.
+func (r *PipelineRunReconciler) observeUncached(ctx context.Context, run *conveyorv1.PipelineRun, seen map[string]runstate.JobObservation) error {
+	for _, ss := range run.Status.Stages {
+		for _, js := range ss.Jobs {
+			key := runstate.JobKey(ss.Name, js.Name)
+			if _, ok := seen[key]; ok || js.JobName == "" || (js.Phase != conveyorv1.JobRunning && js.Phase != conveyorv1.JobPending) {
+				continue
+			}
+			job := &batchv1.Job{}
+			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: js.Namespace, Name: js.JobName}, job)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reading Job %s/%s: %w", js.Namespace, js.JobName, err)
+			}
+			if job.Labels[runstate.LabelRunUID] == string(run.UID) {
+				seen[key] = runstate.ObserveJob(job)
+			}
+		}
+	}
+	return nil
 }
 
 // recordTransitions records an Event for every stage that started, waits or

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -91,7 +92,7 @@ func TestBranchFlow(t *testing.T) {
 // pre-production succeeded and the approve stage passed; then it deploys into
 // namespace production after its trigger.
 func TestTagFlow(t *testing.T) {
-	startManager(t)
+	cached, _ := startManagerCache(t)
 	ns := newNamespace(t)
 	seedPipeline(t, ns)
 	run := newRun(t, ns, v140)
@@ -153,6 +154,33 @@ func TestTagFlow(t *testing.T) {
 	if strings.Join(order, ",") != "build,testing,staging,pre-production,approve,production" {
 		t.Fatalf("stages %v", order)
 	}
+	finishedRunLeavesCache(t, cached, run, 6, 4)
+}
+
+// finishedRunLeavesCache checks that the manager's cache holds none of a
+// finished run's Jobs (they succeeded) nor its Approvals (they are settled),
+// while the API server keeps them all.
+func finishedRunLeavesCache(t *testing.T, cached cache.Cache, run *conveyorv1.PipelineRun, jobs, approvals int) {
+	t.Helper()
+	ctx := context.Background()
+	stored := &batchv1.JobList{}
+	if err := k8s.List(ctx, stored, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored.Items) != jobs {
+		t.Fatalf("API server holds %d Jobs of the run, want %d", len(stored.Items), jobs)
+	}
+	settled := &conveyorv1.ApprovalList{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.List(ctx, settled, client.InNamespace(run.Namespace), client.MatchingFields{"status.settled": "true"})).To(Succeed())
+		g.Expect(settled.Items).To(HaveLen(approvals), "settled Approvals (server-side field selector)")
+		inCache := &batchv1.JobList{}
+		g.Expect(cached.List(ctx, inCache, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(inCache.Items).To(BeEmpty(), "Jobs of the finished run in the manager's cache")
+		cachedApprovals := &conveyorv1.ApprovalList{}
+		g.Expect(cached.List(ctx, cachedApprovals, client.InNamespace(run.Namespace))).To(Succeed())
+		g.Expect(cachedApprovals.Items).To(BeEmpty(), "Approvals of the finished run in the manager's cache")
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
 
 // A Reject at the approve stage ends the run as Rejected; no production Job is

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -83,6 +84,14 @@ func runSuite(m *testing.M) int {
 // returns a function that stops it (also called when the test ends).
 func startManager(t *testing.T) (stop func()) {
 	t.Helper()
+	_, stop = startManagerCache(t)
+	return stop
+}
+
+// startManagerCache is startManager that also returns the manager's cache, for
+// tests of what it holds.
+func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
+	t.Helper()
 	wh := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.ManagerConfig{
 		MetricsAddr: "0", ProbeAddr: "0",
@@ -125,7 +134,7 @@ func startManager(t *testing.T) (stop func()) {
 			}
 		}
 	})
-	return stop
+	return mgr.GetCache(), stop
 }
 
 // endRuns cancels every run that has not finished.

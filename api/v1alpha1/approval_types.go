@@ -82,6 +82,14 @@ type ApprovalStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// settled is true once the verdict can no longer change: the run took the
+	// Approval into account and moved past the stage, or the Approval can
+	// never count (the run finished, the stage started or does not take it).
+	// The manager stops watching settled Approvals (select them with
+	// --field-selector status.settled=true).
+	// +optional
+	Settled bool `json:"settled,omitempty"`
+
 	// conditions: Ready is True once the run took the Approval into account;
 	// otherwise its reason says why not.
 	// +optional
@@ -93,6 +101,7 @@ type ApprovalStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=conveyor
+// +kubebuilder:selectablefield:JSONPath=`.status.settled`
 // +kubebuilder:printcolumn:name="Run",type=string,JSONPath=`.spec.pipelineRunRef.name`
 // +kubebuilder:printcolumn:name="Stage",type=string,JSONPath=`.spec.stage`
 // +kubebuilder:printcolumn:name="Decision",type=string,JSONPath=`.spec.decision`

@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -360,5 +363,41 @@ func TestCancelDeletesJobsNotYetSeen(t *testing.T) {
 	p := decide(Facts{Run: run, Now: t0})
 	if p.Status.Phase != conveyorv1.RunCancelled || len(p.Delete) != 1 || p.Delete[0].Name != name || p.Delete[0].Namespace != "shop-ci" {
 		t.Fatalf("cancel with the Job unseen: phase %s, deletes %+v, want %s", p.Status.Phase, p.Delete, name)
+	}
+}
+
+// TestObserveJob reads a Job's phase the way the Job controller writes it,
+// including the moments a Job that left the manager's cache (it succeeded) is
+// read from the API server before its Complete condition.
+func TestObserveJob(t *testing.T) {
+	now := metav1.Now()
+	cond := func(typ batchv1.JobConditionType) batchv1.JobCondition {
+		return batchv1.JobCondition{Type: typ, Status: corev1.ConditionTrue, Reason: "R", Message: "m", LastTransitionTime: now}
+	}
+	cases := []struct {
+		name   string
+		status batchv1.JobStatus
+		spec   batchv1.JobSpec
+		want   conveyorv1.JobPhase
+	}{
+		{"just created", batchv1.JobStatus{}, batchv1.JobSpec{}, conveyorv1.JobRunning},
+		{"pod running", batchv1.JobStatus{Active: 1}, batchv1.JobSpec{}, conveyorv1.JobRunning},
+		{"success criteria met, pod not counted yet", batchv1.JobStatus{Conditions: []batchv1.JobCondition{cond(batchv1.JobSuccessCriteriaMet)}}, batchv1.JobSpec{}, conveyorv1.JobSucceeded},
+		{"complete", batchv1.JobStatus{Succeeded: 1, Conditions: []batchv1.JobCondition{cond(batchv1.JobSuccessCriteriaMet), cond(batchv1.JobComplete)}}, batchv1.JobSpec{}, conveyorv1.JobSucceeded},
+		{"every completion counted, no condition yet", batchv1.JobStatus{Succeeded: 1}, batchv1.JobSpec{}, conveyorv1.JobSucceeded},
+		{"one of two completions", batchv1.JobStatus{Succeeded: 1, Active: 1}, batchv1.JobSpec{Completions: ptr.To[int32](2)}, conveyorv1.JobRunning},
+		{"failure target is not failed yet", batchv1.JobStatus{Failed: 1, Conditions: []batchv1.JobCondition{cond(batchv1.JobFailureTarget)}}, batchv1.JobSpec{}, conveyorv1.JobRunning},
+		{"failed", batchv1.JobStatus{Failed: 1, Conditions: []batchv1.JobCondition{cond(batchv1.JobFailed)}}, batchv1.JobSpec{}, conveyorv1.JobFailed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			obs := ObserveJob(&batchv1.Job{Spec: c.spec, Status: c.status})
+			if obs.Phase != c.want {
+				t.Fatalf("phase %s, want %s", obs.Phase, c.want)
+			}
+			if c.want != conveyorv1.JobRunning && obs.CompletionTime == nil && len(c.status.Conditions) > 0 {
+				t.Fatalf("a finished Job with a condition has no completion time")
+			}
+		})
 	}
 }
