@@ -34,7 +34,11 @@ func (r *ApprovalReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := approval.Status.DeepCopy()
+	skip := false
 	defer func() {
+		if skip {
+			return
+		}
 		approval.Status.ObservedGeneration = approval.Generation
 		if err := patchStatus(ctx, r.Client, approval, before, &approval.Status); err != nil {
 			retErr = errors.Join(retErr, err)
@@ -53,6 +57,7 @@ func (r *ApprovalReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if v.Reason == conveyorv1.ReasonStageNotWaiting && v.Waiting && len(approval.Status.Conditions) == 0 {
 		// The stage waits and the run is about to record the Approval: its
 		// update brings this Approval back; one status write instead of two.
+		skip = true
 		return ctrl.Result{}, nil
 	}
 	// Settled Approvals leave the manager's cache (see ManagerOptions): only

@@ -69,8 +69,8 @@ func slimJob(obj any) (any, error) {
 func intern(s string) string { return unique.Make(s).Value() }
 
 // slimFinishedRun keeps of a finished run, in the cache, what is read of it
-// once it finished: its phase, conditions and times, and each stage's phase
-// and decisions (the Approval controller reads them). A finished run is never
+// once it finished: its phase and times, and each stage's phase and decisions
+// (the Approval controller reads them). A finished run is never
 // decided again, and status patches are diffs against what was read, so the
 // stored status keeps everything dropped here.
 func slimFinishedRun(obj any) (any, error) {
@@ -83,6 +83,12 @@ func slimFinishedRun(obj any) (any, error) {
 		return run, nil
 	}
 	run.Status.PipelineSpec = nil
+	// Its conditions and its requester's groups are for people, read from
+	// the API server; the requester's name is kept.
+	run.Status.Conditions = nil
+	if r := run.Spec.Requester; r != nil {
+		run.Spec.Requester = &conveyorv1.UserInfo{Username: intern(r.Username)}
+	}
 	for i := range run.Status.Stages {
 		ss := &run.Status.Stages[i]
 		*ss = conveyorv1.StageStatus{Name: intern(ss.Name), Phase: ss.Phase, Decisions: ss.Decisions}

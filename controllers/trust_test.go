@@ -146,14 +146,40 @@ func TestGateNeedsDistinctApprovers(t *testing.T) {
 	if len(counted) != 1 {
 		t.Fatalf("gate counted %+v", counted)
 	}
+	var first *conveyorv1.Approval
 	for _, a := range robs {
 		if a.Name != counted[0].Approval {
 			waitApproval(t, a, conveyorv1.ReasonDuplicateApprover)
+		} else {
+			first = a
+			waitApproval(t, a, conveyorv1.ReasonAccepted)
+		}
+	}
+	// Neither is settled: deleting the counted one would withdraw rob's
+	// approval while the gate waits, and let the duplicate count instead; so
+	// both stay in the manager's view.
+	for _, a := range robs {
+		if settled(t, a) {
+			t.Fatalf("Approval %s is settled while the gate waits", a.Name)
 		}
 	}
 
-	decide(t, run, "approve", conveyorv1.DecisionApprove) // rita
+	rita := decide(t, run, "approve", conveyorv1.DecisionApprove)
 	waitRun(t, run, conveyorv1.RunWaiting, "production")
+	// The gate passed: the Approvals it counted can no longer change.
+	for _, a := range []*conveyorv1.Approval{first, rita} {
+		NewWithT(t).Eventually(func() bool { return settled(t, a) }).WithTimeout(10*time.Second).Should(BeTrue(), "Approval %s settled", a.Name)
+	}
+}
+
+// settled reads an Approval's status.settled from the API server.
+func settled(t *testing.T, a *conveyorv1.Approval) bool {
+	t.Helper()
+	got := &conveyorv1.Approval{}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(a), got); err != nil {
+		t.Fatal(err)
+	}
+	return got.Status.Settled
 }
 
 func getRun(t *testing.T, run *conveyorv1.PipelineRun) *conveyorv1.PipelineRun {

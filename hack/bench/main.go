@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -252,7 +253,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	reactP50, reactP99, err := b.reaction(ctx)
+	react, err := b.reaction(ctx)
 	if err != nil {
 		return err
 	}
@@ -318,10 +319,18 @@ func run(ctx context.Context, o options) error {
 	pb := func(v bool) *bool { return &v }
 	row(fmt.Sprintf("1. floor: Job create -> watch event, p50 / p99 (%d)", b.o.samples), fmt.Sprintf("%s / %s", ms(floorP50), ms(floorP99)), "", nil)
 	row(fmt.Sprintf("1. floor: raw Job creates/s, one client at QPS %.0f/burst %d", b.o.qps, b.o.burst), fmt.Sprintf("%.1f/s", rawRate), "", nil)
-	row(fmt.Sprintf("2. reaction: run created -> first Job, p50 / p99 (%d)", b.o.samples), fmt.Sprintf("%s / %s", ms(reactP50), ms(reactP99)), "", nil)
-	row("2. reaction p99 / floor p99", fmt.Sprintf("%.2fx", float64(reactP99)/float64(floorP99)), "<= 2x", pb(float64(reactP99) <= 2*float64(floorP99)))
+	row(fmt.Sprintf("2. reaction: run created -> first Job, p50 / p99 (%d)", b.o.samples), fmt.Sprintf("%s / %s", ms(react.p50), ms(react.p99)), "", nil)
+	row("2. of which the run's create call, p50 / p99", fmt.Sprintf("%s / %s", ms(react.createP50), ms(react.createP99)), "", nil)
+	row("2. reaction p99 / floor p99", fmt.Sprintf("%.2fx", float64(react.p99)/float64(floorP99)), "<= 2x", pb(float64(react.p99) <= 2*float64(floorP99)))
 	row(fmt.Sprintf("3. throughput: %d tag runs, %d concurrent", b.o.runs, b.o.concurrency), fmt.Sprintf("%.0f runs/min (%s)", perMin, dur.Round(time.Second)), "", nil)
 	row("3. Jobs launched/s, and / raw create rate", fmt.Sprintf("%.1f/s = %.0f%%", jobsPerSec, 100*jobsPerSec/rawRate), ">= 90%", pb(jobsPerSec >= 0.9*rawRate))
+	// client-go limits each kind's requests apart (one token bucket per
+	// kind): a run's own writes (status, finalizer) share one budget of QPS,
+	// its Job creates another; the first binds when a run writes itself more
+	// often than it creates Jobs.
+	runWrites := (w.runStatus + w.runMeta) / runsF
+	bound := b.o.qps * jobsPerRun / math.Max(runWrites, jobsPerRun)
+	row(fmt.Sprintf("3. Jobs/s that QPS %.0f allows at %.1f run writes per 6 Jobs, and share", b.o.qps, runWrites), fmt.Sprintf("%.1f/s, %.0f%% of it", bound, 100*jobsPerSec/bound), "", nil)
 	row(fmt.Sprintf("3b. one environment, %d deploys queued: handoff p50 / p99", handoffRuns), fmt.Sprintf("%s / %s", ms(handP50), ms(handP99)), "", nil)
 	row("3b. deploys/s through one environment", fmt.Sprintf("%.1f/s (%s)", float64(handoffRuns)/handTotal.Seconds(), handTotal.Round(time.Millisecond)), "", nil)
 	row("4. manager writes per run: Job creates + run status/metadata", fmt.Sprintf("%.2f = %.2f + %.2f + %.2f", core/runsF, w.jobCreates/runsF, w.runStatus/runsF, w.runMeta/runsF), fmt.Sprintf("min %.0f = 6 + 10", jobsPerRun+patchesPerRun), nil)
@@ -647,10 +656,14 @@ func (b *bench) newRunOf(ctx context.Context, ns, pipeline, name string) (*conve
 	return r, b.c.Create(ctx, r)
 }
 
+// reactionFigures are the reaction's percentiles, and those of the run's
+// create call alone (the API server's share, before the manager can know).
+type reactionFigures struct{ p50, p99, createP50, createP99 time.Duration }
+
 // reaction: run created -> its first Job's watch event. The reaction runs'
 // Jobs are never completed, so the manager has nothing else to do.
-func (b *bench) reaction(ctx context.Context) (time.Duration, time.Duration, error) {
-	var lat []time.Duration
+func (b *bench) reaction(ctx context.Context) (reactionFigures, error) {
+	var lat, create []time.Duration
 	for i := 0; i < b.o.samples; i++ {
 		name := fmt.Sprintf("react-%d", i)
 		// Wait for the Job by its run's name, known before the run exists: its
@@ -661,19 +674,45 @@ func (b *bench) reaction(ctx context.Context) (time.Duration, time.Duration, err
 		b.mu.Unlock()
 		start := time.Now()
 		if _, err := b.newRun(ctx, "react", name); err != nil {
-			return 0, 0, err
+			return reactionFigures{}, err
 		}
+		create = append(create, time.Since(start))
 		select {
 		case <-ch:
 			lat = append(lat, time.Since(start))
 		case <-time.After(30 * time.Second):
-			return 0, 0, fmt.Errorf("run %s started no Job", name)
+			return reactionFigures{}, fmt.Errorf("run %s started no Job", name)
+		}
+		// The next sample meets an idle API server, as the floor's do: the
+		// manager's status write for this run has landed, and its Events
+		// (written in the background) have had time to.
+		if err := b.settle(ctx, "react", name); err != nil {
+			return reactionFigures{}, err
 		}
 	}
 	// Let the manager record the reaction runs' state before writes are counted.
 	time.Sleep(3 * time.Second)
-	p50, p99 := percentiles(lat)
-	return p50, p99, nil
+	var f reactionFigures
+	f.p50, f.p99 = percentiles(lat)
+	f.createP50, f.createP99 = percentiles(create)
+	return f, nil
+}
+
+// settle waits until the driver's cache shows the run Running (the manager's
+// status write after its first Job), then 50 ms more for its Events.
+func (b *bench) settle(ctx context.Context, ns, name string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := &conveyorv1.PipelineRun{}
+		if err := b.cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, r); err == nil && r.Status.Phase == conveyorv1.RunRunning {
+			time.Sleep(50 * time.Millisecond)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("run %s/%s never showed Running", ns, name)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // throughput: o.runs tag runs, o.concurrency at a time, each to Succeeded.
