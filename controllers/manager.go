@@ -52,10 +52,10 @@ func slimJob(obj any) (any, error) {
 	slim.Status = batchv1.JobStatus{StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime,
 		Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed}
 	for _, c := range job.Status.Conditions {
-		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobSuccessCriteriaMet && c.Type != batchv1.JobFailed) {
+		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobFailed) {
 			continue
 		}
-		if c.Type != batchv1.JobFailed {
+		if c.Type == batchv1.JobComplete {
 			c.Message = ""
 		}
 		c.LastProbeTime = metav1.Time{}

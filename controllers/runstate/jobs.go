@@ -161,8 +161,7 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 }
 
 // ObserveJob reads a Job's phase the way the Job controller reports it: the
-// Complete (or SuccessCriteriaMet) or Failed condition, with the reason and
-// message of the latter. A
+// Complete or Failed condition, with the reason and message of the latter. A
 // job starts when its Job is created: that time is known the moment Conveyor
 // creates it, so the Job controller's own start time changes no status.
 func ObserveJob(job *batchv1.Job) JobObservation {
@@ -176,14 +175,8 @@ func ObserveJob(job *batchv1.Job) JobObservation {
 			continue
 		}
 		switch c.Type {
-		case batchv1.JobComplete, batchv1.JobSuccessCriteriaMet:
-			// SuccessCriteriaMet comes first and Complete follows once the
-			// pods are gone: either one means the Job succeeded.
+		case batchv1.JobComplete:
 			obs.Phase = conveyorv1.JobSucceeded
-			if obs.CompletionTime == nil {
-				t := c.LastTransitionTime
-				obs.CompletionTime = &t
-			}
 			return obs
 		case batchv1.JobFailed:
 			obs.Phase, obs.Reason, obs.Message = conveyorv1.JobFailed, c.Reason, c.Message
@@ -195,9 +188,10 @@ func ObserveJob(job *batchv1.Job) JobObservation {
 		}
 	}
 	if job.Status.Succeeded > 0 && job.Status.Succeeded >= ptr.Deref(job.Spec.Completions, 1) {
-		// Every completion counted: success, even before the condition says
-		// so (a Job that succeeded is not cached, so no later event would
-		// bring the condition).
+		// Every completion counted: the Job controller writes the count with
+		// the Complete condition, except when it could not remove a pod's
+		// finalizer at once. Success then too: a Job with its count written
+		// is no longer cached, so no later event would bring the condition.
 		obs.Phase = conveyorv1.JobSucceeded
 	}
 	return obs
