@@ -160,7 +160,7 @@ func ManagerOptions(c ManagerConfig) ctrl.Options {
 				// success in its status the moment it sees it, and never reads
 				// that Job again, so the Jobs of finished runs cost no memory.
 				// A Job leaving the cache this way reaches the run as a delete
-				// event; the run reads it from the API server (observe).
+				// event; the run reads it from the API server (observeUncached).
 				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
 				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
 				// Only Approvals whose verdict can still change: a settled one

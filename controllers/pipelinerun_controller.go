@@ -277,8 +277,10 @@ func (r *PipelineRunReconciler) reconcileStages(ctx context.Context, run *convey
 			r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
 				"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
 		case apierrors.IsAlreadyExists(err):
-			// Created by an earlier reconcile whose status write was lost: the
-			// status now names it, and the next reconcile reads it (observe).
+			// The Job exists though neither the cache nor the status as read
+			// shows it (a stale read, or a status write lost): the status now
+			// names it, and the next reconcile reads it from the API server
+			// (observeUncached); a Job that succeeded sends no more events.
 			plan.Requeue(time.Second)
 		case apierrors.IsNotFound(err):
 			blocked[c.Namespace] = conveyorv1.ReasonNamespaceNotFound
