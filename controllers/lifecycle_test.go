@@ -82,19 +82,10 @@ func TestCancelRunningRun(t *testing.T) {
 	}
 	expectHealth(t, "PipelineRun", ns, run.Name, "Failed", "Degraded")
 
-	cur := &conveyorv1.PipelineRun{}
-	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(run), cur); err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Cancelled = false
-	if err := k8s.Update(context.Background(), cur); err == nil || !strings.Contains(err.Error(), "stays cancelled") {
+	if err := updateRun(run, func(r *conveyorv1.PipelineRun) { r.Spec.Cancelled = false }); err == nil || !strings.Contains(err.Error(), "stays cancelled") {
 		t.Errorf("un-cancel: want refused, got %v", err)
 	}
-	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(run), cur); err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Git.Commit = "deadbeef"
-	if err := k8s.Update(context.Background(), cur); err == nil || !strings.Contains(err.Error(), "immutable") {
+	if err := updateRun(run, func(r *conveyorv1.PipelineRun) { r.Spec.Git.Commit = "deadbeef" }); err == nil || !strings.Contains(err.Error(), "immutable") {
 		t.Errorf("changing the commit: want refused, got %v", err)
 	}
 	// Settled: no Job comes back, the status stays.
@@ -251,4 +242,20 @@ stages:
 		}
 	}
 	t.Logf("kept %s, %s (succeeded), %s (failed), %s (running)", ok[1].Name, ok[2].Name, failed[1].Name, running.Name)
+}
+
+// updateRun reads the run, changes it and updates it, again on a conflict (a
+// status write in between), and returns the update's verdict.
+func updateRun(run *conveyorv1.PipelineRun, change func(*conveyorv1.PipelineRun)) error {
+	for {
+		cur := &conveyorv1.PipelineRun{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(run), cur); err != nil {
+			return err
+		}
+		change(cur)
+		err := k8s.Update(context.Background(), cur)
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+	}
 }

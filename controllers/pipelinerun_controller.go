@@ -44,6 +44,10 @@ type PipelineRunReconciler struct {
 	// a reconcile that reads a run from a cache not yet showing the last status
 	// patch computes the same transition again, and must not tell it twice.
 	recorded *lru.Cache
+	// latest remembers, per run UID, the newest resourceVersion this manager
+	// wrote or read from the API server: a cached run at another version may
+	// not show the last write yet (see Reconcile).
+	latest *lru.Cache
 }
 
 // firstTime reports whether a transition is told for the first time.
@@ -76,10 +80,25 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if !run.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, run)
 	}
+	stale := false
+	if rv, ok := r.latest.Get(run.UID); ok {
+		switch {
+		case rv != run.ResourceVersion:
+			// The cache does not show the version this manager last wrote
+			// or read (it is behind, or someone wrote since): deciding from
+			// it would tell transitions again and rewrite status already
+			// written.
+			stale = true
+		case run.Status.Phase.Finished():
+			r.latest.Remove(run.UID) // caught up, and never decided again
+		}
+	}
 	if run.Spec.Cancelled && run.Status.PipelineSpec == nil && !run.Status.Phase.Finished() {
 		// About to end a cancelled run as never started: the cache may not
-		// show yet the snapshot (and Jobs) an earlier reconcile wrote, so read
-		// the run from the API server.
+		// show yet the snapshot (and Jobs) an earlier reconcile wrote.
+		stale = true
+	}
+	if stale {
 		if err := r.APIReader.Get(ctx, req.NamespacedName, run); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
@@ -93,6 +112,9 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if err := patchStatus(ctx, r.Client, run, before, &run.Status); err != nil {
 			retErr = errors.Join(retErr, err)
 			return
+		}
+		if !before.Phase.Finished() {
+			r.latest.Add(run.UID, run.ResourceVersion)
 		}
 		// However the run ended (stages, ref not allowed, cancelled before it
 		// started), its Pipeline's history is trimmed once it is recorded.
@@ -537,6 +559,7 @@ func (r *PipelineRunReconciler) SetupWithManager(mgr ctrl.Manager, opts controll
 	}
 	// A few transitions per run in flight; the oldest are forgotten first.
 	r.recorded = lru.New(50000)
+	r.latest = lru.New(10000)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}).

@@ -320,6 +320,9 @@ func toApproveGate(t *testing.T, run *conveyorv1.PipelineRun) {
 	passStage(t, run, "build", "compile")
 	passStage(t, run, "testing", "unit", "lint")
 	for _, stage := range []string{"staging", "pre-production"} {
+		// People trigger a stage once it waits for them (an earlier trigger
+		// starts it without a wait, which the metrics test tells apart).
+		waitRun(t, run, conveyorv1.RunWaiting, stage)
 		decide(t, run, stage, conveyorv1.DecisionApprove)
 		passStage(t, run, stage, "deploy")
 	}
