@@ -44,11 +44,24 @@ type PipelineRunReconciler struct {
 	// a reconcile that reads a run from a cache not yet showing the last status
 	// patch computes the same transition again, and must not tell it twice.
 	recorded *lru.Cache
-	// latest remembers, per run UID, the newest resourceVersion this manager
-	// wrote or read from the API server: a cached run at another version may
-	// not show the last write yet (see Reconcile).
+	// latest remembers, per run UID, the version of the run this manager
+	// last wrote or read from the API server (a seenVersion): a cached run at
+	// another version may not show that write yet (see Reconcile).
 	latest *lru.Cache
 }
+
+// seenVersion is the version of a run this manager last wrote or read.
+type seenVersion struct {
+	resourceVersion string
+	generation      int64
+	// waited is set once a reconcile met a cache behind this version and
+	// waited for it.
+	waited bool
+}
+
+// staleRecheck is how soon a run whose cached version is not the one last
+// written is looked at again, should no watch event bring it back sooner.
+const staleRecheck = 200 * time.Millisecond
 
 // firstTime reports whether a transition is told for the first time.
 func (r *PipelineRunReconciler) firstTime(run *conveyorv1.PipelineRun, parts ...string) bool {
@@ -81,16 +94,26 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, r.reconcileDelete(ctx, run)
 	}
 	stale := false
-	if rv, ok := r.latest.Get(run.UID); ok {
+	if v, ok := r.latest.Get(run.UID); ok {
+		seen := v.(seenVersion)
 		switch {
-		case rv != run.ResourceVersion:
-			// The cache does not show the version this manager last wrote
-			// or read (it is behind, or someone wrote since): deciding from
-			// it would tell transitions again and rewrite status already
-			// written.
+		case seen.resourceVersion == run.ResourceVersion:
+			if run.Status.Phase.Finished() {
+				r.latest.Remove(run.UID) // caught up, and never decided again
+			}
+		case seen.generation == run.Generation && !seen.waited:
+			// The cache does not show this manager's last write yet:
+			// deciding from it would tell transitions again and rewrite
+			// status already written. The write's own watch event brings the
+			// run back; the recheck is in case the difference is someone
+			// else's metadata write.
+			seen.waited = true
+			r.latest.Add(run.UID, seen)
+			return ctrl.Result{RequeueAfter: staleRecheck}, nil
+		default:
+			// Someone changed the spec (cancelled it), or the cache still
+			// differs after the recheck: read the run from the API server.
 			stale = true
-		case run.Status.Phase.Finished():
-			r.latest.Remove(run.UID) // caught up, and never decided again
 		}
 	}
 	if run.Spec.Cancelled && run.Status.PipelineSpec == nil && !run.Status.Phase.Finished() {
@@ -101,6 +124,9 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if stale {
 		if err := r.APIReader.Get(ctx, req.NamespacedName, run); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		if run.Status.Phase.Finished() {
+			r.latest.Remove(run.UID) // never decided again
 		}
 	}
 
@@ -114,7 +140,7 @@ func (r *PipelineRunReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		if !before.Phase.Finished() {
-			r.latest.Add(run.UID, run.ResourceVersion)
+			r.latest.Add(run.UID, seenVersion{resourceVersion: run.ResourceVersion, generation: run.Generation})
 		}
 		// However the run ended (stages, ref not allowed, cancelled before it
 		// started), its Pipeline's history is trimmed once it is recorded.
