@@ -245,17 +245,20 @@ stages:
 }
 
 // updateRun reads the run, changes it and updates it, again on a conflict (a
-// status write in between), and returns the update's verdict.
+// status write in between), and returns the update's verdict. A run written
+// over and over (five conflicts in a row) returns the conflict: a finished
+// run is not written again, so that is a failure.
 func updateRun(run *conveyorv1.PipelineRun, change func(*conveyorv1.PipelineRun)) error {
-	for {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
 		cur := &conveyorv1.PipelineRun{}
 		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(run), cur); err != nil {
 			return err
 		}
 		change(cur)
-		err := k8s.Update(context.Background(), cur)
-		if !apierrors.IsConflict(err) {
+		if err = k8s.Update(context.Background(), cur); !apierrors.IsConflict(err) {
 			return err
 		}
 	}
+	return err
 }
