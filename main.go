@@ -13,14 +13,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/conveyor-dev/conveyor/controllers"
 	"github.com/conveyor-dev/conveyor/controllers/admission"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
 func main() {
 	var (
-		mc           controllers.ManagerConfig
+		mc           manager.ManagerConfig
 		concurrency  int
 		qps          float64
 		burst        int
@@ -62,7 +62,7 @@ func main() {
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(mc))
+	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(mc))
 	if err != nil {
 		fail(err, "Unable to create manager")
 	}
@@ -76,7 +76,7 @@ func main() {
 			webhookDNS = fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace)
 		}
 		log.Info("Rotating the webhook certificate", "secret", certSecret, "dnsName", webhookDNS)
-		if err := controllers.AddCertRotator(mgr, controllers.CertRotation{
+		if err := manager.AddCertRotator(mgr, manager.CertRotation{
 			Namespace: podNamespace, SecretName: certSecret, DNSName: webhookDNS, CertDir: mc.WebhookCertDir,
 		}, webhookReady); err != nil {
 			fail(err, "Unable to set up certificate rotation")
@@ -85,9 +85,9 @@ func main() {
 		close(webhookReady)
 	}
 
-	opts := controllers.Options{}
+	opts := manager.Options{}
 	opts.Controller.MaxConcurrentReconciles = concurrency
-	if err := controllers.Setup(ctx, mgr, opts); err != nil {
+	if err := manager.Setup(ctx, mgr, opts); err != nil {
 		fail(err, "Unable to set up controllers")
 	}
 	if err := receiver.Setup(ctx, mgr, receiverAddr); err != nil {

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers/runstate"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
 // Identity is the user as the API server authenticated the request.
@@ -49,16 +49,16 @@ func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user aut
 	if stage == nil {
 		return fmt.Errorf("PipelineRun %s has no stage %q; its stages are %s", run.Name, stageName, strings.Join(names, ", "))
 	}
-	kind, ref := runstate.Ref(run.Spec.Git)
-	if !runstate.StageApplies(stage, kind) {
+	kind, ref := engine.Ref(run.Spec.Git)
+	if !engine.StageApplies(stage, kind) {
 		return fmt.Errorf("stage %s runs for %s only, and PipelineRun %s is for %s %s", stageName, stage.Refs, run.Name, kind, ref)
 	}
 	var groups []string
 	var act string
 	switch {
-	case runstate.IsGate(stage):
+	case engine.IsGate(stage):
 		groups, act = stage.Approval.Groups, "approve or reject"
-	case runstate.IsManual(stage):
+	case engine.IsManual(stage):
 		groups, act = stage.TriggerGroups, "trigger"
 		if a.Spec.Decision == conveyorv1.DecisionReject {
 			return fmt.Errorf("stage %s is a manual stage: Reject is a decision for approval stages only; to hold the stage, do not trigger it", stageName)
@@ -69,7 +69,7 @@ func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user aut
 	if !slices.ContainsFunc(user.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
 		return fmt.Errorf("user %q may not %s stage %s: only members of the groups %s may", user.Username, act, stageName, strings.Join(groups, ", "))
 	}
-	if runstate.IsGate(stage) && !stage.Approval.AllowRunRequester && run.Spec.Requester != nil && run.Spec.Requester.Username == user.Username {
+	if engine.IsGate(stage) && !stage.Approval.AllowRunRequester && run.Spec.Requester != nil && run.Spec.Requester.Username == user.Username {
 		return fmt.Errorf("separation of duties: %q created PipelineRun %s and may not approve or reject its stage %s; another member of %s must",
 			user.Username, run.Name, stageName, strings.Join(groups, ", "))
 	}
@@ -96,7 +96,7 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 	if pipeline == nil {
 		return nil
 	}
-	if err := runstate.RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
+	if err := engine.RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
 		return fmt.Errorf("Pipeline %s does not run this ref: %w", pipeline.Name, err)
 	}
 	return nil
@@ -105,7 +105,7 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 // CheckRerun refuses a rerun (spec.rerunOf) of a run that is missing (nil),
 // not finished, succeeded, or of another Pipeline, ref or commit.
 func CheckRerun(run, source *conveyorv1.PipelineRun) error {
-	return runstate.CheckRerun(run, source)
+	return engine.CheckRerun(run, source)
 }
 
 // CheckRunUpdate refuses any change to a PipelineRun's spec, the recorded
@@ -124,5 +124,5 @@ func CheckRunUpdate(old, updated *conveyorv1.PipelineRun) error {
 
 // CheckPipeline refuses what makes a Pipeline unusable beyond the CRD schema.
 func CheckPipeline(p *conveyorv1.Pipeline) error {
-	return runstate.ValidatePipeline(&p.Spec)
+	return engine.ValidatePipeline(&p.Spec)
 }

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers/runstate"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
 // seedSpec is the seed's pipeline as the run's snapshot.
@@ -119,20 +119,20 @@ func FuzzCheckApproval(f *testing.F) {
 				st = &run.Status.PipelineSpec.Stages[i]
 			}
 		}
-		kind, _ := runstate.Ref(git)
+		kind, _ := engine.Ref(git)
 		switch {
 		case st == nil:
 			t.Fatalf("allowed an Approval for unknown stage %q", stage)
-		case !runstate.StageApplies(st, kind):
+		case !engine.StageApplies(st, kind):
 			t.Fatalf("allowed stage %s in a %s run", stage, kind)
-		case runstate.IsGate(st):
+		case engine.IsGate(st):
 			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.Approval.Groups, g) }) {
 				t.Fatalf("allowed %q (groups %v) on gate %s", username, u.Groups, stage)
 			}
 			if username == "rita" {
 				t.Fatal("allowed the run's requester to decide its gate")
 			}
-		case runstate.IsManual(st):
+		case engine.IsManual(st):
 			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.TriggerGroups, g) }) {
 				t.Fatalf("allowed %q (groups %v) to trigger %s", username, u.Groups, stage)
 			}

@@ -27,7 +27,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers/runstate"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
 // MaxBody is the largest event the receiver reads (GitLab caps a push event's
@@ -216,10 +216,10 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 	for _, p := range pipelines {
 		key := p.Namespace + "/" + p.Name
 		if push.Deleted {
-			res.Skipped = append(res.Skipped, key+": the push deleted "+runstate.RefString(git))
+			res.Skipped = append(res.Skipped, key+": the push deleted "+engine.RefString(git))
 			continue
 		}
-		if err := runstate.RefAllowed(&p.Spec, git); err != nil {
+		if err := engine.RefAllowed(&p.Spec, git); err != nil {
 			res.Skipped = append(res.Skipped, key+": "+err.Error())
 			continue
 		}
@@ -236,7 +236,7 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 		case err == nil:
 			created++
 			runsCreated.WithLabelValues(push.Provider).Inc()
-			r.Log.Info("Created PipelineRun from push", "run", p.Namespace+"/"+run.Name, "ref", runstate.RefString(git), "commit", git.Commit, "pusher", push.Pusher)
+			r.Log.Info("Created PipelineRun from push", "run", p.Namespace+"/"+run.Name, "ref", engine.RefString(git), "commit", git.Commit, "pusher", push.Pusher)
 			res.Runs = append(res.Runs, p.Namespace+"/"+run.Name)
 		case apierrors.IsAlreadyExists(err):
 			duplicate++
@@ -264,7 +264,7 @@ var notName = regexp.MustCompile(`[^a-z0-9-]+`)
 // RunName is the name of the run a push of git starts for a Pipeline:
 // "<pipeline>-<ref>-<hash of ref and commit>", at most 52 characters.
 func RunName(pipeline string, git conveyorv1.GitRef) string {
-	kind, ref := runstate.Ref(git)
+	kind, ref := engine.Ref(git)
 	sum := sha256.Sum256([]byte(string(kind) + "/" + ref + "@" + git.Commit))
 	hash := hex.EncodeToString(sum[:])[:8]
 	slug := strings.Trim(notName.ReplaceAllString(strings.ToLower(ref), "-"), "-")

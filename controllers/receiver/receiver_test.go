@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
@@ -54,11 +54,11 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
-	if k8s, err = client.New(cfg, client.Options{Scheme: controllers.Scheme()}); err != nil {
+	if k8s, err = client.New(cfg, client.Options{Scheme: manager.Scheme()}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

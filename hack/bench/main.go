@@ -42,8 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers/runstate"
-	"github.com/conveyor-dev/conveyor/hack/localcluster"
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 )
 
 type options struct {
@@ -416,14 +415,14 @@ func (b *bench) startCache(ctx context.Context) error {
 			close(ch)
 			delete(b.jobSeen, j.Name)
 		}
-		if ch := b.runFirst[j.Annotations[runstate.AnnotationRun]]; ch != nil {
+		if ch := b.runFirst[j.Annotations[conveyorv1.AnnotationRun]]; ch != nil {
 			close(ch)
-			delete(b.runFirst, j.Annotations[runstate.AnnotationRun])
+			delete(b.runFirst, j.Annotations[conveyorv1.AnnotationRun])
 		}
 		b.mu.Unlock()
 		// Jobs of the reaction runs stay running: those runs keep still, so
 		// each sample meets an otherwise idle manager.
-		if j.Labels[runstate.LabelRunUID] != "" && j.Namespace != "react" {
+		if j.Labels[conveyorv1.LabelRunUID] != "" && j.Namespace != "react" {
 			complete <- j
 		}
 	}}); err != nil {

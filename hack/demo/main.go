@@ -14,8 +14,8 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/conveyor-dev/conveyor/hack/localcluster"
-	"github.com/conveyor-dev/conveyor/hack/story"
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
+	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
 
 func main() {

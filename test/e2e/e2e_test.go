@@ -30,9 +30,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/controllers/runstate"
-	"github.com/conveyor-dev/conveyor/hack/localcluster"
-	"github.com/conveyor-dev/conveyor/hack/story"
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
+	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
 
 var (
@@ -224,7 +223,7 @@ func waitRun(t *testing.T, run *conveyorv1.PipelineRun, timeout time.Duration, c
 
 func jobsOf(g Gomega, run *conveyorv1.PipelineRun) []batchv1.Job {
 	list := &batchv1.JobList{}
-	g.Expect(admin.List(context.Background(), list, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+	g.Expect(admin.List(context.Background(), list, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 	return list.Items
 }
 
@@ -270,7 +269,7 @@ func TestDeleteRunCleansUp(t *testing.T) {
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "Job %s/%s still exists", j.Namespace, j.Name)
 		}
 		pods := &corev1.PodList{}
-		g.Expect(admin.List(context.Background(), pods, client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(admin.List(context.Background(), pods, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).To(BeEmpty())
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
 	t.Log("Deleted the run: its Jobs and pods are gone in both namespaces")
@@ -285,7 +284,7 @@ func TestPodDeletedMidRun(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		pods := &corev1.PodList{}
 		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
-			client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+			client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).NotTo(BeEmpty())
 		pod = pods.Items[0]
 		g.Expect(pod.Status.Phase).To(Equal(corev1.PodRunning))
@@ -411,7 +410,7 @@ func TestCancelDeletesPods(t *testing.T) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		pods := &corev1.PodList{}
 		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
-			client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+			client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).NotTo(BeEmpty())
 		g.Expect(pods.Items[0].Status.Phase).To(Equal(corev1.PodRunning))
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
@@ -426,10 +425,10 @@ func TestCancelDeletesPods(t *testing.T) {
 	// The finished build Job stays as a record; the running deploy Job goes, and its pod.
 	NewWithT(t).Eventually(func(g Gomega) {
 		for _, j := range jobsOf(g, run) {
-			g.Expect(j.Labels[runstate.LabelStage]).To(Equal("build"), "Job %s/%s still exists", j.Namespace, j.Name)
+			g.Expect(j.Labels[conveyorv1.LabelStage]).To(Equal("build"), "Job %s/%s still exists", j.Namespace, j.Name)
 		}
 		pods := &corev1.PodList{}
-		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"), client.MatchingLabels{runstate.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"), client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).To(BeEmpty())
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
 	deploy := got.Status.Stages[1]

@@ -11,8 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-	"github.com/conveyor-dev/conveyor/hack/localcluster"
-	"github.com/conveyor-dev/conveyor/test/envcheck"
+	"github.com/conveyor-dev/conveyor/test/framework/envcheck"
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 )
 
 // Two tag runs reach production at the same time: one deploys, the other is

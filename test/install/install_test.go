@@ -17,17 +17,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
+
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/conveyor-dev/conveyor/hack/manifests"
+	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
 
 // Versions of the third-party CRDs the optional parts of the install need,
@@ -153,10 +154,7 @@ func startAPIServer(t *testing.T) client.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = apiextensionsv1.AddToScheme(scheme)
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := client.New(cfg, client.Options{Scheme: localcluster.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

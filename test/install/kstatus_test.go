@@ -14,8 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/conveyor-dev/conveyor/controllers"
-	"github.com/conveyor-dev/conveyor/hack/manifests"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
 
 // A Pipeline that got in without the admission webhook (`make run` runs the
@@ -30,13 +30,13 @@ func TestInvalidPipelineIsFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	mgr, err := ctrl.NewManager(cfg, controllers.ManagerOptions(controllers.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := controllers.Setup(ctx, mgr, controllers.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+	if err := manager.Setup(ctx, mgr, manager.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()

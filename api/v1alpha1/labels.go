@@ -1,0 +1,33 @@
+package v1alpha1
+
+// Labels, annotations and finalizers Conveyor puts on the objects it creates
+// (Jobs and their pods, environment Leases) and on PipelineRuns. They are part
+// of the API: selectors, RBAC-scoped tools and dashboards read them.
+const (
+	// LabelRunUID selects every Job of a run, in any namespace, and names the
+	// run holding an environment's Lease.
+	LabelRunUID = "conveyor.dev/run-uid"
+	// LabelStage is the stage's name on a Job and its pods.
+	LabelStage = "conveyor.dev/stage"
+	// LabelJob is the job's name within the stage, on a Job and its pods.
+	LabelJob = "conveyor.dev/job"
+	// LabelManagedBy marks objects Conveyor manages.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "conveyor"
+
+	// AnnotationRun is "<namespace>/<name>" of the run that owns a Job, or
+	// that holds an environment's Lease.
+	AnnotationRun = "conveyor.dev/run"
+	// AnnotationPipeline is the name of the run's Pipeline, on a Job and its pods.
+	AnnotationPipeline = "conveyor.dev/pipeline"
+	// AnnotationStage is the stage of the run holding an environment's Lease.
+	AnnotationStage = "conveyor.dev/stage"
+
+	// CleanupFinalizer keeps a run until its Jobs in environment namespaces,
+	// which owner references cannot reach, are deleted.
+	CleanupFinalizer = "conveyor.dev/environment-jobs"
+	// EnvironmentLease is the name of an environment's lock, a
+	// coordination.k8s.io Lease in the environment's namespace.
+	EnvironmentLease = "conveyor-environment"
+)

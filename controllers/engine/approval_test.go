@@ -1,0 +1,67 @@
+package engine
+
+import (
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+func TestEvaluateApproval(t *testing.T) {
+	waitingStaging := func() *conveyorv1.PipelineRun {
+		run := newRun(branch)
+		return withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"), Now: t0}))
+	}
+	triggered := func() *conveyorv1.PipelineRun {
+		run := newRun(branch)
+		return withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"),
+			Approvals: []ApprovalFact{approve("a1", "staging", "")}, Now: t0}))
+	}
+	building := func() *conveyorv1.PipelineRun {
+		run := newRun(branch)
+		return withStatus(run, decide(Facts{Run: run, Now: t0}))
+	}
+	failed := func() *conveyorv1.PipelineRun {
+		run := newRun(branch)
+		return withStatus(run, decide(Facts{Run: run, Jobs: map[string]JobObservation{"build/compile": {Phase: conveyorv1.JobFailed}}, Now: t0}))
+	}
+	for _, tc := range []struct {
+		name     string
+		run      *conveyorv1.PipelineRun
+		approval string
+		stage    string
+		decision conveyorv1.ApprovalDecision
+		reason   string
+		accepted bool
+		final    bool
+	}{
+		{"no such run", nil, "a1", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonRunNotFound, false, true},
+		{"no such stage", waitingStaging(), "a1", "deploy", conveyorv1.DecisionApprove, conveyorv1.ReasonStageNotFound, false, true},
+		{"tags-only stage in a branch run", waitingStaging(), "a1", "production", conveyorv1.DecisionApprove, conveyorv1.ReasonStageNotInRun, false, true},
+		{"automatic stage", waitingStaging(), "a1", "testing", conveyorv1.DecisionApprove, conveyorv1.ReasonStageNotManual, false, true},
+		{"reject on a manual stage", waitingStaging(), "a1", "staging", conveyorv1.DecisionReject, conveyorv1.ReasonRejectNotAllowed, false, true},
+		{"stage not reached yet", building(), "a1", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonStageNotWaiting, false, false},
+		{"stage waiting, not yet recorded", waitingStaging(), "a1", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonStageNotWaiting, false, false},
+		{"recorded", triggered(), "a1", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonAccepted, true, true},
+		{"stage already triggered by another", triggered(), "a2", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonStageAlreadyDecided, false, true},
+		{"run finished before the stage", failed(), "a1", "staging", conveyorv1.DecisionApprove, conveyorv1.ReasonRunFinished, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: tc.approval, Namespace: "shop-ci"},
+				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: tc.stage, Decision: tc.decision}}
+			v := EvaluateApproval(tc.run, a)
+			if v.Reason != tc.reason || v.Accepted != tc.accepted || v.Final != tc.final {
+				t.Fatalf("got %+v, want reason %s accepted %v final %v", v, tc.reason, tc.accepted, tc.final)
+			}
+			if v.Message == "" {
+				t.Fatal("verdict without a message")
+			}
+		})
+	}
+}
+
+func withStatus(run *conveyorv1.PipelineRun, p Plan) *conveyorv1.PipelineRun {
+	run.Status = p.Status
+	return run
+}

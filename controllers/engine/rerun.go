@@ -1,0 +1,71 @@
+package engine
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// CheckRerun says why run cannot rerun source (its spec.rerunOf), nil when it
+// can: source must exist, be finished without succeeding and without being
+// rejected (a refusal stops a release for good), and be of the same Pipeline
+// for the same ref and commit.
+func CheckRerun(run, source *conveyorv1.PipelineRun) error {
+	name := run.Spec.RerunOf
+	switch {
+	case source == nil:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s does not exist in namespace %s", name, run.Namespace)
+	case !source.Status.Phase.Finished():
+		phase := source.Status.Phase
+		if phase == "" {
+			phase = conveyorv1.RunPending
+		}
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s has not finished (it is %s): wait for it or cancel it first", name, phase)
+	case source.Status.Phase == conveyorv1.RunSucceeded:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s succeeded: there is nothing to rerun; start a new run instead", name)
+	case source.Status.Phase == conveyorv1.RunRejected:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s was rejected at stage %s: a refusal stops that release for good", name, source.Status.CurrentStage)
+	case source.Spec.PipelineRef.Name != run.Spec.PipelineRef.Name:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s ran Pipeline %s, not %s", name, source.Spec.PipelineRef.Name, run.Spec.PipelineRef.Name)
+	case source.Spec.Git != run.Spec.Git:
+		return fmt.Errorf("spec.rerunOf: PipelineRun %s ran %s at commit %q; a rerun runs the same ref and commit, and this one is %s at commit %q",
+			name, RefString(source.Spec.Git), source.Spec.Git.Commit, RefString(run.Spec.Git), run.Spec.Git.Commit)
+	}
+	return nil
+}
+
+// ReusedStages are the stages a rerun takes over from the run it reruns: its
+// stages, in order, that succeeded with the same definition as in spec, up
+// to the first that did not. An approval stage is taken over only when it
+// says carryOverToReruns. Each is marked with the run it came from.
+func ReusedStages(source *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec, git conveyorv1.GitRef) []conveyorv1.StageStatus {
+	if source.Status.PipelineSpec == nil {
+		return nil
+	}
+	was := map[string]*conveyorv1.Stage{}
+	for i := range source.Status.PipelineSpec.Stages {
+		was[source.Status.PipelineSpec.Stages[i].Name] = &source.Status.PipelineSpec.Stages[i]
+	}
+	done := map[string]*conveyorv1.StageStatus{}
+	for i := range source.Status.Stages {
+		done[source.Status.Stages[i].Name] = &source.Status.Stages[i]
+	}
+	var out []conveyorv1.StageStatus
+	for _, stage := range RunStages(spec, git) {
+		old, ss := was[stage.Name], done[stage.Name]
+		if old == nil || ss == nil || ss.Phase != conveyorv1.StageSucceeded || !equality.Semantic.DeepEqual(*old, stage) {
+			break
+		}
+		if IsGate(&stage) && !stage.Approval.CarryOverToReruns {
+			break
+		}
+		reused := *ss.DeepCopy()
+		if reused.ReusedFrom == "" {
+			reused.ReusedFrom = source.Name
+		}
+		out = append(out, reused)
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+// Package index registers the field indexes of the manager's cache, so a
+// reconcile reads what belongs to a run without listing everything.
+package index
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+)
+
+// Field indexes on the manager's cache, so a reconcile reads what belongs to a
+// run without listing everything.
+const (
+	// JobRun indexes Jobs by the "<namespace>/<name>" of their run.
+	JobRun = "conveyor.dev/job-run"
+	// ApprovalRun indexes Approvals by spec.pipelineRunRef.name.
+	ApprovalRun = "spec.pipelineRunRef.name"
+	// RunPipeline indexes PipelineRuns by spec.pipelineRef.name.
+	RunPipeline = "spec.pipelineRef.name"
+	// RunQueued indexes unfinished PipelineRuns by the environment a
+	// stage of theirs is queued for.
+	RunQueued = "conveyor.dev/queued-for"
+)
+
+// Setup registers the field indexes the reconcilers use.
+func Setup(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &batchv1.Job{}, JobRun, func(o client.Object) []string {
+		if key := o.GetAnnotations()[conveyorv1.AnnotationRun]; key != "" {
+			return []string{key}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing Jobs by run: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.Approval{}, ApprovalRun, func(o client.Object) []string {
+		return []string{o.(*conveyorv1.Approval).Spec.PipelineRunRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing Approvals by run: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunPipeline, func(o client.Object) []string {
+		return []string{o.(*conveyorv1.PipelineRun).Spec.PipelineRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing PipelineRuns by pipeline: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunQueued, func(o client.Object) []string {
+		if env := engine.QueuedEnvironment(o.(*conveyorv1.PipelineRun)); env != "" {
+			return []string{env}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing PipelineRuns by queued environment: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+package manager
+
+import (
+	"unique"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// Scheme holds the kinds the manager reads and writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(conveyorv1.AddToScheme(s))
+	return s
+}
+
+// slimJob keeps of a cached Job only what the reconcilers read: its name,
+// our labels and annotation, its creation time, and its status counts, times
+// and terminal condition. The pod template, the Job controller's bookkeeping
+// and the conditions that led there are most of a Job's size.
+func slimJob(obj any) (any, error) {
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		return obj, nil
+	}
+	slim := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{
+		Name: job.Name, Namespace: intern(job.Namespace), UID: job.UID, ResourceVersion: job.ResourceVersion,
+		Generation: job.Generation, CreationTimestamp: job.CreationTimestamp, DeletionTimestamp: job.DeletionTimestamp,
+		Labels: map[string]string{
+			conveyorv1.LabelRunUID: job.Labels[conveyorv1.LabelRunUID],
+			conveyorv1.LabelStage:  intern(job.Labels[conveyorv1.LabelStage]),
+			conveyorv1.LabelJob:    intern(job.Labels[conveyorv1.LabelJob]),
+		},
+		Annotations: map[string]string{conveyorv1.AnnotationRun: job.Annotations[conveyorv1.AnnotationRun]},
+	}}
+	slim.Status = batchv1.JobStatus{StartTime: job.Status.StartTime, CompletionTime: job.Status.CompletionTime,
+		Active: job.Status.Active, Succeeded: job.Status.Succeeded, Failed: job.Status.Failed}
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue || (c.Type != batchv1.JobComplete && c.Type != batchv1.JobFailed) {
+			continue
+		}
+		if c.Type == batchv1.JobComplete {
+			c.Message = ""
+		}
+		c.LastProbeTime = metav1.Time{}
+		slim.Status.Conditions = append(slim.Status.Conditions, c)
+	}
+	return slim, nil
+}
+
+// intern returns one shared copy of strings many cached objects repeat
+// (namespaces, stage and job names).
+func intern(s string) string { return unique.Make(s).Value() }
+
+// slimFinishedRun keeps of a finished run, in the cache, what is read of it
+// once it finished: its phase and times, and each stage's phase and decisions
+// (the Approval controller reads them). A finished run is never
+// decided again, and status patches are diffs against what was read, so the
+// stored status keeps everything dropped here.
+func slimFinishedRun(obj any) (any, error) {
+	run, ok := obj.(*conveyorv1.PipelineRun)
+	if !ok {
+		return obj, nil
+	}
+	run.ManagedFields = nil
+	if !run.Status.Phase.Finished() {
+		return run, nil
+	}
+	run.Status.PipelineSpec = nil
+	// Its conditions and its requester's groups are for people, read from
+	// the API server; the requester's name is kept.
+	run.Status.Conditions = nil
+	if r := run.Spec.Requester; r != nil {
+		run.Spec.Requester = &conveyorv1.UserInfo{Username: intern(r.Username)}
+	}
+	for i := range run.Status.Stages {
+		ss := &run.Status.Stages[i]
+		*ss = conveyorv1.StageStatus{Name: intern(ss.Name), Phase: ss.Phase, Decisions: ss.Decisions}
+	}
+	return run, nil
+}
+
+// slimApproval keeps of a cached Approval's recorded approver the username,
+// the only part the reconcilers read (groups are checked at admission).
+func slimApproval(obj any) (any, error) {
+	a, ok := obj.(*conveyorv1.Approval)
+	if !ok {
+		return obj, nil
+	}
+	a.ManagedFields = nil
+	if a.Spec.Approver != nil {
+		a.Spec.Approver = &conveyorv1.UserInfo{Username: intern(a.Spec.Approver.Username)}
+	}
+	a.Spec.Stage = intern(a.Spec.Stage)
+	return a, nil
+}
+
+// ManagerConfig is what main's flags (or a test) choose for the manager.
+type ManagerConfig struct {
+	// MetricsAddr is where metrics are served; "0" turns them off.
+	MetricsAddr string
+	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
+	ProbeAddr string
+	// PprofAddr is where Go's /debug/pprof is served; "" or "0" turns it off.
+	PprofAddr string
+	// LeaderElect makes replicas elect one leader.
+	LeaderElect bool
+	// LeaderElectionNamespace holds the lease; the manager's own namespace when empty.
+	LeaderElectionNamespace string
+	// WebhookHost, WebhookPort and WebhookCertDir configure the admission
+	// webhook server (tls.crt and tls.key in WebhookCertDir).
+	WebhookHost    string
+	WebhookPort    int
+	WebhookCertDir string
+}
+
+// Field selectors of the cache: a Job's status.succeeded count, and an
+// Approval's status.settled (a selectable field of its CRD).
+const (
+	jobSucceededField    = "status.successful"
+	approvalSettledField = "status.settled"
+)
+
+// ManagerOptions are the manager's options. Its cache holds only the Jobs
+// Conveyor created (by label) that have not succeeded, not every Job of the
+// cluster.
+func ManagerOptions(c ManagerConfig) ctrl.Options {
+	ours, err := labels.NewRequirement(conveyorv1.LabelRunUID, selection.Exists, nil)
+	utilruntime.Must(err)
+	return ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
+		HealthProbeBindAddress:  c.ProbeAddr,
+		PprofBindAddress:        c.PprofAddr,
+		LeaderElection:          c.LeaderElect,
+		LeaderElectionID:        "conveyor.conveyor.dev",
+		LeaderElectionNamespace: c.LeaderElectionNamespace,
+		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.WebhookHost, Port: c.WebhookPort, CertDir: c.WebhookCertDir}),
+		Cache: cache.Options{
+			// Nothing reads managedFields: drop them from every cached object.
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Only Jobs that have not succeeded: a run records a Job's
+				// success in its status the moment it sees it, and never reads
+				// that Job again, so the Jobs of finished runs cost no memory.
+				// A Job leaving the cache this way reaches the run as a delete
+				// event; the run reads it from the API server (observeUncached).
+				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
+				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
+				// Only Approvals whose verdict can still change: a settled one
+				// is never read again (its run recorded it, or never will).
+				&conveyorv1.Approval{}: {Field: fields.OneTermNotEqualSelector(approvalSettledField, "true"), Transform: slimApproval},
+			},
+		},
+	}
+}

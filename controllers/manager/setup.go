@@ -1,0 +1,38 @@
+// Package manager wires Conveyor into a controller-runtime manager: the
+// scheme, the cache (what it holds and how slim), the field indexes, the three
+// reconcilers and the webhook certificate. main and the test suites start the
+// manager the same way through it.
+package manager
+
+import (
+	"context"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	"github.com/conveyor-dev/conveyor/controllers/approval"
+	"github.com/conveyor-dev/conveyor/controllers/index"
+	"github.com/conveyor-dev/conveyor/controllers/pipeline"
+	"github.com/conveyor-dev/conveyor/controllers/pipelinerun"
+)
+
+// Options tune the reconcilers.
+type Options struct {
+	// Controller options apply to every controller (concurrency, name validation).
+	Controller controller.Options
+}
+
+// Setup registers the field indexes and the reconcilers with the manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if err := index.Setup(ctx, mgr); err != nil {
+		return err
+	}
+	rec := mgr.GetEventRecorder("conveyor")
+	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
+		return err
+	}
+	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
+		return err
+	}
+	return (&approval.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller)
+}

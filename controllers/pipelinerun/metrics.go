@@ -1,0 +1,105 @@
+package pipelinerun
+
+import (
+	"context"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+)
+
+// Conveyor's metrics, served on the manager's metrics endpoint with
+// controller-runtime's own. They count transitions the reconciler records in a
+// run's status, once each: a restarted manager does not count them again.
+var (
+	runsStarted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "conveyor_pipelineruns_started_total",
+		Help: "PipelineRuns that took their Pipeline's snapshot and started.",
+	})
+	runsFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conveyor_pipelineruns_finished_total",
+		Help: "PipelineRuns that finished, by result (Succeeded, Failed, Rejected).",
+	}, []string{"result"})
+	stageDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "conveyor_stage_duration_seconds",
+		Help:    "Time from a stage's start (or its trigger, for a manual stage) to its end, by stage and result.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s to about 2 h
+	}, []string{"stage", "result"})
+	approvalWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "conveyor_approval_wait_seconds",
+		Help:    "Time a manual or approval stage waited for people, from the start of its wait to the decision that ended it.",
+		Buckets: prometheus.ExponentialBuckets(10, 2, 14), // 10 s to about 45 h
+	}, []string{"stage"})
+	environmentQueueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "conveyor_environment_queue_wait_seconds",
+		Help:    "Time a stage waited for its environment, in use by another run's deploy, by environment.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s to about 2 h
+	}, []string{"environment"})
+	jobsCreated = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "conveyor_jobs_created_total",
+		Help: "batch/v1 Jobs created for the stages of runs.",
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(runsStarted, runsFinished, stageDuration, approvalWait, environmentQueueWait, jobsCreated, queuedDeploys)
+}
+
+// queuedDeploys reports how many stages are queued for each environment, as
+// the manager's cache has the runs when Prometheus scrapes. Only the leader
+// reports it: replicas share one cluster's state.
+var queuedDeploys = &queuedCollector{
+	desc: prometheus.NewDesc("conveyor_environment_queued_deploys",
+		"Stages queued for an environment another run is deploying to (one deploy at a time per environment), by environment.",
+		[]string{"environment"}, nil),
+	seen: map[string]bool{},
+}
+
+type queuedCollector struct {
+	desc    *prometheus.Desc
+	mu      sync.Mutex
+	reader  client.Reader
+	elected <-chan struct{}
+	// seen are the environments reported once: they read 0 when none is queued.
+	seen map[string]bool
+}
+
+// use makes the collector read runs from a manager's cache.
+func (c *queuedCollector) use(reader client.Reader, elected <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reader, c.elected = reader, elected
+}
+
+func (c *queuedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *queuedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reader == nil {
+		return
+	}
+	select {
+	case <-c.elected:
+	default:
+		return
+	}
+	runs := &conveyorv1.PipelineRunList{}
+	if err := c.reader.List(context.Background(), runs, client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	counts := map[string]int{}
+	for i := range runs.Items {
+		if env := engine.QueuedEnvironment(&runs.Items[i]); env != "" {
+			counts[env]++
+			c.seen[env] = true
+		}
+	}
+	for env := range c.seen {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[env]), env)
+	}
+}

@@ -1,0 +1,389 @@
+// Package story plays the seed's release story against a cluster running
+// Conveyor, as the personas, and fails as soon as anything happens that the
+// seed's rules forbid. `make demo` prints it; the end-to-end suite asserts it.
+package story
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+)
+
+// Namespace holds the story's Pipeline and runs.
+const Namespace = "shop-ci"
+
+// Story acts on a cluster as the personas.
+type Story struct {
+	// Admin sets the scene (namespace, Pipeline, role bindings).
+	Admin client.Client
+	// As are clients acting as each persona (dana, tess, omar, rita, rob).
+	As map[string]client.Client
+	// Out receives the story as it happens.
+	Out io.Writer
+	// Root is the repository root (config/ is read from it).
+	Root string
+	// Timeout bounds each wait.
+	Timeout time.Duration
+
+	// told is, per run, the stage phases already told.
+	told map[string]map[string]conveyorv1.StagePhase
+}
+
+// Result is what the story did: its runs as they ended.
+type Result struct {
+	Runs []conveyorv1.PipelineRun
+}
+
+func (s *Story) say(format string, args ...any) { fmt.Fprintf(s.Out, format+"\n", args...) }
+
+// SetScene creates the story's namespace, binds the persona roles to the
+// seed's groups there, and applies the seed's Pipeline from config/samples.
+func (s *Story) SetScene(ctx context.Context) error {
+	if err := s.Admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); client.IgnoreAlreadyExists(err) != nil {
+		return err
+	}
+	bindings, err := os.ReadFile(s.Root + "/config/rbac/persona_bindings_example.yaml")
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(bindings), "\n---\n") {
+		rb := &rbacv1.RoleBinding{}
+		if err := yaml.Unmarshal([]byte(doc), rb); err != nil {
+			return err
+		}
+		if rb.Name == "" {
+			continue
+		}
+		if err := s.Admin.Create(ctx, rb); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
+	}
+	data, err := os.ReadFile(s.Root + "/config/samples/pipeline.yaml")
+	if err != nil {
+		return err
+	}
+	p := &conveyorv1.Pipeline{}
+	if err := yaml.UnmarshalStrict(data, p); err != nil {
+		return err
+	}
+	p.Namespace = Namespace
+	if err := s.Admin.Create(ctx, p); client.IgnoreAlreadyExists(err) != nil {
+		return fmt.Errorf("applying the seed's Pipeline: %w", err)
+	}
+	s.say("Applied Pipeline %s/%s from config/samples/pipeline.yaml: %d stages, branches %v, tags %v",
+		Namespace, p.Name, len(p.Spec.Stages), p.Spec.Refs.Branches, p.Spec.Refs.Tags)
+	return s.waitPipelineReady(ctx, p.Name)
+}
+
+// Play plays the three acts of the seed: a feature branch, a release that
+// reaches production, and a release that is refused.
+func (s *Story) Play(ctx context.Context) (*Result, error) {
+	res := &Result{}
+	for _, act := range []func(context.Context) (*conveyorv1.PipelineRun, error){s.featureBranch, s.release, s.refusedRelease} {
+		run, err := act(ctx)
+		if err != nil {
+			return res, err
+		}
+		res.Runs = append(res.Runs, *run)
+	}
+	s.summary(res)
+	return res, nil
+}
+
+// featureBranch: a developer's push runs build and testing; a developer
+// deploys to staging; a developer may not deploy to pre-production, a tester may.
+func (s *Story) featureBranch(ctx context.Context) (*conveyorv1.PipelineRun, error) {
+	s.say("\n== Act 1: dana (developers) pushes branch feature_login ==")
+	run, err := s.startRun(ctx, "dana", conveyorv1.GitRef{Branch: "feature_login", Commit: "9b1e4f2a"})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunWaiting, "staging"); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "dana", run, "staging", conveyorv1.DecisionApprove, "try the login page"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunWaiting, "pre-production"); err != nil {
+		return nil, err
+	}
+	if err := s.refuse(ctx, "dana", run, "pre-production", conveyorv1.DecisionApprove, "only members of the groups testers, devops, release-engineers may"); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "tess", run, "pre-production", conveyorv1.DecisionApprove, "manual checks passed on staging"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "pre-production"); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, run)
+}
+
+// release: a release engineer's tag goes through pre-production; the tagger
+// may not approve her own release, a developer may not approve at all;
+// another release engineer approves; DevOps deploys to production.
+func (s *Story) release(ctx context.Context) (*conveyorv1.PipelineRun, error) {
+	s.say("\n== Act 2: rita (release-engineers) tags v1.4.0 ==")
+	run, err := s.throughPreProduction(ctx, conveyorv1.GitRef{Tag: "v1.4.0", Commit: "3f2a9c1d"})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.refuse(ctx, "rita", run, "approve", conveyorv1.DecisionApprove, "separation of duties"); err != nil {
+		return nil, err
+	}
+	if err := s.refuse(ctx, "dana", run, "approve", conveyorv1.DecisionApprove, "only members of the groups release-engineers may"); err != nil {
+		return nil, err
+	}
+	if err := s.noJobs(ctx, run, "production"); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "rob", run, "approve", conveyorv1.DecisionApprove, "customer demo passed"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunWaiting, "production"); err != nil {
+		return nil, err
+	}
+	if err := s.refuse(ctx, "dana", run, "production", conveyorv1.DecisionApprove, "only members of the groups release-engineers, devops may"); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "omar", run, "production", conveyorv1.DecisionApprove, "ship it"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "production"); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, run)
+}
+
+// refusedRelease: a release engineer refuses ("not approve") a tag; the run
+// ends as Rejected and a production trigger afterwards goes nowhere.
+func (s *Story) refusedRelease(ctx context.Context) (*conveyorv1.PipelineRun, error) {
+	s.say("\n== Act 3: rita tags v1.4.1, which the customer turns down ==")
+	run, err := s.throughPreProduction(ctx, conveyorv1.GitRef{Tag: "v1.4.1", Commit: "77c0ffee"})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "rob", run, "approve", conveyorv1.DecisionReject, "not approve: the customer found a blocker"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunRejected, "approve"); err != nil {
+		return nil, err
+	}
+	if err := s.refuse(ctx, "omar", run, "production", conveyorv1.DecisionApprove, "already finished as Rejected"); err != nil {
+		return nil, err
+	}
+	if err := s.noJobs(ctx, run, "production"); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, run)
+}
+
+// throughPreProduction starts a tag run as rita and takes it to the approve
+// stage: omar (devops) deploys to staging, tess (testers) to pre-production.
+func (s *Story) throughPreProduction(ctx context.Context, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	run, err := s.startRun(ctx, "rita", git)
+	if err != nil {
+		return nil, err
+	}
+	steps := []struct{ who, stage, comment string }{
+		{"omar", "staging", "deploy the release candidate"},
+		{"tess", "pre-production", "regression suite green on staging"},
+	}
+	for _, st := range steps {
+		if err := s.waitFor(ctx, run, conveyorv1.RunWaiting, st.stage); err != nil {
+			return nil, err
+		}
+		if err := s.allow(ctx, st.who, run, st.stage, conveyorv1.DecisionApprove, st.comment); err != nil {
+			return nil, err
+		}
+	}
+	return run, s.waitFor(ctx, run, conveyorv1.RunWaiting, "approve")
+}
+
+func (s *Story) startRun(ctx context.Context, who string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	run := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-" + strings.NewReplacer(".", "-", "_", "-").Replace(refName(git)) + "-", Namespace: Namespace},
+		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git},
+	}
+	if err := s.As[who].Create(ctx, run); err != nil {
+		return nil, fmt.Errorf("%s creating a run for %s: %w", who, engine.RefString(git), err)
+	}
+	s.say("%s created PipelineRun %s for %s (commit %s); recorded requester: %s", who, run.Name, engine.RefString(git), git.Commit, run.Spec.Requester.Username)
+	return run, nil
+}
+
+// allow creates an Approval as who and expects the API server to accept it.
+func (s *Story) allow(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, comment string) error {
+	a, err := s.approval(ctx, who, run, stage, d, comment)
+	if err != nil {
+		return fmt.Errorf("%s %s %s was refused: %w", who, verb(stage, d), stage, err)
+	}
+	s.say("%s %s stage %s %q: accepted (Approval %s; approver recorded by the API server: %s)", who, verb(stage, d)+"s", stage, comment, a.Name, a.Spec.Approver.Username)
+	return nil
+}
+
+// refuse creates an Approval as who and expects the API server to refuse it
+// with a message containing want.
+func (s *Story) refuse(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, want string) error {
+	_, err := s.approval(ctx, who, run, stage, d, "")
+	if err == nil {
+		return fmt.Errorf("the API server let %s %s stage %s of %s", who, verb(stage, d), stage, run.Name)
+	}
+	if !strings.Contains(err.Error(), want) {
+		return fmt.Errorf("%s %s %s was refused, but not for the expected reason (%q): %w", who, verb(stage, d), stage, want, err)
+	}
+	s.say("%s tries to %s stage %s: REFUSED by the API server: %s", who, verb(stage, d), stage, reason(err))
+	return nil
+}
+
+func (s *Story) approval(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, comment string) (*conveyorv1.Approval, error) {
+	a := &conveyorv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-", Namespace: run.Namespace},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name},
+			Stage: stage, Decision: d, Comment: comment},
+	}
+	return a, s.As[who].Create(ctx, a)
+}
+
+// waitFor waits until the run is in phase at stage, telling every stage
+// change on the way.
+func (s *Story) waitFor(ctx context.Context, run *conveyorv1.PipelineRun, phase conveyorv1.RunPhase, stage string) error {
+	deadline := time.Now().Add(s.Timeout)
+	if s.told == nil {
+		s.told = map[string]map[string]conveyorv1.StagePhase{}
+	}
+	if s.told[run.Name] == nil {
+		s.told[run.Name] = map[string]conveyorv1.StagePhase{}
+	}
+	seen := s.told[run.Name]
+	for {
+		cur := &conveyorv1.PipelineRun{}
+		if err := s.Admin.Get(ctx, client.ObjectKeyFromObject(run), cur); err != nil {
+			return err
+		}
+		for _, st := range cur.Status.Stages {
+			if seen[st.Name] == st.Phase || st.Phase == conveyorv1.StagePending {
+				continue
+			}
+			seen[st.Name] = st.Phase
+			where := ""
+			if st.Namespace != "" && st.Namespace != run.Namespace && st.Phase == conveyorv1.StageRunning {
+				where = " in namespace " + st.Namespace
+			}
+			s.say("  %s  %-15s %-9s %s%s", cur.Name, st.Name, st.Phase, st.Message, where)
+		}
+		if cur.Status.Phase == phase && cur.Status.CurrentStage == stage {
+			if phase.Finished() {
+				s.say("  %s  finished: %s", cur.Name, cur.Status.Phase)
+			}
+			return nil
+		}
+		if cur.Status.Phase.Finished() || time.Now().After(deadline) {
+			msg := ""
+			if c := meta.FindStatusCondition(cur.Status.Conditions, conveyorv1.ConditionReady); c != nil {
+				msg = c.Reason + ": " + c.Message
+			}
+			return fmt.Errorf("run %s is %s at %s (%s), want %s at %s", cur.Name, cur.Status.Phase, cur.Status.CurrentStage, msg, phase, stage)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// noJobs checks that the run has no Job for the stage, in any namespace.
+func (s *Story) noJobs(ctx context.Context, run *conveyorv1.PipelineRun, stage string) error {
+	jobs := &batchv1.JobList{}
+	if err := s.Admin.List(ctx, jobs, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: stage}); err != nil {
+		return err
+	}
+	if len(jobs.Items) > 0 {
+		return fmt.Errorf("run %s has a %s Job: %s/%s", run.Name, stage, jobs.Items[0].Namespace, jobs.Items[0].Name)
+	}
+	s.say("  %s  no %s Job exists", run.Name, stage)
+	return nil
+}
+
+func (s *Story) waitPipelineReady(ctx context.Context, name string) error {
+	deadline := time.Now().Add(s.Timeout)
+	for time.Now().Before(deadline) {
+		p := &conveyorv1.Pipeline{}
+		if err := s.Admin.Get(ctx, client.ObjectKey{Namespace: Namespace, Name: name}, p); err != nil {
+			return err
+		}
+		if meta.IsStatusConditionTrue(p.Status.Conditions, conveyorv1.ConditionReady) {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("pipeline %s did not become Ready", name)
+}
+
+func (s *Story) get(ctx context.Context, run *conveyorv1.PipelineRun) (*conveyorv1.PipelineRun, error) {
+	cur := &conveyorv1.PipelineRun{}
+	return cur, s.Admin.Get(ctx, client.ObjectKeyFromObject(run), cur)
+}
+
+// summary prints the runs as a table, with who triggered or decided each stage.
+func (s *Story) summary(res *Result) {
+	s.say("\n== Summary ==")
+	w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "RUN\tREF\tREQUESTER\tPHASE\tSTAGE\tDURATION\tDECISIONS")
+	for _, r := range res.Runs {
+		var ds []string
+		for _, st := range r.Status.Stages {
+			for _, d := range st.Decisions {
+				ds = append(ds, fmt.Sprintf("%s:%s(%s)", st.Name, d.Approver, d.Decision))
+			}
+		}
+		dur := "-"
+		if r.Status.StartTime != nil && r.Status.CompletionTime != nil {
+			dur = r.Status.CompletionTime.Sub(r.Status.StartTime.Time).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status.Ref, r.Spec.Requester.Username, r.Status.Phase, r.Status.CurrentStage, dur, strings.Join(ds, " "))
+	}
+	w.Flush()
+}
+
+// verb is what an Approval does in the seed's pipeline, where "approve" is
+// the one approval stage.
+func verb(stage string, d conveyorv1.ApprovalDecision) string {
+	switch {
+	case d == conveyorv1.DecisionReject:
+		return "reject"
+	case stage == "approve":
+		return "approve"
+	}
+	return "trigger"
+}
+
+func refName(git conveyorv1.GitRef) string {
+	_, name := engine.Ref(git)
+	return name
+}
+
+// reason is the API server's message without the webhook's preamble.
+func reason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "is forbidden: "); i >= 0 {
+		return msg[i+len("is forbidden: "):]
+	}
+	return msg
+}

@@ -1,0 +1,260 @@
+package integration_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/test/framework/envcheck"
+)
+
+// deployPipeline creates a Pipeline with one stage that deploys to staging
+// by itself, with the given queue order.
+func deployPipeline(t *testing.T, ns, name string, queue conveyorv1.EnvironmentQueue) {
+	t.Helper()
+	p := &conveyorv1.Pipeline{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: conveyorv1.PipelineSpec{
+			EnvironmentQueue: queue,
+			Refs:             conveyorv1.PipelineRefs{Branches: []string{"*"}},
+			Stages: []conveyorv1.Stage{{Name: "deploy", Environment: "staging",
+				Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3"}}}},
+		},
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deployRun creates a run of a deployPipeline. Runs are queued by creation
+// time, in whole seconds: it waits a second after creating so the next run is
+// strictly newer.
+func deployRun(t *testing.T, ns, pipeline, name string) *conveyorv1.PipelineRun {
+	t.Helper()
+	run := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: pipeline},
+			Git: conveyorv1.GitRef{Branch: "main", Commit: "abc123"}},
+	}
+	if err := k8s.Create(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	return run
+}
+
+// watchStaging watches the staging namespace's Jobs for the whole test and
+// checks at its end that no two were ever unfinished at once.
+func watchStaging(t *testing.T) {
+	t.Helper()
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o, err := envcheck.Watch(ctx, wc, "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		max, worst, events, err := o.Result()
+		t.Logf("staging: at most %d unfinished Job(s) at once over %d Job events", max, events)
+		if err != nil || max > 1 || events == 0 {
+			t.Errorf("one deploy at a time broken in staging: %d Jobs at once (%s), %d events, watch error %v", max, worst, events, err)
+		}
+	})
+}
+
+// waitQueued waits until a run is queued for staging behind holder ("" when
+// the environment is free and another run goes first) and checks it has no Job.
+func waitQueued(t *testing.T, run *conveyorv1.PipelineRun, holder string) *conveyorv1.PipelineRun {
+	t.Helper()
+	got := waitRun(t, run, conveyorv1.RunQueued, "deploy")
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), got)).To(Succeed())
+		g.Expect(stageOf(got, "deploy").HeldBy).To(Equal(holder), describe(got))
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, run, "deploy")).To(BeEmpty(), "a queued run has a Job")
+	}).WithTimeout(time.Second).Should(Succeed())
+	return got
+}
+
+// TestEnvironmentQueueOldestFirst: across two Pipelines, one deploy runs in
+// staging at a time; the others are Queued with the holder named, and go in
+// the order their runs were created; the gauge counts them; the Lease names
+// the holder.
+func TestEnvironmentQueueOldestFirst(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	deployPipeline(t, ns, "api", conveyorv1.QueueOldestFirst)
+	watchStaging(t)
+
+	a := deployRun(t, ns, "web", "web-a")
+	jobA := waitJob(t, a, "deploy", "helm")
+	b := deployRun(t, ns, "api", "api-b")
+	c := deployRun(t, ns, "web", "web-c")
+	holderA := ns + "/web-a"
+	queued := waitQueued(t, b, holderA)
+	if msg := readyMessage(queued); !strings.Contains(msg, "environment staging is in use by run "+holderA+" (stage deploy)") {
+		t.Errorf("queued run's Ready message: %q", msg)
+	}
+	waitQueued(t, c, holderA)
+
+	lease := &coordinationv1.Lease{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "staging", Name: conveyorv1.EnvironmentLease}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if ptr.Deref(lease.Spec.HolderIdentity, "") != holderA || lease.Annotations["conveyor.dev/stage"] != "deploy" {
+		t.Fatalf("lease holder %q stage %q", ptr.Deref(lease.Spec.HolderIdentity, ""), lease.Annotations["conveyor.dev/stage"])
+	}
+	NewWithT(t).Eventually(func() float64 {
+		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"})
+	}).WithTimeout(10 * time.Second).Should(BeEquivalentTo(2))
+
+	// a ends: b, the older of the queued, deploys; c now waits for b.
+	finishJob(t, jobA, "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	jobB := waitJob(t, b, "deploy", "helm")
+	waitQueued(t, c, ns+"/api-b")
+	running := waitRun(t, b, conveyorv1.RunRunning, "deploy")
+	if st := stageOf(running, "deploy"); st.HeldBy != "" || st.StartTime == nil || st.StartTime.Time.Before(jobB.CreationTimestamp.Add(-time.Second)) {
+		t.Errorf("deploying stage: heldBy %q start %v (Job created %v)", st.HeldBy, st.StartTime, jobB.CreationTimestamp)
+	}
+	NewWithT(t).Eventually(func() float64 {
+		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"})
+	}).WithTimeout(10 * time.Second).Should(BeEquivalentTo(1))
+
+	// b fails: the environment is free again all the same, and c deploys.
+	finishJob(t, jobB, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+	waitRun(t, b, conveyorv1.RunFailed, "deploy")
+	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
+	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
+	// The Lease names the last deploy; its stage ended, so staging is free.
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "staging", Name: conveyorv1.EnvironmentLease}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-c" {
+		t.Errorf("lease holder after the queue emptied: %q", holder)
+	}
+	if n := sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"}); n != 0 {
+		t.Errorf("queued deploys after the queue emptied: %v", n)
+	}
+	if n := sample(t, "conveyor_environment_queue_wait_seconds", map[string]string{"environment": "staging"}); n < 2 {
+		t.Errorf("queue waits observed: %v, want at least 2", n)
+	}
+}
+
+// TestEnvironmentQueueNewestFirst: with NewestFirst, a newer queued run of the
+// same Pipeline supersedes the older queued one, which ends Cancelled with
+// reason Superseded and never deploys; cancelling the holder frees the
+// environment.
+func TestEnvironmentQueueNewestFirst(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", conveyorv1.QueueNewestFirst)
+	watchStaging(t)
+
+	a := deployRun(t, ns, "web", "web-a")
+	waitJob(t, a, "deploy", "helm")
+	b := deployRun(t, ns, "web", "web-b")
+	waitQueued(t, b, ns+"/web-a")
+	c := deployRun(t, ns, "web", "web-c")
+
+	superseded := waitRun(t, b, conveyorv1.RunCancelled, "deploy")
+	if reason := readyReason(superseded); reason != conveyorv1.ReasonSuperseded || !strings.Contains(readyMessage(superseded), "run "+ns+"/web-c") {
+		t.Fatalf("superseded run: reason %s message %q", reason, readyMessage(superseded))
+	}
+	waitQueued(t, c, ns+"/web-a")
+
+	// Cancelling the holder deletes its Job and frees staging for c.
+	patch := client.MergeFrom(a.DeepCopy())
+	a.Spec.Cancelled = true
+	if err := k8s.Patch(context.Background(), a, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, a, conveyorv1.RunCancelled, "deploy")
+	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
+	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the superseded run deployed")
+	}).WithTimeout(time.Second).Should(Succeed())
+}
+
+// TestEnvironmentStaleLock: a lock whose holder is gone is taken over.
+func TestEnvironmentStaleLock(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	stale := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "staging", Name: conveyorv1.EnvironmentLease,
+			Labels:      map[string]string{conveyorv1.LabelRunUID: "gone"},
+			Annotations: map[string]string{"conveyor.dev/stage": "deploy"}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(ns + "/deleted-run")},
+	}
+	if err := k8s.Create(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	a := deployRun(t, ns, "web", "web-a")
+	job := waitJob(t, a, "deploy", "helm")
+	finishJob(t, job, "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+}
+
+func readyReason(run *conveyorv1.PipelineRun) string {
+	if c := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func readyMessage(run *conveyorv1.PipelineRun) string {
+	if c := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady); c != nil {
+		return c.Message
+	}
+	return ""
+}
+
+// TestOverlapCheckBites: the watch that checks one deploy at a time does see
+// two unfinished Jobs at once when there are.
+func TestOverlapCheckBites(t *testing.T) {
+	ns := newNamespace(t)
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o, err := envcheck.Watch(ctx, wc, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"one", "two"} {
+		job := &batchv1.Job{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{conveyorv1.LabelRunUID: "x"}},
+			Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}},
+		}
+		if err := k8s.Create(context.Background(), job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	NewWithT(t).Eventually(func() int {
+		max, _, _, _ := o.Result()
+		return max
+	}).WithTimeout(10 * time.Second).Should(Equal(2))
+}

@@ -1,0 +1,82 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/conveyor-dev/conveyor/controllers/manager"
+)
+
+// personas are the test users and their groups, as the API server
+// authenticates them (client certificates made by envtest).
+var personas = map[string]struct {
+	groups []string
+	role   string
+}{
+	"dana": {[]string{"developers"}, "conveyor-developer"},
+	"tess": {[]string{"testers"}, "conveyor-tester"},
+	"omar": {[]string{"devops"}, "conveyor-devops"},
+	"rita": {[]string{"release-engineers"}, "conveyor-release-engineer"},
+	"rob":  {[]string{"release-engineers"}, "conveyor-release-engineer"},
+}
+
+var personaClients = map[string]client.Client{}
+
+// as returns a client that acts as the named persona.
+func as(who string) client.Client {
+	c, ok := personaClients[who]
+	if !ok {
+		panic("unknown persona " + who)
+	}
+	return c
+}
+
+// setupPersonas installs the shipped persona ClusterRoles from config/rbac,
+// binds each persona's group to its role, and makes a client per persona.
+func setupPersonas() error {
+	ctx := context.Background()
+	data, err := os.ReadFile("../../config/rbac/personas.yaml")
+	if err != nil {
+		return err
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		role := &rbacv1.ClusterRole{}
+		if err := yaml.UnmarshalStrict([]byte(doc), role); err != nil {
+			return err
+		}
+		if role.Name == "" {
+			continue
+		}
+		if err := k8s.Create(ctx, role); err != nil {
+			return err
+		}
+	}
+	for name, p := range personas {
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "test-" + name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: p.role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: p.groups[0]}},
+		}
+		if err := k8s.Create(ctx, binding); err != nil {
+			return err
+		}
+		user, err := env.AddUser(envtest.User{Name: name, Groups: p.groups}, nil)
+		if err != nil {
+			return fmt.Errorf("adding user %s: %w", name, err)
+		}
+		c, err := client.New(user.Config(), client.Options{Scheme: manager.Scheme()})
+		if err != nil {
+			return err
+		}
+		personaClients[name] = c
+	}
+	return nil
+}

@@ -1,0 +1,371 @@
+package integration_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/admission"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
+)
+
+var (
+	env *envtest.Environment
+	cfg *rest.Config
+	k8s client.Client
+	// environments are the seed's deploy namespaces, shared by all tests.
+	environments = []string{"staging", "pre-production", "production"}
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds kube-apiserver and etcd")
+		return 1
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapcore.InfoLevel)))
+	env = &envtest.Environment{
+		CRDDirectoryPaths:     []string{"../../config/crd/bases"},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{"../../config/webhook/manifests.yaml"}},
+	}
+	var err error
+	if cfg, err = env.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting kube-apiserver and etcd:", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	if k8s, err = client.New(cfg, client.Options{Scheme: manager.Scheme()}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, ns := range environments {
+		if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := setupPersonas(); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up users:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// startManager starts a manager with Conveyor's controllers, as main does, and
+// returns a function that stops it (also called when the test ends).
+func startManager(t *testing.T) (stop func()) {
+	t.Helper()
+	_, stop = startManagerCache(t)
+	return stop
+}
+
+// startManagerCache is startManager that also returns the manager's cache, for
+// tests of what it holds.
+func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
+	t.Helper()
+	wh := env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{
+		MetricsAddr: "0", ProbeAddr: "0",
+		WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admission.Setup(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := manager.Setup(ctx, mgr, manager.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	// The webhooks fail closed: wait until they serve before the test acts.
+	NewWithT(t).Eventually(func() error {
+		return mgr.GetWebhookServer().StartedChecker()(nil)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(func() {
+		// Tests share the environment namespaces, and each test's manager
+		// reconciles every run left by earlier tests: cancel this test's
+		// runs in flight (while the webhooks still serve) and free the
+		// environments, as if each test had a cluster of its own.
+		endRuns(t)
+		stop()
+		for _, ns := range environments {
+			lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: conveyorv1.EnvironmentLease}}
+			if err := k8s.Delete(context.Background(), lease); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("freeing environment %s: %v", ns, err)
+			}
+		}
+	})
+	return mgr.GetCache(), stop
+}
+
+// endRuns cancels every run that has not finished.
+func endRuns(t *testing.T) {
+	runs := &conveyorv1.PipelineRunList{}
+	if err := k8s.List(context.Background(), runs); err != nil {
+		t.Errorf("listing runs: %v", err)
+		return
+	}
+	for i := range runs.Items {
+		run := &runs.Items[i]
+		if run.Status.Phase.Finished() || run.Spec.Cancelled || !run.DeletionTimestamp.IsZero() {
+			continue
+		}
+		patch := client.MergeFrom(run.DeepCopy())
+		run.Spec.Cancelled = true
+		if err := k8s.Patch(context.Background(), run, patch); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("cancelling run %s/%s left by the test: %v", run.Namespace, run.Name, err)
+		}
+	}
+}
+
+// createNamespace creates a namespace by name.
+func createNamespace(t *testing.T, name string) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// seedPipeline creates the seed's pipeline from config/samples in namespace ns.
+func seedPipeline(t *testing.T, ns string) *conveyorv1.Pipeline {
+	t.Helper()
+	data, err := os.ReadFile("../../config/samples/pipeline.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &conveyorv1.Pipeline{}
+	if err := yaml.UnmarshalStrict(data, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Namespace = ns
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newRun creates a PipelineRun of pipeline "shop" for the ref, as the admin.
+func newRun(t *testing.T, ns string, git conveyorv1.GitRef) *conveyorv1.PipelineRun {
+	t.Helper()
+	run, err := createRun(k8s, ns, git)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Created PipelineRun %s for %s", run.Name, engine.RefString(git))
+	return run
+}
+
+// createRunAs creates a PipelineRun of pipeline "shop" as the named persona.
+func createRunAs(who, ns string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	return createRun(as(who), ns, git)
+}
+
+func createRun(c client.Client, ns string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
+	run := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-", Namespace: ns},
+		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git},
+	}
+	return run, c.Create(context.Background(), run)
+}
+
+// decide creates an Approval of the run's stage as the person the seed has
+// act on it: a developer triggers staging, a tester pre-production, a release
+// engineer decides approve, a DevOps engineer triggers production.
+func decide(t *testing.T, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) *conveyorv1.Approval {
+	t.Helper()
+	who := map[string]string{"staging": "dana", "pre-production": "tess", "approve": "rita", "production": "omar"}[stage]
+	if who == "" {
+		who = "omar"
+	}
+	a, err := decideAs(who, run, stage, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s created Approval %s: %s stage %s", who, a.Name, d, stage)
+	return a
+}
+
+// decideAs creates an Approval of the run's stage as the named user.
+func decideAs(who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) (*conveyorv1.Approval, error) {
+	a := &conveyorv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-", Namespace: run.Namespace},
+		Spec:       conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: stage, Decision: d},
+	}
+	return a, as(who).Create(context.Background(), a)
+}
+
+// runJobs lists the Jobs of a run, in every namespace, by the run's UID label.
+func runJobs(g Gomega, run *conveyorv1.PipelineRun, stage string) []batchv1.Job {
+	list := &batchv1.JobList{}
+	sel := client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)}
+	if stage != "" {
+		sel[conveyorv1.LabelStage] = stage
+	}
+	g.Expect(k8s.List(context.Background(), list, sel)).To(Succeed())
+	return list.Items
+}
+
+// waitJob waits for the Job of a run's stage and job and returns it.
+func waitJob(t *testing.T, run *conveyorv1.PipelineRun, stage, job string) *batchv1.Job {
+	t.Helper()
+	var found *batchv1.Job
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, j := range runJobs(g, run, stage) {
+			if j.Labels[conveyorv1.LabelJob] == job {
+				found = j.DeepCopy()
+			}
+		}
+		g.Expect(found).NotTo(BeNil(), "Job %s/%s of run %s", stage, job, run.Name)
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	return found
+}
+
+// finishJob sets a Job's status the way the Job controller does when its pod
+// succeeded (reason "") or when it failed for the given reason.
+func finishJob(t *testing.T, job *batchv1.Job, failReason, failMessage string) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		j := &batchv1.Job{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(job), j)).To(Succeed())
+		now := metav1.Now()
+		start := metav1.NewTime(now.Add(-time.Second))
+		j.Status.StartTime = &start
+		j.Status.Active = 0
+		j.Status.Ready = ptr.To[int32](0)
+		j.Status.Terminating = ptr.To[int32](0)
+		if failReason == "" {
+			j.Status.Succeeded = 1
+			j.Status.CompletionTime = &now
+			j.Status.Conditions = []batchv1.JobCondition{
+				{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods", LastProbeTime: now, LastTransitionTime: now},
+				{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, Reason: "CompletionsReached", Message: "Reached expected number of succeeded pods", LastProbeTime: now, LastTransitionTime: now},
+			}
+		} else {
+			j.Status.Failed = 1
+			j.Status.Conditions = []batchv1.JobCondition{
+				{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: failReason, Message: failMessage, LastProbeTime: now, LastTransitionTime: now},
+				{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: failReason, Message: failMessage, LastProbeTime: now, LastTransitionTime: now},
+			}
+		}
+		g.Expect(k8s.Status().Update(context.Background(), j)).To(Succeed())
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	outcome := "succeeded"
+	if failReason != "" {
+		outcome = "failed (" + failReason + ")"
+	}
+	t.Logf("Job %s/%s %s", job.Namespace, job.Name, outcome)
+}
+
+// passStage finishes every job of a stage successfully.
+func passStage(t *testing.T, run *conveyorv1.PipelineRun, stage string, jobs ...string) {
+	t.Helper()
+	for _, j := range jobs {
+		finishJob(t, waitJob(t, run, stage, j), "", "")
+	}
+}
+
+// toApproveGate takes a tag run of the seed's pipeline through its first four
+// stages, triggered by the seed's people, to the approve stage.
+func toApproveGate(t *testing.T, run *conveyorv1.PipelineRun) {
+	t.Helper()
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	for _, stage := range []string{"staging", "pre-production"} {
+		// People trigger a stage once it waits for them (an earlier trigger
+		// starts it without a wait, which the metrics test tells apart).
+		waitRun(t, run, conveyorv1.RunWaiting, stage)
+		decide(t, run, stage, conveyorv1.DecisionApprove)
+		passStage(t, run, stage, "deploy")
+	}
+	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+}
+
+// waitRun waits until the run's phase and current stage are as given.
+func waitRun(t *testing.T, run *conveyorv1.PipelineRun, phase conveyorv1.RunPhase, stage string) *conveyorv1.PipelineRun {
+	t.Helper()
+	got := &conveyorv1.PipelineRun{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), got)).To(Succeed())
+		g.Expect(got.Status.Phase).To(Equal(phase), describe(got))
+		g.Expect(got.Status.CurrentStage).To(Equal(stage), describe(got))
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	t.Logf("Run %s: %s", run.Name, describe(got))
+	return got
+}
+
+// describe renders where a run stands in one line.
+func describe(run *conveyorv1.PipelineRun) string {
+	var stages []string
+	for _, s := range run.Status.Stages {
+		stages = append(stages, s.Name+"="+string(s.Phase))
+	}
+	ready := meta.FindStatusCondition(run.Status.Conditions, conveyorv1.ConditionReady)
+	msg := ""
+	if ready != nil {
+		msg = ready.Reason + ": " + ready.Message
+	}
+	return fmt.Sprintf("phase %s at %s [%s] %s", run.Status.Phase, run.Status.CurrentStage, strings.Join(stages, " "), msg)
+}
+
+// stageOf returns the status of the named stage of the run, nil if it has none.
+func stageOf(run *conveyorv1.PipelineRun, name string) *conveyorv1.StageStatus {
+	for i := range run.Status.Stages {
+		if run.Status.Stages[i].Name == name {
+			return &run.Status.Stages[i]
+		}
+	}
+	return nil
+}
+
+// isNotFound is for assertions on deleted objects.
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
