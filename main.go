@@ -1,5 +1,5 @@
 // Command manager runs Conveyor's controllers (Pipeline, PipelineRun,
-// Approval) and its admission webhooks.
+// Approval), its admission webhooks and its push receiver.
 package main
 
 import (
@@ -18,22 +18,24 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
-func main() {
-	var (
-		mc           manager.ManagerConfig
-		concurrency  int
-		qps          float64
-		burst        int
-		webhooks     bool
-		certRotation bool
-		certSecret   string
-		webhookSvc   string
-		webhookDNS   string
-		receiverAddr string
-		podNamespace = os.Getenv("POD_NAMESPACE")
-		webhookReady = make(chan struct{})
-		zapOpts      = zap.Options{}
-	)
+// options are the manager's command-line flags.
+type options struct {
+	manager      manager.Config
+	concurrency  int
+	qps          float64
+	burst        int
+	webhooks     bool
+	certRotation bool
+	certSecret   string
+	webhookSvc   string
+	webhookDNS   string
+	receiverAddr string
+	zap          zap.Options
+}
+
+func parseFlags() *options {
+	o := &options{}
+	mc := &o.manager
 	flag.StringVar(&mc.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 turns it off.")
 	flag.StringVar(&mc.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probes bind to.")
 	flag.StringVar(&mc.PprofAddr, "pprof-bind-address", "0", "Address Go's profiling endpoint (/debug/pprof) binds to; 0 turns it off.")
@@ -42,76 +44,47 @@ func main() {
 	flag.IntVar(&mc.WebhookPort, "webhook-port", 9443, "Port the admission webhook server listens on.")
 	flag.StringVar(&mc.WebhookHost, "webhook-host", "", "Address the admission webhook server binds to (all when empty).")
 	flag.StringVar(&mc.WebhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with the webhook server's tls.crt and tls.key.")
-	flag.BoolVar(&webhooks, "webhooks", true, "Serve the admission webhooks (who may trigger and approve which stage).")
-	flag.BoolVar(&certRotation, "cert-rotation", false, "Provision and rotate the webhook certificate in a Secret and inject its CA into the webhook configurations (use when cert-manager is not installed).")
-	flag.StringVar(&certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
-	flag.StringVar(&webhookSvc, "webhook-service", "conveyor-webhook-service", "Service, in the manager's namespace, in front of the webhook server.")
-	flag.StringVar(&webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
-	flag.StringVar(&receiverAddr, "receiver-bind-address", "0", "Address the git push receiver (POST /hooks/gitlab, /hooks/github) listens on; 0 turns it off.")
-	flag.IntVar(&concurrency, "concurrency", 4, "Reconciles run at once per kind.")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
-	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
-	zapOpts.BindFlags(flag.CommandLine)
+	flag.BoolVar(&o.webhooks, "webhooks", true, "Serve the admission webhooks (who may trigger and approve which stage).")
+	flag.BoolVar(&o.certRotation, "cert-rotation", false, "Provision and rotate the webhook certificate in a Secret and inject its CA into the webhook configurations (use when cert-manager is not installed).")
+	flag.StringVar(&o.certSecret, "cert-secret", "conveyor-webhook-cert", "Secret, in the manager's namespace, holding the rotated webhook certificate.")
+	flag.StringVar(&o.webhookSvc, "webhook-service", "conveyor-webhook-service", "Service, in the manager's namespace, in front of the webhook server.")
+	flag.StringVar(&o.webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
+	flag.StringVar(&o.receiverAddr, "receiver-bind-address", "0", "Address the git push receiver (POST /hooks/gitlab, /hooks/github) listens on; 0 turns it off.")
+	flag.IntVar(&o.concurrency, "concurrency", 4, "Reconciles run at once per kind.")
+	flag.Float64Var(&o.qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
+	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
+	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
-	fail := func(err error, msg string) {
-		log.Error(err, msg)
-		os.Exit(1)
-	}
+	return o
+}
 
+var log = ctrl.Log.WithName("setup")
+
+func fail(err error, msg string) {
+	log.Error(err, msg)
+	os.Exit(1)
+}
+
+func main() {
+	o := parseFlags()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	cfg := ctrl.GetConfigOrDie()
-	cfg.QPS, cfg.Burst = float32(qps), burst
-	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(mc))
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	mgr, err := ctrl.NewManager(cfg, manager.Options(o.manager))
 	if err != nil {
 		fail(err, "Unable to create manager")
 	}
 	ctx := ctrl.SetupSignalHandler()
-
-	if webhooks && certRotation {
-		if podNamespace == "" {
-			fail(fmt.Errorf("POD_NAMESPACE is not set"), "Certificate rotation needs the manager's namespace")
-		}
-		if webhookDNS == "" {
-			webhookDNS = fmt.Sprintf("%s.%s.svc", webhookSvc, podNamespace)
-		}
-		log.Info("Rotating the webhook certificate", "secret", certSecret, "dnsName", webhookDNS)
-		if err := manager.AddCertRotator(mgr, manager.CertRotation{
-			Namespace: podNamespace, SecretName: certSecret, DNSName: webhookDNS, CertDir: mc.WebhookCertDir,
-		}, webhookReady); err != nil {
-			fail(err, "Unable to set up certificate rotation")
-		}
-	} else {
-		close(webhookReady)
-	}
-
-	opts := manager.Options{}
-	opts.Controller.MaxConcurrentReconciles = concurrency
+	opts := manager.SetupOptions{}
+	opts.Controller.MaxConcurrentReconciles = o.concurrency
 	if err := manager.Setup(ctx, mgr, opts); err != nil {
 		fail(err, "Unable to set up controllers")
 	}
-	if err := receiver.Setup(ctx, mgr, receiverAddr); err != nil {
+	if err := receiver.Setup(ctx, mgr, o.receiverAddr); err != nil {
 		fail(err, "Unable to set up the push receiver")
 	}
-	if webhooks {
-		// Register the webhooks once the certificate exists: the first use of
-		// the webhook server starts it, and it needs its certificate to start.
-		go func() {
-			<-webhookReady
-			if err := admission.Setup(mgr); err != nil {
-				fail(err, "Unable to set up webhooks")
-			}
-		}()
-		if err := mgr.AddReadyzCheck("webhook", func(req *http.Request) error {
-			select {
-			case <-webhookReady:
-				return mgr.GetWebhookServer().StartedChecker()(req)
-			default:
-				return errors.New("webhook certificate not ready")
-			}
-		}); err != nil {
-			fail(err, "Unable to add the webhook readiness check")
-		}
+	if o.webhooks {
+		setupWebhooks(mgr, o)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		fail(err, "Unable to add the health check")
@@ -119,8 +92,50 @@ func main() {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		fail(err, "Unable to add the readiness check")
 	}
-	log.Info("Starting manager", "webhooks", webhooks, "certRotation", certRotation)
+	log.Info("Starting manager", "webhooks", o.webhooks, "certRotation", o.certRotation)
 	if err := mgr.Start(ctx); err != nil {
 		fail(err, "Manager stopped with an error")
+	}
+}
+
+// setupWebhooks registers the admission webhooks once their certificate
+// exists (rotated by the manager itself with --cert-rotation), and a
+// readiness check that passes once they serve.
+func setupWebhooks(mgr ctrl.Manager, o *options) {
+	ready := make(chan struct{})
+	if o.certRotation {
+		ns := os.Getenv("POD_NAMESPACE")
+		if ns == "" {
+			fail(fmt.Errorf("POD_NAMESPACE is not set"), "Certificate rotation needs the manager's namespace")
+		}
+		dns := o.webhookDNS
+		if dns == "" {
+			dns = fmt.Sprintf("%s.%s.svc", o.webhookSvc, ns)
+		}
+		log.Info("Rotating the webhook certificate", "secret", o.certSecret, "dnsName", dns)
+		if err := manager.AddCertRotator(mgr, manager.CertRotation{
+			Namespace: ns, SecretName: o.certSecret, DNSName: dns, CertDir: o.manager.WebhookCertDir,
+		}, ready); err != nil {
+			fail(err, "Unable to set up certificate rotation")
+		}
+	} else {
+		close(ready)
+	}
+	// The first use of the webhook server starts it, and it needs its certificate to start.
+	go func() {
+		<-ready
+		if err := admission.Setup(mgr); err != nil {
+			fail(err, "Unable to set up webhooks")
+		}
+	}()
+	if err := mgr.AddReadyzCheck("webhook", func(req *http.Request) error {
+		select {
+		case <-ready:
+			return mgr.GetWebhookServer().StartedChecker()(req)
+		default:
+			return errors.New("webhook certificate not ready")
+		}
+	}); err != nil {
+		fail(err, "Unable to add the webhook readiness check")
 	}
 }

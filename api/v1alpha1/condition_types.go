@@ -81,6 +81,12 @@ const (
 	// ReasonDuplicateApprover: the approver already approved this stage; only
 	// distinct approvers count towards required.
 	ReasonDuplicateApprover = "DuplicateApprover"
+	// ReasonNotInGroups: the user is in none of the groups that may trigger or
+	// decide the stage (refused at admission).
+	ReasonNotInGroups = "NotInGroups"
+	// ReasonSelfApproval: the run's requester may not decide its own approval
+	// stage (separation of duties) unless the stage allows it.
+	ReasonSelfApproval = "SelfApproval"
 	// ReasonRunFinished: the run had finished before the stage was reached.
 	ReasonRunFinished = "RunFinished"
 )

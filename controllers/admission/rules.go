@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -24,59 +23,12 @@ func Identity(u authenticationv1.UserInfo) *conveyorv1.UserInfo {
 }
 
 // CheckApproval decides whether user may create Approval a for run (nil when
-// the run does not exist). It returns nil when allowed, or an error whose
-// message tells the user what is wrong and who may act.
+// the run does not exist) by the approval rules (engine.CheckApprovalRules).
+// It returns nil when allowed, or an error whose message tells the user what
+// is wrong and who may act.
 func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user authenticationv1.UserInfo) error {
-	stageName := a.Spec.Stage
-	if run == nil {
-		return fmt.Errorf("PipelineRun %q does not exist in namespace %s", a.Spec.PipelineRunRef.Name, a.Namespace)
-	}
-	if run.Status.Phase.Finished() {
-		return fmt.Errorf("PipelineRun %s already finished as %s: nothing is left to trigger or decide", run.Name, run.Status.Phase)
-	}
-	if run.Status.PipelineSpec == nil {
-		return fmt.Errorf("PipelineRun %s has not started yet (see its conditions); its stages can be triggered once it runs", run.Name)
-	}
-	var stage *conveyorv1.Stage
-	var names []string
-	for i := range run.Status.PipelineSpec.Stages {
-		s := &run.Status.PipelineSpec.Stages[i]
-		names = append(names, s.Name)
-		if s.Name == stageName {
-			stage = s
-		}
-	}
-	if stage == nil {
-		return fmt.Errorf("PipelineRun %s has no stage %q; its stages are %s", run.Name, stageName, strings.Join(names, ", "))
-	}
-	kind, ref := engine.Ref(run.Spec.Git)
-	if !engine.StageApplies(stage, kind) {
-		return fmt.Errorf("stage %s runs for %s only, and PipelineRun %s is for %s %s", stageName, stage.Refs, run.Name, kind, ref)
-	}
-	var groups []string
-	var act string
-	switch {
-	case engine.IsGate(stage):
-		groups, act = stage.Approval.Groups, "approve or reject"
-	case engine.IsManual(stage):
-		groups, act = stage.TriggerGroups, "trigger"
-		if a.Spec.Decision == conveyorv1.DecisionReject {
-			return fmt.Errorf("stage %s is a manual stage: Reject is a decision for approval stages only; to hold the stage, do not trigger it", stageName)
-		}
-	default:
-		return fmt.Errorf("stage %s starts by itself and takes no Approval", stageName)
-	}
-	if !slices.ContainsFunc(user.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
-		return fmt.Errorf("user %q may not %s stage %s: only members of the groups %s may", user.Username, act, stageName, strings.Join(groups, ", "))
-	}
-	if engine.IsGate(stage) && !stage.Approval.AllowRunRequester && run.Spec.Requester != nil && run.Spec.Requester.Username == user.Username {
-		return fmt.Errorf("separation of duties: %q created PipelineRun %s and may not approve or reject its stage %s; another member of %s must",
-			user.Username, run.Name, stageName, strings.Join(groups, ", "))
-	}
-	for _, ss := range run.Status.Stages {
-		if ss.Name == stageName && ss.Phase.Started() {
-			return fmt.Errorf("stage %s of PipelineRun %s is already %s", stageName, run.Name, strings.ToLower(string(ss.Phase)))
-		}
+	if r := engine.CheckApprovalRules(engine.ApprovalCase{Run: run, Approval: a, User: Identity(user)}); r != nil {
+		return r
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
+// Package approval reconciles Approvals: each says whether its run took it
+// into account, and if not why, as the engine's approval rules read it.
 package approval
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,25 +30,13 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=conveyor.dev,resources=approvals,verbs=get;list;watch
 // +kubebuilder:rbac:groups=conveyor.dev,resources=approvals/status,verbs=get;update;patch
 
-// Reconcile reads the Approval's run and writes the verdict into the Approval's conditions.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+// Reconcile reads the Approval's run and writes the engine's verdict into
+// the Approval's status: one status write, none when nothing changed.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	approval := &conveyorv1.Approval{}
 	if err := r.Get(ctx, req.NamespacedName, approval); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	before := approval.Status.DeepCopy()
-	skip := false
-	defer func() {
-		if skip {
-			return
-		}
-		approval.Status.ObservedGeneration = approval.Generation
-		if err := status.Patch(ctx, r.Client, approval, before, &approval.Status); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-
-	// reconcileVerdict: the conditions say whether the run took the Approval into account.
 	run := &conveyorv1.PipelineRun{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: approval.Namespace, Name: approval.Spec.PipelineRunRef.Name}, run)
 	if apierrors.IsNotFound(err) {
@@ -56,27 +45,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, fmt.Errorf("getting PipelineRun: %w", err)
 	}
 	v := engine.EvaluateApproval(run, approval)
-	if v.Reason == conveyorv1.ReasonStageNotWaiting && v.Waiting && len(approval.Status.Conditions) == 0 {
-		// The stage waits and the run is about to record the Approval: its
-		// update brings this Approval back; one status write instead of two.
-		skip = true
+	ctrl.LoggerFrom(ctx).V(1).Info("Evaluated approval", "run", klog.KRef(approval.Namespace, approval.Spec.PipelineRunRef.Name), "reason", v.Reason)
+	if v.Postpone(approval) {
 		return ctrl.Result{}, nil
 	}
-	// Settled Approvals leave the manager's cache (see ManagerOptions): only
-	// those whose verdict no later event can change. An Approval naming a
-	// missing run, or a second one from the same approver, can still count
-	// if a run of that name appears or the first Approval is deleted.
-	approval.Status.Settled = v.Final && v.Reason != conveyorv1.ReasonRunNotFound && v.Reason != conveyorv1.ReasonDuplicateApprover
-	switch {
-	case v.Accepted:
-		status.SetHealth(&approval.Status.Conditions, approval.Generation, engine.Healthy, v.Reason, v.Message)
-	case v.Final:
-		status.SetHealth(&approval.Status.Conditions, approval.Generation, engine.Stalled, v.Reason, v.Message)
-	default:
-		status.SetHealth(&approval.Status.Conditions, approval.Generation, engine.Progressing, v.Reason, v.Message)
-	}
-	ctrl.LoggerFrom(ctx).V(1).Info("Evaluated approval", "run", klog.KRef(approval.Namespace, approval.Spec.PipelineRunRef.Name), "reason", v.Reason)
-	return ctrl.Result{}, nil
+	before := approval.Status.DeepCopy()
+	approval.Status.ObservedGeneration = approval.Generation
+	approval.Status.Settled = v.Settled
+	status.SetHealth(&approval.Status.Conditions, approval.Generation, v.Health, v.Reason, v.Message)
+	return ctrl.Result{}, status.Patch(ctx, r.Client, approval, before, &approval.Status)
 }
 
 // SetupWithManager watches Approvals and the runs they name.

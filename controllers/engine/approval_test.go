@@ -65,3 +65,39 @@ func withStatus(run *conveyorv1.PipelineRun, p Plan) *conveyorv1.PipelineRun {
 	run.Status = p.Status
 	return run
 }
+
+// TestApprovalVerdictHealth: what the Approval's status reads, and when it
+// may leave the manager's cache (settled).
+func TestApprovalVerdictHealth(t *testing.T) {
+	run := newRun(tag)
+	run.Spec.Requester = &conveyorv1.UserInfo{Username: "rita"}
+	gate := withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy"),
+		Approvals: []ApprovalFact{approve("s", "staging", "dev"), approve("p", "pre-production", "tess")}, Now: t0}))
+	by := func(name, approver string) *conveyorv1.Approval {
+		return &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop-ci"},
+			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "approve",
+				Decision: conveyorv1.DecisionApprove, Approver: &conveyorv1.UserInfo{Username: approver}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		run      *conveyorv1.PipelineRun
+		approval *conveyorv1.Approval
+		reason   string
+		health   Health
+		settled  bool
+		postpone bool
+	}{
+		{"a missing run may still appear", nil, by("a", "rob"), conveyorv1.ReasonRunNotFound, Stalled, false, false},
+		{"waiting, about to be recorded", gate, by("a", "rob"), conveyorv1.ReasonStageNotWaiting, Progressing, false, true},
+		{"the run's requester on its own gate", gate, by("a", "rita"), conveyorv1.ReasonSelfApproval, Stalled, true, false},
+		{"accepted", withStatus(gate.DeepCopy(), decide(Facts{Run: gate, Approvals: []ApprovalFact{approve("a", "approve", "rob")},
+			Jobs: done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy"), Now: t0})), by("a", "rob"), conveyorv1.ReasonAccepted, Healthy, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := EvaluateApproval(tc.run, tc.approval)
+			if v.Reason != tc.reason || v.Health != tc.health || v.Settled != tc.settled || v.Postpone(tc.approval) != tc.postpone {
+				t.Fatalf("got %+v (postpone %v), want %s health %d settled %v postpone %v", v, v.Postpone(tc.approval), tc.reason, tc.health, tc.settled, tc.postpone)
+			}
+		})
+	}
+}

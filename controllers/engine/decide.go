@@ -47,9 +47,25 @@ func (a ApprovalFact) approverKey() string {
 }
 
 // Facts is everything a decision needs: the run (spec and last status), its
-// pipeline snapshot, the Jobs and Approvals that exist, and the time.
+// pipeline snapshot (or, before it has one, its Pipeline and the run it
+// reruns), the Jobs and Approvals that exist, its environments' locks, and
+// the time.
 type Facts struct {
 	Run *conveyorv1.PipelineRun
+	// Pipeline is the run's Pipeline, read while the run has no snapshot
+	// yet; nil when it does not exist.
+	Pipeline *conveyorv1.Pipeline
+	// RerunSource is the run that spec.rerunOf names, read while the run
+	// has no snapshot yet; nil when it does not exist.
+	RerunSource *conveyorv1.PipelineRun
+	// Locks are the environments' locks observed for the stages ready to
+	// deploy (see LocksWanted), keyed by environment; QueueVerdict turns
+	// them into Environments.
+	Locks map[string]Lock
+	// Blocked are the environments whose lock could not be read, with the
+	// reason (ReasonNamespaceNotFound or ReasonJobsForbidden): their stages
+	// stay queued, and the run says why.
+	Blocked map[string]string
 	// Jobs are keyed by JobKey(stage, job).
 	Jobs map[string]JobObservation
 	// Approvals are those naming the run.
@@ -75,18 +91,30 @@ type JobToCreate struct {
 // Plan is the decision: the run's status as it should read and the Jobs to create.
 type Plan struct {
 	Status conveyorv1.PipelineRunStatus
-	// Reason and Message explain the run's phase; they go into the conditions.
+	// Unchanged: the run finished, and its status stays as it is.
+	Unchanged bool
+	// Health, Reason and Message explain the run's phase; they go into the conditions.
+	Health          Health
 	Reason, Message string
-	Create          []JobToCreate
+	// Terminal is set when the run can never start (a ref its Pipeline does
+	// not allow, a rerun of a run that cannot be rerun): not retried.
+	Terminal error
+	// Take are the environment locks to take before the Jobs of their stage
+	// are created: the environment is free and the run is first in line.
+	Take   []LockRequest
+	Create []JobToCreate
 	// Delete are running Jobs to stop (the run was cancelled or timed out).
 	Delete []JobObservation
-	// Acquire are the environment locks the run asks for: a stage is ready
-	// to deploy there. Decide again with what was learnt in Facts.Environments.
+	// Acquire are the environment locks the run asks about: a stage is ready
+	// to deploy there and nothing is known of its lock (see LocksWanted).
 	Acquire []LockRequest
 	// RequeueAfter is when a deadline (a stage's wait, the run's timeout)
 	// passes; 0 when none is pending.
 	RequeueAfter time.Duration
 }
+
+// QueuedRecheck brings queued runs back even when no event does.
+const QueuedRecheck = 15 * time.Second
 
 // LockRequest asks for an environment's lock for a stage.
 type LockRequest struct{ Stage, Environment string }
@@ -132,7 +160,7 @@ func stoppedRun(run *conveyorv1.PipelineRun) (Plan, bool) {
 	default:
 		return Plan{}, false
 	}
-	p := Plan{Status: *run.Status.DeepCopy(), Reason: ready.Reason, Message: ready.Message}
+	p := Plan{Status: *run.Status.DeepCopy(), Health: RunHealth(run.Status.Phase), Reason: ready.Reason, Message: ready.Message}
 	p.Status.Conditions = nil
 	return p, true
 }
@@ -146,117 +174,158 @@ func Decide(f Facts) Plan {
 	if p, ok := stoppedRun(run); ok {
 		return p
 	}
-	prev := map[string]*conveyorv1.StageStatus{}
+	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals)}
 	for i := range run.Status.Stages {
-		prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
+		d.prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
 	}
-	byStage := map[string][]ApprovalFact{}
-	approvals := append([]ApprovalFact(nil), f.Approvals...)
+	st := &d.p.Status
+	st.Ref = RefString(run.Spec.Git)
+	st.PipelineSpec = run.Status.PipelineSpec
+	st.PipelineGeneration = run.Status.PipelineGeneration
+	st.StartTime = orNow(run.Status.StartTime, f.Now)
+	d.stop, d.stopMessage = stopReason(run, f.Now, &d.p)
+
+	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
+	runPhase := conveyorv1.RunSucceeded
+	current := -1 // the first stage that has not succeeded: where the run stands
+	for i := range stages {
+		ss := d.decideStage(&stages[i], current >= 0)
+		st.Stages = append(st.Stages, ss)
+		if current >= 0 || ss.Phase == conveyorv1.StageSucceeded {
+			continue
+		}
+		current = i
+		runPhase, d.p.Reason = runPhaseOf(&stages[i], ss.Phase, d.stop)
+		st.CurrentStage = stages[i].Name
+		d.p.Message = fmt.Sprintf("stage %s: %s", stages[i].Name, ss.Message)
+	}
+	return d.finish(stages, runPhase)
+}
+
+// decider decides a run's stages in order.
+type decider struct {
+	f                 Facts
+	p                 Plan
+	prev              map[string]*conveyorv1.StageStatus
+	byStage           map[string][]ApprovalFact
+	stop, stopMessage string
+}
+
+// decideStage decides one stage: pending while an earlier stage has not
+// succeeded; else reused, or decided as a gate or a job stage, expired past
+// its waitTimeout, stopped when the run stops. The plan gathers its Jobs to
+// create and delete and its locks.
+func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.StageStatus {
+	f, run := d.f, d.f.Run
+	old := d.prev[stage.Name]
+	if old == nil {
+		old = &conveyorv1.StageStatus{}
+	}
+	var ss conveyorv1.StageStatus
+	var create []JobToCreate
+	acquire := false
+	switch {
+	case later:
+		return pendingStage(run, stage)
+	case old.ReusedFrom != "":
+		return *old // a rerun's result of the run it reruns
+	case IsGate(stage):
+		ss = decideGate(stage, old, gateApprovals(run, stage, d.byStage[stage.Name]), f.Now)
+	default:
+		ss, create, acquire = decideJobs(run, stage, old, d.byStage[stage.Name], f)
+	}
+	if acquire && d.stop == "" {
+		d.p.Acquire = append(d.p.Acquire, LockRequest{Stage: stage.Name, Environment: stage.Environment})
+	}
+	if fact, _ := environmentFact(f, stage); len(create) > 0 && fact.Take {
+		d.p.Take = append(d.p.Take, LockRequest{Stage: stage.Name, Environment: stage.Environment})
+	}
+	if ss.Phase == conveyorv1.StageWaiting && stage.WaitTimeout != nil && ss.StartTime != nil && d.stop == "" {
+		deadline := ss.StartTime.Add(stage.WaitTimeout.Duration)
+		if f.Now.Time.Before(deadline) {
+			d.p.Requeue(deadline.Sub(f.Now.Time))
+		} else {
+			ss.Phase, ss.CompletionTime = conveyorv1.StageExpired, &f.Now
+			ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
+		}
+	}
+	if d.stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting || ss.Phase == conveyorv1.StageQueued) {
+		create = nil
+		d.p.Take = nil
+		d.p.Delete = append(d.p.Delete, stopStage(&ss, d.stop, d.stopMessage, f)...)
+	}
+	d.p.Create = append(d.p.Create, create...)
+	return ss
+}
+
+// runPhaseOf is the run's phase and reason while stage, the first that has
+// not succeeded, is in phase.
+func runPhaseOf(stage *conveyorv1.Stage, phase conveyorv1.StagePhase, stop string) (conveyorv1.RunPhase, string) {
+	switch phase {
+	case conveyorv1.StageWaiting:
+		if IsGate(stage) {
+			return conveyorv1.RunWaiting, conveyorv1.ReasonWaitingForApproval
+		}
+		return conveyorv1.RunWaiting, conveyorv1.ReasonWaitingForTrigger
+	case conveyorv1.StageFailed:
+		if stop == conveyorv1.ReasonTimeout {
+			return conveyorv1.RunFailed, conveyorv1.ReasonTimeout
+		}
+		return conveyorv1.RunFailed, conveyorv1.ReasonFailed
+	case conveyorv1.StageRejected:
+		return conveyorv1.RunRejected, conveyorv1.ReasonRejected
+	case conveyorv1.StageExpired:
+		return conveyorv1.RunExpired, conveyorv1.ReasonExpired
+	case conveyorv1.StageQueued:
+		return conveyorv1.RunQueued, conveyorv1.ReasonQueued
+	case conveyorv1.StageCancelled:
+		if stop == "" {
+			// Cancelled with no cancel or timeout: superseded in its environment's queue.
+			return conveyorv1.RunCancelled, conveyorv1.ReasonSuperseded
+		}
+		return conveyorv1.RunCancelled, conveyorv1.ReasonCancelled
+	default: // Running, and Pending (never the first unfinished stage)
+		return conveyorv1.RunRunning, conveyorv1.ReasonProgressing
+	}
+}
+
+// finish completes the plan once every stage is decided.
+func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase) Plan {
+	st := &d.p.Status
+	st.Phase = runPhase
+	if runPhase == conveyorv1.RunSucceeded {
+		d.p.Reason = conveyorv1.ReasonSucceeded
+		d.p.Message = fmt.Sprintf("all %d stages succeeded", len(stages))
+		if len(stages) > 0 {
+			st.CurrentStage = stages[len(stages)-1].Name
+		}
+	}
+	if runPhase.Finished() {
+		st.CompletionTime = orNow(d.f.Run.Status.CompletionTime, d.f.Now)
+	}
+	if runPhase == conveyorv1.RunQueued {
+		// Events bring a queued run back when its environment frees; this
+		// is in case one is missed.
+		d.p.Requeue(QueuedRecheck)
+	}
+	d.p.Health = RunHealth(runPhase)
+	return d.p
+}
+
+// approvalsByStage groups Approvals by stage, oldest first (then by name).
+func approvalsByStage(facts []ApprovalFact) map[string][]ApprovalFact {
+	approvals := append([]ApprovalFact(nil), facts...)
 	sort.SliceStable(approvals, func(i, j int) bool {
 		if !approvals[i].Created.Equal(&approvals[j].Created) {
 			return approvals[i].Created.Before(&approvals[j].Created)
 		}
 		return approvals[i].Name < approvals[j].Name
 	})
+	byStage := map[string][]ApprovalFact{}
 	for _, a := range approvals {
 		byStage[a.Stage] = append(byStage[a.Stage], a)
 	}
-
-	p := Plan{}
-	st := &p.Status
-	st.Ref = RefString(run.Spec.Git)
-	st.PipelineSpec = run.Status.PipelineSpec
-	st.PipelineGeneration = run.Status.PipelineGeneration
-	st.StartTime = orNow(run.Status.StartTime, f.Now)
-
-	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
-	stop, stopMessage := stopReason(run, f.Now, &p)
-	runPhase := conveyorv1.RunSucceeded
-	blocked := false
-	for i := range stages {
-		stage := &stages[i]
-		old := prev[stage.Name]
-		if old == nil {
-			old = &conveyorv1.StageStatus{}
-		}
-		var ss conveyorv1.StageStatus
-		var create []JobToCreate
-		acquire := false
-		switch {
-		case blocked:
-			ss = pendingStage(run, stage)
-		case old.ReusedFrom != "":
-			ss = *old // a rerun's result of the run it reruns
-		case IsGate(stage):
-			ss = decideGate(stage, old, gateApprovals(run, stage, byStage[stage.Name]), f.Now)
-		default:
-			ss, create, acquire = decideJobs(run, stage, old, byStage[stage.Name], f)
-		}
-		if acquire && stop == "" {
-			p.Acquire = append(p.Acquire, LockRequest{Stage: stage.Name, Environment: stage.Environment})
-		}
-		if !blocked && ss.Phase == conveyorv1.StageWaiting && stage.WaitTimeout != nil && ss.StartTime != nil && stop == "" {
-			deadline := ss.StartTime.Add(stage.WaitTimeout.Duration)
-			if f.Now.Time.Before(deadline) {
-				p.Requeue(deadline.Sub(f.Now.Time))
-			} else {
-				ss.Phase, ss.CompletionTime = conveyorv1.StageExpired, &f.Now
-				ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
-			}
-		}
-		if !blocked && stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting || ss.Phase == conveyorv1.StageQueued) {
-			create = nil
-			p.Delete = append(p.Delete, stopStage(&ss, stop, stopMessage, f)...)
-		}
-		p.Create = append(p.Create, create...)
-		st.Stages = append(st.Stages, ss)
-		if blocked {
-			continue
-		}
-		switch ss.Phase {
-		case conveyorv1.StageSucceeded:
-			continue
-		case conveyorv1.StageRunning:
-			runPhase, p.Reason = conveyorv1.RunRunning, conveyorv1.ReasonProgressing
-		case conveyorv1.StageWaiting:
-			runPhase, p.Reason = conveyorv1.RunWaiting, conveyorv1.ReasonWaitingForTrigger
-			if IsGate(stage) {
-				p.Reason = conveyorv1.ReasonWaitingForApproval
-			}
-		case conveyorv1.StageFailed:
-			runPhase, p.Reason = conveyorv1.RunFailed, conveyorv1.ReasonFailed
-		case conveyorv1.StageRejected:
-			runPhase, p.Reason = conveyorv1.RunRejected, conveyorv1.ReasonRejected
-		case conveyorv1.StageExpired:
-			runPhase, p.Reason = conveyorv1.RunExpired, conveyorv1.ReasonExpired
-		case conveyorv1.StageQueued:
-			runPhase, p.Reason = conveyorv1.RunQueued, conveyorv1.ReasonQueued
-		case conveyorv1.StageCancelled:
-			runPhase, p.Reason = conveyorv1.RunCancelled, conveyorv1.ReasonCancelled
-			if stop == "" {
-				// Cancelled with no cancel or timeout: superseded in its environment's queue.
-				p.Reason = conveyorv1.ReasonSuperseded
-			}
-		}
-		if stop == conveyorv1.ReasonTimeout && ss.Phase == conveyorv1.StageFailed {
-			p.Reason = conveyorv1.ReasonTimeout
-		}
-		st.CurrentStage = stage.Name
-		p.Message = fmt.Sprintf("stage %s: %s", stage.Name, ss.Message)
-		blocked = true
-	}
-	st.Phase = runPhase
-	if runPhase == conveyorv1.RunSucceeded {
-		p.Reason = conveyorv1.ReasonSucceeded
-		p.Message = fmt.Sprintf("all %d stages succeeded", len(stages))
-		if len(stages) > 0 {
-			st.CurrentStage = stages[len(stages)-1].Name
-		}
-	}
-	if runPhase.Finished() {
-		st.CompletionTime = orNow(run.Status.CompletionTime, f.Now)
-	}
-	return p
+	return byStage
 }
 
 // stopStage ends a running or waiting stage of a run that stops: Cancelled
@@ -305,16 +374,13 @@ func pendingStage(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage) conveyor
 	return ss
 }
 
-// gateApprovals drops the decisions of the run's own requester on its gate
-// unless the Pipeline allows them. Admission refuses those already; this keeps
-// the rule when an Approval got in some other way.
+// gateApprovals drops the decisions the approval rules refuse on a gate
+// (separation of duties). Admission refuses those already; this keeps the
+// rule when an Approval got in some other way.
 func gateApprovals(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, approvals []ApprovalFact) []ApprovalFact {
-	if stage.Approval.AllowRunRequester || run.Spec.Requester == nil || run.Spec.Requester.Username == "" {
-		return approvals
-	}
 	var out []ApprovalFact
 	for _, a := range approvals {
-		if a.Approver != run.Spec.Requester.Username {
+		if !SelfApproval(run, stage, a.Approver) {
 			out = append(out, a)
 		}
 	}
@@ -378,12 +444,7 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		}
 	}
 	if IsManual(stage) && len(ss.Decisions) == 0 {
-		for _, a := range approvals {
-			if a.Decision == conveyorv1.DecisionApprove {
-				ss.Decisions = []conveyorv1.Decision{{Approval: a.Name, Decision: a.Decision, Approver: a.Approver}}
-				break
-			}
-		}
+		ss.Decisions = trigger(approvals)
 		if len(ss.Decisions) == 0 && !started {
 			ss.Phase = conveyorv1.StageWaiting
 			ss.StartTime = orNow(old.StartTime, f.Now)
@@ -401,21 +462,36 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		ss.StartTime = &f.Now
 	}
 	ss.StartTime = orNow(ss.StartTime, f.Now)
+	create := jobStatuses(run, stage, old, &ss, f)
+	summarizeJobs(stage, old, &ss, f.Now)
+	return ss, create, false
+}
 
+// trigger is the first Approve among a manual stage's Approvals, as its decision.
+func trigger(approvals []ApprovalFact) []conveyorv1.Decision {
+	for _, a := range approvals {
+		if a.Decision == conveyorv1.DecisionApprove {
+			return []conveyorv1.Decision{{Approval: a.Name, Decision: a.Decision, Approver: a.Approver}}
+		}
+	}
+	return nil
+}
+
+// jobStatuses fills in the status of each job of a started stage: as
+// recorded once finished (a deleted Job undoes nothing), else as its Job is
+// observed; a job without a Job is to be created.
+func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss *conveyorv1.StageStatus, f Facts) []JobToCreate {
 	oldJobs := map[string]conveyorv1.JobStatus{}
 	for _, js := range old.Jobs {
 		oldJobs[js.Name] = js
 	}
 	var create []JobToCreate
-	var failed, running []string
 	for _, j := range stage.Jobs {
-		name := JobName(run.Namespace, run.Name, stage.Name, j.Name, ns)
-		js := conveyorv1.JobStatus{Name: j.Name, JobName: name, Namespace: ns}
+		name := JobName(run.Namespace, run.Name, stage.Name, j.Name, ss.Namespace)
+		js := conveyorv1.JobStatus{Name: j.Name, JobName: name, Namespace: ss.Namespace}
 		obs, seen := f.Jobs[JobKey(stage.Name, j.Name)]
-		switch {
-		case oldJobs[j.Name].Phase == conveyorv1.JobSucceeded || oldJobs[j.Name].Phase == conveyorv1.JobFailed:
-			js = oldJobs[j.Name]
-		case oldJobs[j.Name].Phase == conveyorv1.JobCancelled:
+		switch was := oldJobs[j.Name].Phase; {
+		case was == conveyorv1.JobSucceeded || was == conveyorv1.JobFailed || was == conveyorv1.JobCancelled:
 			js = oldJobs[j.Name]
 		case seen:
 			js.Phase, js.Reason, js.Message = obs.Phase, obs.Reason, obs.Message
@@ -427,12 +503,21 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		default:
 			js.Phase = conveyorv1.JobPending
 			js.Message = "creating Job"
-			create = append(create, JobToCreate{Stage: *stage, Job: j, Name: name, Namespace: ns})
+			create = append(create, JobToCreate{Stage: *stage, Job: j, Name: name, Namespace: ss.Namespace})
 		}
 		ss.Jobs = append(ss.Jobs, js)
+	}
+	return create
+}
+
+// summarizeJobs sets a started stage's phase from its jobs: Failed when one
+// failed (or was cancelled), Succeeded when all succeeded, else Running.
+func summarizeJobs(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss *conveyorv1.StageStatus, now metav1.Time) {
+	var failed, running []string
+	for _, js := range ss.Jobs {
 		switch js.Phase {
 		case conveyorv1.JobFailed, conveyorv1.JobCancelled:
-			msg := j.Name
+			msg := js.Name
 			if js.Reason != "" {
 				msg += ": " + js.Reason
 			}
@@ -442,18 +527,18 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 			failed = append(failed, msg)
 		case conveyorv1.JobSucceeded:
 		default:
-			running = append(running, j.Name)
+			running = append(running, js.Name)
 		}
 	}
 	switch {
 	case len(failed) > 0:
 		ss.Phase = conveyorv1.StageFailed
 		ss.Message = "job " + strings.Join(failed, "; job ")
-		ss.CompletionTime = orNow(old.CompletionTime, f.Now)
+		ss.CompletionTime = orNow(old.CompletionTime, now)
 	case len(running) == 0:
 		ss.Phase = conveyorv1.StageSucceeded
 		ss.Message = fmt.Sprintf("%d job(s) succeeded", len(stage.Jobs))
-		ss.CompletionTime = orNow(old.CompletionTime, f.Now)
+		ss.CompletionTime = orNow(old.CompletionTime, now)
 	default:
 		ss.Phase = conveyorv1.StageRunning
 		ss.Message = "running jobs " + strings.Join(running, ", ")
@@ -461,7 +546,6 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 			ss.Message += ", triggered by " + decisionsBy(ss.Decisions)
 		}
 	}
-	return ss, create, false
 }
 
 // retries is the job's retries, 0 when unset.

@@ -3,6 +3,9 @@ package engine
 import (
 	"fmt"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/types"
+
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
@@ -11,6 +14,9 @@ import (
 type EnvironmentFact struct {
 	// Held: the run holds the environment; its stage may start.
 	Held bool
+	// Take: the environment is free and the run is first in its queue: the
+	// run takes the lock, and its stage starts once it has.
+	Take bool
 	// Holder is the run ("namespace/name") deploying there, and HolderStage
 	// its stage, when another run holds the environment.
 	Holder, HolderStage string
@@ -29,8 +35,8 @@ type EnvironmentFact struct {
 // when superseded.
 func queueStage(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss conveyorv1.StageStatus, f Facts) (conveyorv1.StageStatus, bool, bool) {
 	env := stage.Environment
-	fact, known := f.Environments[env]
-	if known && fact.Held {
+	fact, known := environmentFact(f, stage)
+	if known && (fact.Held || fact.Take) {
 		return ss, false, false
 	}
 	ss.Phase = conveyorv1.StageQueued
@@ -63,6 +69,19 @@ func queueStage(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss conveyo
 	return ss, true, false
 }
 
+// environmentFact is what is known of the lock of the stage's environment:
+// a verdict given in Facts.Environments, or else one drawn from the lock
+// observed in Facts.Locks; false when nothing is known.
+func environmentFact(f Facts, stage *conveyorv1.Stage) (EnvironmentFact, bool) {
+	if fact, ok := f.Environments[stage.Environment]; ok {
+		return fact, true
+	}
+	if l, ok := f.Locks[stage.Environment]; ok {
+		return QueueVerdict(f.Run, stage.Name, l), true
+	}
+	return EnvironmentFact{}, false
+}
+
 // QueueOf is the queue order of a run's Pipeline (OldestFirst when unset).
 func QueueOf(run *conveyorv1.PipelineRun) conveyorv1.EnvironmentQueue {
 	if spec := run.Status.PipelineSpec; spec != nil && spec.EnvironmentQueue != "" {
@@ -93,4 +112,111 @@ func CreatedBefore(a, b *conveyorv1.PipelineRun) bool {
 		return a.Namespace < b.Namespace
 	}
 	return a.Name < b.Name
+}
+
+// Lock is what was observed of an environment's lock (its Lease) and queue,
+// for a run whose stage is ready to deploy there.
+type Lock struct {
+	// Holder is the run and stage the Lease names; nil when never taken.
+	Holder *LockHolder
+	// Queued are the runs queued for the environment, oldest first.
+	Queued []*conveyorv1.PipelineRun
+	// Lease is the Lease as read, for the update that takes it; nil when
+	// there is none.
+	Lease *coordinationv1.Lease
+}
+
+// LockHolder is the run the Lease names.
+type LockHolder struct {
+	// Run is "namespace/name", Stage its stage, UID its UID.
+	Run, Stage string
+	UID        types.UID
+	// Released: the holder is done with the lock (its run is gone or
+	// finished, or its stage there ended), as the API server has it.
+	Released bool
+	// Deploying is the holding run as the API server has it, while it still
+	// deploys there; nil otherwise.
+	Deploying *conveyorv1.PipelineRun
+}
+
+// QueueVerdict decides where a run's stage stands in an environment's queue:
+// it holds the lock, or takes it (free, and first in the queue), or waits for
+// the holder or an older queued run, or is superseded by a newer run of its
+// Pipeline (NewestFirst).
+func QueueVerdict(run *conveyorv1.PipelineRun, stage string, l Lock) EnvironmentFact {
+	h := l.Holder
+	if h != nil && h.UID == run.UID && h.Stage == stage {
+		return EnvironmentFact{Held: true}
+	}
+	// An earlier stage of this run that used the environment has ended.
+	holding := h != nil && h.UID != run.UID && !h.Released
+	var deploying *conveyorv1.PipelineRun
+	if holding {
+		deploying = h.Deploying
+	}
+	if by := SupersededBy(run, l.Queued, deploying); by != "" {
+		return EnvironmentFact{SupersededBy: by}
+	}
+	if holding {
+		return EnvironmentFact{Holder: h.Run, HolderStage: h.Stage}
+	}
+	for _, other := range l.Queued {
+		if other.UID != run.UID && CreatedBefore(other, run) && SupersededBy(other, l.Queued, nil) == "" {
+			return EnvironmentFact{Ahead: RunKey(other)}
+		}
+	}
+	return EnvironmentFact{Take: true}
+}
+
+// SupersededBy is the newest run of run's Pipeline queued for the
+// environment, or else deploying there, when it is newer than run and the
+// Pipeline's queue is NewestFirst; "" otherwise.
+func SupersededBy(run *conveyorv1.PipelineRun, queued []*conveyorv1.PipelineRun, deploying *conveyorv1.PipelineRun) string {
+	if QueueOf(run) != conveyorv1.QueueNewestFirst {
+		return ""
+	}
+	newest := ""
+	for _, other := range queued {
+		if NewerInLine(run, other) {
+			newest = RunKey(other)
+		}
+	}
+	if newest == "" && deploying != nil && NewerInLine(run, deploying) {
+		// The holder deploys now: if it is a newer run of the same Pipeline,
+		// this older deploy is stale.
+		newest = RunKey(deploying)
+	}
+	return newest
+}
+
+// NewerInLine reports whether other is a newer run of run's Pipeline: the
+// runs a NewestFirst queue lets go first.
+func NewerInLine(run, other *conveyorv1.PipelineRun) bool {
+	return other.UID != run.UID && other.Namespace == run.Namespace &&
+		other.Spec.PipelineRef == run.Spec.PipelineRef && CreatedBefore(run, other)
+}
+
+// QueueHead is the run an environment's queue lets go next, except the one
+// given: the oldest that is not superseded; nil when none.
+func QueueHead(queued []*conveyorv1.PipelineRun, except types.UID) *conveyorv1.PipelineRun {
+	for _, run := range queued {
+		if run.UID != except && SupersededBy(run, queued, nil) == "" {
+			return run
+		}
+	}
+	return nil
+}
+
+// ReleasedBy reports whether a run no longer needs an environment's lock for
+// stage: the run has finished, or that stage of it has ended.
+func ReleasedBy(run *conveyorv1.PipelineRun, stage string) bool {
+	if run.Status.Phase.Finished() {
+		return true
+	}
+	for _, ss := range run.Status.Stages {
+		if ss.Name == stage {
+			return ss.Phase.Finished()
+		}
+	}
+	return false
 }

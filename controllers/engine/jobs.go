@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"maps"
 	"strings"
 	"time"
 
@@ -82,22 +83,7 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		conveyorv1.AnnotationRun:      RunKey(run),
 		conveyorv1.AnnotationPipeline: run.Spec.PipelineRef.Name,
 	}
-	podLabels := map[string]string{}
-	podAnnotations := map[string]string{}
-	if pm := c.Job.PodMetadata; pm != nil {
-		for k, v := range pm.Labels {
-			podLabels[k] = v
-		}
-		for k, v := range pm.Annotations {
-			podAnnotations[k] = v
-		}
-	}
-	for k, v := range labels {
-		podLabels[k] = v
-	}
-	for k, v := range annotations {
-		podAnnotations[k] = v
-	}
+	podLabels, podAnnotations := withOurs(c.Job.PodMetadata, labels, annotations)
 	container := corev1.Container{
 		Name:       c.Job.Name,
 		Image:      c.Job.Image,
@@ -140,6 +126,19 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		job.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(run, conveyorv1.GroupVersion.WithKind("PipelineRun"))}
 	}
 	return job
+}
+
+// withOurs is a job's pod metadata with Conveyor's labels and annotations
+// over it: a job cannot pass its pods off as another run's.
+func withOurs(pm *conveyorv1.PodMetadata, labels, annotations map[string]string) (map[string]string, map[string]string) {
+	podLabels, podAnnotations := map[string]string{}, map[string]string{}
+	if pm != nil {
+		maps.Copy(podLabels, pm.Labels)
+		maps.Copy(podAnnotations, pm.Annotations)
+	}
+	maps.Copy(podLabels, labels)
+	maps.Copy(podAnnotations, annotations)
+	return podLabels, podAnnotations
 }
 
 // ObserveJob reads a Job's phase the way the Job controller reports it: the

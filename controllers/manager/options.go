@@ -110,8 +110,8 @@ func slimApproval(obj any) (any, error) {
 	return a, nil
 }
 
-// ManagerConfig is what main's flags (or a test) choose for the manager.
-type ManagerConfig struct {
+// Config is what main's flags (or a test) choose for the manager.
+type Config struct {
 	// MetricsAddr is where metrics are served; "0" turns them off.
 	MetricsAddr string
 	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
@@ -136,10 +136,10 @@ const (
 	approvalSettledField = "status.settled"
 )
 
-// ManagerOptions are the manager's options. Its cache holds only the Jobs
+// Options are the manager's options. Its cache holds only the Jobs
 // Conveyor created (by label) that have not succeeded, not every Job of the
 // cluster.
-func ManagerOptions(c ManagerConfig) ctrl.Options {
+func Options(c Config) ctrl.Options {
 	ours, err := labels.NewRequirement(conveyorv1.LabelRunUID, selection.Exists, nil)
 	utilruntime.Must(err)
 	return ctrl.Options{

@@ -16,14 +16,14 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/pipelinerun"
 )
 
-// Options tune the reconcilers.
-type Options struct {
+// SetupOptions tune the reconcilers.
+type SetupOptions struct {
 	// Controller options apply to every controller (concurrency, name validation).
 	Controller controller.Options
 }
 
 // Setup registers the field indexes and the reconcilers with the manager.
-func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 	if err := index.Setup(ctx, mgr); err != nil {
 		return err
 	}

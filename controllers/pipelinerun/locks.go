@@ -8,7 +8,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -28,158 +27,123 @@ import (
 
 // One deploy at a time per environment: a stage with an environment starts
 // only while its run holds that environment's lock, a coordination.k8s.io
-// Lease named conveyorv1.EnvironmentLease in the environment's namespace whose holder is
-// the run and stage deploying there, or that deployed there last. The lock is
-// free when that stage has ended (or its run is gone), as the API server has
-// the run: nothing needs to give it back, so a crash can never leave it held.
-// Taking it is a create, or an update of the Lease as read: the API server's
-// optimistic concurrency lets only one run take it.
-const (
-	// queuedRecheck brings queued runs back even when no event does.
-	queuedRecheck = 15 * time.Second
-)
+// Lease named conveyorv1.EnvironmentLease in the environment's namespace
+// whose holder is the run and stage deploying there, or that deployed there
+// last. The lock is free when that stage has ended (or its run is gone), as
+// the API server has the run: nothing needs to give it back, so a crash can
+// never leave it held. Taking it is a create, or an update of the Lease as
+// read: the API server's optimistic concurrency lets only one run take it.
+// Who goes next is the engine's queue verdict (engine.QueueVerdict).
 
-// lockHolder is the run holding an environment's lock, read from its Lease.
-type lockHolder struct {
-	lease      *coordinationv1.Lease
-	run, stage string
-	uid        types.UID
-	// holder is the holding run as the API server has it; nil when gone.
-	holder *conveyorv1.PipelineRun
+// lockRetry is how soon a run that lost the race for a free lock looks again.
+const lockRetry = 100 * time.Millisecond
+
+// observeLocks reads the locks of the environments the run is ready to
+// deploy to (engine.LocksWanted): the Lease, whether its holder is done with
+// it, and the runs queued there.
+func (r *Reconciler) observeLocks(ctx context.Context, f *engine.Facts) error {
+	for _, req := range engine.LocksWanted(*f) {
+		l, err := r.readLock(ctx, f.Run, req)
+		switch {
+		case err == nil:
+			if f.Locks == nil {
+				f.Locks = map[string]engine.Lock{}
+			}
+			f.Locks[req.Environment] = l
+		case apierrors.IsForbidden(err), apierrors.IsNotFound(err):
+			if f.Blocked == nil {
+				f.Blocked = map[string]string{}
+			}
+			f.Blocked[req.Environment] = conveyorv1.ReasonJobsForbidden
+			if apierrors.IsNotFound(err) {
+				f.Blocked[req.Environment] = conveyorv1.ReasonNamespaceNotFound
+			}
+		default:
+			return fmt.Errorf("reading the lock of environment %s: %w", req.Environment, err)
+		}
+	}
+	return nil
 }
 
-// readLock reads an environment's lock from the API server; nil when it was
-// never taken.
-func (r *Reconciler) readLock(ctx context.Context, env string) (*lockHolder, error) {
+// readLock reads an environment's lock for the run's stage. The Lease is
+// read from the API server; the queue from the cache.
+func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest) (engine.Lock, error) {
+	l := engine.Lock{}
 	lease := &coordinationv1.Lease{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: env, Name: conveyorv1.EnvironmentLease}, lease)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: req.Environment, Name: conveyorv1.EnvironmentLease}, lease)
+	switch {
+	case apierrors.IsNotFound(err):
+		// Never taken (a missing namespace shows when the Lease is created).
+	case err != nil:
+		return l, err
+	default:
+		l.Lease = lease
+		l.Holder = &engine.LockHolder{Run: ptr.Deref(lease.Spec.HolderIdentity, ""),
+			Stage: lease.Annotations[conveyorv1.AnnotationStage], UID: types.UID(lease.Labels[conveyorv1.LabelRunUID])}
+		if l.Holder.UID != run.UID {
+			if err := r.released(ctx, l.Holder); err != nil {
+				return l, err
+			}
+		}
 	}
-	if err != nil {
-		return nil, err
+	if l.Holder != nil && l.Holder.UID == run.UID && l.Holder.Stage == req.Stage {
+		return l, nil // held: the queue does not matter
 	}
-	return &lockHolder{lease: lease, run: ptr.Deref(lease.Spec.HolderIdentity, ""),
-		stage: lease.Annotations[conveyorv1.AnnotationStage], uid: types.UID(lease.Labels[conveyorv1.LabelRunUID])}, nil
+	l.Queued, err = r.queuedFor(ctx, req.Environment)
+	return l, err
 }
 
-// released reports whether a lock's holder is done with it: the run is gone,
+// released learns whether a lock's holder is done with it: the run is gone,
 // finished, or its stage there ended. It reads the holding run from the API
-// server, never a cache that could be behind.
-func (r *Reconciler) released(ctx context.Context, h *lockHolder) (bool, error) {
-	ns, name, _ := strings.Cut(h.run, "/")
+// server, never a cache that could be behind; while the holder still
+// deploys, h.Deploying is that run.
+func (r *Reconciler) released(ctx context.Context, h *engine.LockHolder) error {
+	ns, name, _ := strings.Cut(h.Run, "/")
 	holder := &conveyorv1.PipelineRun{}
 	// The cache may be behind the API server, never ahead: when it already
 	// shows the holder's stage ended, so does the API server.
-	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder); err == nil && holder.UID == h.uid && stageEnded(holder, h.stage) {
-		return true, nil
+	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder); err == nil && holder.UID == h.UID && engine.ReleasedBy(holder, h.Stage) {
+		h.Released = true
+		return nil
 	}
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, holder)
-	if apierrors.IsNotFound(err) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if holder.UID != h.uid || !holder.DeletionTimestamp.IsZero() {
-		return true, nil
-	}
-	h.holder = holder
-	return stageEnded(holder, h.stage), nil
-}
-
-// stageEnded reports whether a run's stage has ended, or the run has.
-func stageEnded(run *conveyorv1.PipelineRun, stage string) bool {
-	if run.Status.Phase.Finished() {
-		return true
-	}
-	for _, ss := range run.Status.Stages {
-		if ss.Name == stage {
-			return ss.Phase.Finished()
+	switch {
+	case apierrors.IsNotFound(err):
+		h.Released = true
+	case err != nil:
+		return err
+	case holder.UID != h.UID || !holder.DeletionTimestamp.IsZero():
+		h.Released = true
+	default:
+		h.Released = engine.ReleasedBy(holder, h.Stage)
+		if !h.Released {
+			h.Deploying = holder
 		}
 	}
-	return false
-}
-
-// acquireEnvironment tries to take env's lock for the run's stage. It learns
-// who holds it, whether a newer run of a NewestFirst Pipeline supersedes this
-// one, and whether an older queued run goes first.
-func (r *Reconciler) acquireEnvironment(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest) (engine.EnvironmentFact, error) {
-	stage, env := req.Stage, req.Environment
-	h, err := r.readLock(ctx, env)
-	if err != nil {
-		return engine.EnvironmentFact{}, err
-	}
-	if h != nil && h.uid == run.UID && h.stage == stage {
-		return engine.EnvironmentFact{Held: true}, nil
-	}
-	holding := h
-	if h != nil {
-		// An earlier stage of this run that used the environment has ended.
-		free := h.uid == run.UID
-		if !free {
-			if free, err = r.released(ctx, h); err != nil {
-				return engine.EnvironmentFact{}, err
-			}
-		}
-		if free {
-			holding = nil
-		}
-	}
-	queued, err := r.queuedFor(ctx, env)
-	if err != nil {
-		return engine.EnvironmentFact{}, err
-	}
-	if by := supersededBy(run, queued, holding); by != "" {
-		return engine.EnvironmentFact{SupersededBy: by}, nil
-	}
-	if holding != nil {
-		return engine.EnvironmentFact{Holder: h.run, HolderStage: h.stage}, nil
-	}
-	for _, other := range queued {
-		if other.UID != run.UID && engine.CreatedBefore(other, run) && supersededBy(other, queued, nil) == "" {
-			return engine.EnvironmentFact{Ahead: engine.RunKey(other)}, nil
-		}
-	}
-	var last *coordinationv1.Lease
-	if h != nil {
-		last = h.lease
-	}
-	err = r.takeLock(ctx, run, stage, env, last)
-	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
-		// Another run took it first.
-		if h, err = r.readLock(ctx, env); err != nil || h == nil {
-			return engine.EnvironmentFact{Holder: "another run", HolderStage: "unknown"}, err
-		}
-		if h.uid == run.UID && h.stage == stage {
-			return engine.EnvironmentFact{Held: true}, nil
-		}
-		return engine.EnvironmentFact{Holder: h.run, HolderStage: h.stage}, nil
-	}
-	if err != nil {
-		return engine.EnvironmentFact{}, err
-	}
-	r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventEnvironmentAcquired, "LockEnvironment",
-		"Stage %s holds environment %s: no other deploy runs there until it ends", stage, env)
-	return engine.EnvironmentFact{Held: true}, nil
+	return nil
 }
 
 // takeLock makes the run's stage the holder of env's lock: it creates the
-// Lease, or updates the one read last, which the API server refuses if
-// another run changed it since.
-func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, stage, env string, last *coordinationv1.Lease) error {
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: env, Name: conveyorv1.EnvironmentLease}}
-	if last != nil {
-		lease = last.DeepCopy()
+// Lease, or updates the one read, which the API server refuses if another
+// run changed it since. lost is true when another run took it first.
+func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest, read *coordinationv1.Lease) (lost bool, err error) {
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: req.Environment, Name: conveyorv1.EnvironmentLease}}
+	if read != nil {
+		lease = read.DeepCopy()
 	}
 	now := metav1.MicroTime{Time: r.Now().Time}
 	lease.Labels = map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue}
-	lease.Annotations = map[string]string{conveyorv1.AnnotationStage: stage, conveyorv1.AnnotationRun: engine.RunKey(run)}
+	lease.Annotations = map[string]string{conveyorv1.AnnotationStage: req.Stage, conveyorv1.AnnotationRun: engine.RunKey(run)}
 	lease.Spec.HolderIdentity, lease.Spec.AcquireTime = ptr.To(engine.RunKey(run)), &now
-	if last != nil {
-		return r.Update(ctx, lease)
+	if read != nil {
+		err = r.Update(ctx, lease)
+	} else {
+		err = r.Create(ctx, lease)
 	}
-	return r.Create(ctx, lease)
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		return true, nil
+	}
+	return false, err
 }
 
 // queuedFor lists the runs queued for env, from the cache, oldest first.
@@ -198,44 +162,20 @@ func (r *Reconciler) queuedFor(ctx context.Context, env string) ([]*conveyorv1.P
 	return out, nil
 }
 
-// supersededBy is the newest run of run's Pipeline queued for or holding the
-// environment, when it is newer than run and the Pipeline's queue is
-// NewestFirst; "" otherwise.
-func supersededBy(run *conveyorv1.PipelineRun, queued []*conveyorv1.PipelineRun, h *lockHolder) string {
-	if engine.QueueOf(run) != conveyorv1.QueueNewestFirst {
-		return ""
-	}
-	newest := ""
-	for _, other := range queued {
-		if other.UID != run.UID && other.Namespace == run.Namespace && other.Spec.PipelineRef == run.Spec.PipelineRef && engine.CreatedBefore(run, other) {
-			newest = engine.RunKey(other)
-		}
-	}
-	if newest == "" && h != nil && h.holder != nil && h.uid != run.UID {
-		// The holder deploys now: if it is a newer run of the same Pipeline,
-		// this older deploy is stale.
-		other := h.holder
-		if other.Namespace == run.Namespace && other.Spec.PipelineRef == run.Spec.PipelineRef && engine.CreatedBefore(run, other) {
-			newest = h.run
-		}
-	}
-	return newest
-}
-
 // environmentQueue wakes queued runs when their environment may have moved,
 // and only those that can act: when a stage that held or waited for an
 // environment ends (or its run is deleted), the head of that environment's
 // queue, which takes it; when a run joins a queue, the older queued runs of
 // its Pipeline, which a NewestFirst queue supersedes. The other queued runs
-// learn of a new holder at their periodic recheck (queuedRecheck): waking the
-// whole queue at every handoff would cost a reconcile and a status write per
-// queued run, and delay the one run that can go.
+// learn of a new holder at their periodic recheck (engine.QueuedRecheck):
+// waking the whole queue at every handoff would cost a reconcile and a status
+// write per queued run, and delay the one run that can go.
 func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	return handler.TypedFuncs[client.Object, reconcile.Request]{
 		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			old, now := e.ObjectOld.(*conveyorv1.PipelineRun), e.ObjectNew.(*conveyorv1.PipelineRun)
 			// A finished run's stages in the cache keep no namespace
-			// (slimFinishedRun): the environment is read from the old object.
+			// (the manager's cache transform): the environment is read from the old object.
 			was := map[string]conveyorv1.StageStatus{}
 			for _, ss := range old.Status.Stages {
 				was[ss.Name] = ss
@@ -264,23 +204,21 @@ func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object,
 	}
 }
 
-// wakeHead enqueues the first run queued for env that is not superseded.
+// wakeHead enqueues the run env's queue lets go next (engine.QueueHead).
 func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", env)
 		return
 	}
-	for _, run := range queued {
-		if run.UID != except.UID && supersededBy(run, queued, nil) == "" {
-			ctrl.LoggerFrom(ctx).V(1).Info("Waking the head of an environment's queue", "environment", env, "run", klog.KObj(run), "queued", len(queued))
-			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
-			return
-		}
+	if head := engine.QueueHead(queued, except.UID); head != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Waking the head of an environment's queue", "environment", env, "run", klog.KObj(head), "queued", len(queued))
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(head)})
 	}
 }
 
-// wakeOlder enqueues the runs of newer's Pipeline queued for env before it.
+// wakeOlder enqueues the runs of newer's Pipeline queued for env before it,
+// which a NewestFirst queue supersedes.
 func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	if engine.QueueOf(newer) != conveyorv1.QueueNewestFirst {
 		return
@@ -291,7 +229,7 @@ func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv
 		return
 	}
 	for _, run := range queued {
-		if run.UID != newer.UID && run.Namespace == newer.Namespace && run.Spec.PipelineRef == newer.Spec.PipelineRef && engine.CreatedBefore(run, newer) {
+		if engine.NewerInLine(run, newer) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
 		}
 	}

@@ -58,7 +58,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{MetricsAddr: "0", ProbeAddr: "0"}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

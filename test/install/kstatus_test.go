@@ -30,13 +30,13 @@ func TestInvalidPipelineIsFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{MetricsAddr: "0", ProbeAddr: "0"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	if err := manager.Setup(ctx, mgr, manager.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = mgr.Start(ctx) }()

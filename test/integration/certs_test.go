@@ -48,7 +48,7 @@ func TestCertRotation(t *testing.T) {
 	}
 
 	certDir := t.TempDir()
-	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{MetricsAddr: "0", ProbeAddr: "0"}))
+	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{MetricsAddr: "0", ProbeAddr: "0"}))
 	if err != nil {
 		t.Fatal(err)
 	}

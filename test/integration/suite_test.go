@@ -94,7 +94,7 @@ func startManager(t *testing.T) (stop func()) {
 func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 	t.Helper()
 	wh := env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(cfg, manager.ManagerOptions(manager.ManagerConfig{
+	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{
 		MetricsAddr: "0", ProbeAddr: "0",
 		WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
 	}))
@@ -105,7 +105,7 @@ func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := manager.Setup(ctx, mgr, manager.Options{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})

@@ -1,0 +1,81 @@
+package engine
+
+import (
+	"fmt"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// DecideRun is the one decision of a reconcile: how the run starts (while it
+// has no snapshot of its Pipeline), then where its stages stand, with its
+// environments' queue verdicts drawn from the locks observed.
+func DecideRun(f Facts) Plan {
+	if f.Run.Status.PipelineSpec == nil {
+		p, snapshot := decideStart(f)
+		if snapshot == nil {
+			return p
+		}
+		run := f.Run.DeepCopy()
+		run.Status = p.Status
+		run.Status.PipelineSpec = snapshot
+		f.Run = run
+	}
+	return Decide(f)
+}
+
+// LocksWanted are the environments whose locks the decision needs: those a
+// stage of the run is ready to deploy to now.
+func LocksWanted(f Facts) []LockRequest {
+	f.Locks = nil
+	return DecideRun(f).Acquire
+}
+
+// decideStart is the start ladder of a run without a snapshot: nothing more
+// once it finished; cancelled before it started; waiting for its Pipeline to
+// exist or be usable; failed for good when the Pipeline does not run its ref
+// or its rerunOf is not allowed; else the snapshot it takes (returned), with
+// the stages a rerun reuses, so that editing the Pipeline never changes a run
+// in flight.
+func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
+	run := f.Run
+	if run.Status.Phase.Finished() {
+		// Never decided again (the manager's cache keeps no snapshot of it).
+		return Plan{Status: *run.Status.DeepCopy(), Unchanged: true, Health: RunHealth(run.Status.Phase)}, nil
+	}
+	p := Plan{Status: *run.Status.DeepCopy(), Health: Stalled}
+	p.Status.Conditions = nil
+	p.Status.Ref = RefString(run.Spec.Git)
+	p.Status.Phase = conveyorv1.RunPending
+	pipeline := f.Pipeline
+	switch {
+	case run.Spec.Cancelled:
+		// Cancelled before it started (its Pipeline missing or unusable).
+		p.Status.Phase, p.Status.CompletionTime = conveyorv1.RunCancelled, &f.Now
+		p.Reason, p.Message = conveyorv1.ReasonCancelled, "cancelled (spec.cancelled) before any stage started"
+	case pipeline == nil:
+		p.Reason = conveyorv1.ReasonPipelineNotFound
+		p.Message = fmt.Sprintf("Pipeline %s not found in namespace %s; the run starts when it exists", run.Spec.PipelineRef.Name, run.Namespace)
+	case ValidatePipeline(&pipeline.Spec) != nil:
+		p.Reason = conveyorv1.ReasonInvalidSpec
+		p.Message = fmt.Sprintf("Pipeline %s is not usable: %v; the run starts when it is fixed", pipeline.Name, ValidatePipeline(&pipeline.Spec))
+	case RefAllowed(&pipeline.Spec, run.Spec.Git) != nil:
+		return failForGood(p, conveyorv1.ReasonRefNotAllowed, RefAllowed(&pipeline.Spec, run.Spec.Git), f), nil
+	case run.Spec.RerunOf != "" && CheckRerun(run, f.RerunSource) != nil:
+		return failForGood(p, conveyorv1.ReasonInvalidRerun, CheckRerun(run, f.RerunSource), f), nil
+	default:
+		p.Status.PipelineGeneration = pipeline.Generation
+		p.Status.Stages = nil
+		if run.Spec.RerunOf != "" {
+			p.Status.Stages = ReusedStages(f.RerunSource, &pipeline.Spec, run.Spec.Git)
+		}
+		return p, pipeline.Spec.DeepCopy()
+	}
+	return p, nil
+}
+
+// failForGood ends a run that cannot start as Failed, for the reason and error.
+func failForGood(p Plan, reason string, err error, f Facts) Plan {
+	p.Status.Phase, p.Status.CompletionTime = conveyorv1.RunFailed, &f.Now
+	p.Reason, p.Message, p.Terminal = reason, err.Error(), err
+	return p
+}

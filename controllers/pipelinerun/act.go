@@ -1,0 +1,162 @@
+package pipelinerun
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+)
+
+// act carries out the plan: it takes the environment locks the plan takes,
+// creates its Jobs and deletes those of a stopped run, with the finalizer in
+// place before anything lives outside the run's namespace. The outcome says
+// what happened; lost is true when another run took a lock first (nothing
+// was created, and the plan is void).
+func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts engine.Facts, plan *engine.Plan) (engine.Outcome, bool, error) {
+	outcome := engine.Outcome{Created: map[string]metav1.Time{}}
+	for env, reason := range facts.Blocked {
+		outcome.Block(env, reason)
+	}
+	if err := r.ensureFinalizer(ctx, run, plan); err != nil {
+		return outcome, false, err
+	}
+	for _, req := range plan.Take {
+		lost, err := r.takeLock(ctx, run, req, facts.Locks[req.Environment].Lease)
+		if lost || err != nil {
+			outcome.Unlocked = append(outcome.Unlocked, req)
+			return outcome, lost, blockedOr(&outcome, req.Environment, err)
+		}
+		r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventEnvironmentAcquired, "LockEnvironment",
+			"Stage %s holds environment %s: no other deploy runs there until it ends", req.Stage, req.Environment)
+	}
+	var errs []error
+	for _, c := range plan.Create {
+		errs = append(errs, r.createJob(ctx, run, c, plan, &outcome))
+	}
+	for _, obs := range plan.Delete {
+		errs = append(errs, r.deleteJob(ctx, run, obs, plan))
+	}
+	return outcome, false, errors.Join(errs...)
+}
+
+// blockedOr notes in the outcome a namespace where Conveyor may not act
+// (missing, or forbidden), and returns any other error.
+func blockedOr(o *engine.Outcome, ns string, err error) error {
+	switch {
+	case apierrors.IsNotFound(err):
+		o.Block(ns, conveyorv1.ReasonNamespaceNotFound)
+	case apierrors.IsForbidden(err):
+		o.Block(ns, conveyorv1.ReasonJobsForbidden)
+	default:
+		return err
+	}
+	return nil
+}
+
+// ensureFinalizer ensures the run carries the finalizer that deletes its Jobs
+// in other namespaces (and so gives back its environments' locks) with it,
+// before the first such Job or lock exists.
+func (r *Reconciler) ensureFinalizer(ctx context.Context, run *conveyorv1.PipelineRun, plan *engine.Plan) error {
+	outside := false
+	for _, c := range plan.Create {
+		outside = outside || c.Namespace != run.Namespace
+	}
+	for _, req := range append(plan.Acquire, plan.Take...) {
+		outside = outside || req.Environment != run.Namespace
+	}
+	if !outside || controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) {
+		return nil
+	}
+	// Patch a copy: the answer carries the stored status, not the one being built.
+	patched := &conveyorv1.PipelineRun{ObjectMeta: *run.ObjectMeta.DeepCopy()}
+	base := client.MergeFromWithOptions(patched.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(patched, conveyorv1.CleanupFinalizer)
+	if err := r.Patch(ctx, patched, base); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	run.ObjectMeta = patched.ObjectMeta
+	return nil
+}
+
+// createJob creates one Job of the plan and notes it in the outcome.
+func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun, c engine.JobToCreate, plan *engine.Plan, o *engine.Outcome) error {
+	job := engine.BuildJob(run, c)
+	ctrl.LoggerFrom(ctx).Info("Creating Job", "job", klog.KObj(job), "stage", c.Stage.Name)
+	err := r.Create(ctx, job)
+	switch {
+	case err == nil:
+		jobsCreated.Inc()
+		o.Created[engine.JobKey(c.Stage.Name, c.Job.Name)] = job.CreationTimestamp
+		r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
+			"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
+	case apierrors.IsAlreadyExists(err):
+		// The Job exists though neither the cache nor the status as read
+		// shows it (a stale read, or a status write lost): the status now
+		// names it, and the next reconcile reads it from the API server
+		// (observeJobs); a Job that succeeded sends no more events.
+		plan.Requeue(time.Second)
+	default:
+		if err := blockedOr(o, c.Namespace, err); err != nil {
+			return fmt.Errorf("creating Job %s/%s: %w", job.Namespace, job.Name, err)
+		}
+	}
+	return nil
+}
+
+// deleteJob deletes a Job of a stopped run; its pods go with it (background
+// propagation, by the garbage collector).
+func (r *Reconciler) deleteJob(ctx context.Context, run *conveyorv1.PipelineRun, obs engine.JobObservation, plan *engine.Plan) error {
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: obs.Namespace, Name: obs.Name}}
+	ctrl.LoggerFrom(ctx).Info("Deleting Job of a stopped run", "job", klog.KObj(job), "reason", plan.Reason)
+	err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("deleting Job %s/%s: %w", obs.Namespace, obs.Name, err)
+	}
+	r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobDeleted, "DeleteJob",
+		"Deleted Job %s/%s: %s", job.Namespace, job.Name, plan.Message)
+	return nil
+}
+
+// reconcileDelete deletes the run's Jobs in environment namespaces, then lets
+// the run go. Jobs in the run's namespace go with it through their owner reference.
+func (r *Reconciler) reconcileDelete(ctx context.Context, run *conveyorv1.PipelineRun) error {
+	if !controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) {
+		return nil
+	}
+	// Read from the API server: a Job created moments ago may not be cached yet.
+	jobs := &batchv1.JobList{}
+	if err := r.APIReader.List(ctx, jobs, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)}); err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		job := &jobs.Items[i]
+		if job.Namespace == run.Namespace {
+			continue
+		}
+		ctrl.LoggerFrom(ctx).Info("Deleting Job", "job", klog.KObj(job))
+		if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting Job %s/%s: %w", job.Namespace, job.Name, err)
+		}
+	}
+	base := client.MergeFromWithOptions(run.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(run, conveyorv1.CleanupFinalizer)
+	if err := r.Patch(ctx, run, base); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("removing finalizer: %w", err))
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package pipelinerun
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/index"
+)
+
+// observe collects the facts of a run: its Pipeline and the run it reruns
+// (until it has a snapshot), its Jobs (from the cache, by index, and from
+// the API server where the cache cannot hold them), the Approvals that name
+// it, and the locks of the environments it is ready to deploy to.
+func (r *Reconciler) observe(ctx context.Context, run *conveyorv1.PipelineRun) (engine.Facts, error) {
+	facts := engine.Facts{Run: run, Jobs: map[string]engine.JobObservation{}, Now: r.Now()}
+	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLocks}
+	for _, step := range steps {
+		if err := step(ctx, &facts); err != nil {
+			return facts, err
+		}
+	}
+	return facts, nil
+}
+
+// observeStart reads, for a run that has no snapshot yet, its Pipeline and
+// the run it reruns (around the cache: it drops the snapshot of finished runs).
+func (r *Reconciler) observeStart(ctx context.Context, f *engine.Facts) error {
+	run := f.Run
+	if run.Status.PipelineSpec != nil || run.Status.Phase.Finished() || run.Spec.Cancelled {
+		return nil
+	}
+	pipeline := &conveyorv1.Pipeline{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
+	switch {
+	case err == nil:
+		f.Pipeline = pipeline
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("getting Pipeline: %w", err)
+	}
+	if run.Spec.RerunOf == "" {
+		return nil
+	}
+	source := &conveyorv1.PipelineRun{}
+	err = r.APIReader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
+	switch {
+	case err == nil:
+		f.RerunSource = source
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("getting the run to rerun: %w", err)
+	}
+	return nil
+}
+
+// observeJobs reads the run's Jobs from the cache, and from the API server
+// those its status names as created (or being created) that the cache does
+// not hold: a Job that succeeded leaves the cache (see the manager's
+// options), and one created moments ago may not be in it yet. A Job that
+// does not exist stays unobserved.
+func (r *Reconciler) observeJobs(ctx context.Context, f *engine.Facts) error {
+	run := f.Run
+	jobs := &batchv1.JobList{}
+	if err := r.List(ctx, jobs, client.MatchingFields{index.JobRun: engine.RunKey(run)}); err != nil {
+		return fmt.Errorf("listing Jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		r.observeJob(f, &jobs.Items[i])
+	}
+	for _, ss := range run.Status.Stages {
+		for _, js := range ss.Jobs {
+			if _, ok := f.Jobs[engine.JobKey(ss.Name, js.Name)]; ok || js.JobName == "" || (js.Phase != conveyorv1.JobRunning && js.Phase != conveyorv1.JobPending) {
+				continue
+			}
+			job := &batchv1.Job{}
+			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: js.Namespace, Name: js.JobName}, job)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reading Job %s/%s: %w", js.Namespace, js.JobName, err)
+			}
+			r.observeJob(f, job)
+		}
+	}
+	return nil
+}
+
+// observeJob notes a Job of the run; one left by an earlier run of the same
+// name does not count.
+func (r *Reconciler) observeJob(f *engine.Facts, job *batchv1.Job) {
+	if job.Labels[conveyorv1.LabelRunUID] != string(f.Run.UID) {
+		return
+	}
+	f.Jobs[engine.JobKey(job.Labels[conveyorv1.LabelStage], job.Labels[conveyorv1.LabelJob])] = engine.ObserveJob(job)
+}
+
+// observeApprovals reads the Approvals that name the run.
+func (r *Reconciler) observeApprovals(ctx context.Context, f *engine.Facts) error {
+	approvals := &conveyorv1.ApprovalList{}
+	if err := r.List(ctx, approvals, client.InNamespace(f.Run.Namespace), client.MatchingFields{index.ApprovalRun: f.Run.Name}); err != nil {
+		return fmt.Errorf("listing Approvals: %w", err)
+	}
+	for _, a := range approvals.Items {
+		if a.DeletionTimestamp.IsZero() {
+			f.Approvals = append(f.Approvals, engine.Fact(&a))
+		}
+	}
+	return nil
+}
