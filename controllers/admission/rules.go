@@ -54,12 +54,6 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 	return nil
 }
 
-// CheckRerun refuses a rerun (spec.rerunOf) of a run that is missing (nil),
-// not finished, succeeded, or of another Pipeline, ref or commit.
-func CheckRerun(run, source *conveyorv1.PipelineRun) error {
-	return engine.CheckRerun(run, source)
-}
-
 // CheckRunUpdate refuses any change to a PipelineRun's spec, the recorded
 // requester included, but cancelling it (spec.cancelled false to true).
 func CheckRunUpdate(old, updated *conveyorv1.PipelineRun) error {

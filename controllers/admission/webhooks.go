@@ -3,16 +3,16 @@ package admission
 import (
 	"context"
 	"fmt"
-	"k8s.io/apimachinery/pkg/util/validation/field"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
 // +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=approvals,verbs=create,versions=v1alpha1,name=mapproval.conveyor.dev,admissionReviewVersions=v1
@@ -151,9 +151,8 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		} else if err != nil {
 			return nil, apierrors.NewInternalError(fmt.Errorf("reading the run to rerun: %w", err))
 		}
-		if err := CheckRerun(run, source); err != nil {
-			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name,
-				field.ErrorList{field.Invalid(field.NewPath("spec", "rerunOf"), run.Spec.RerunOf, strings.TrimPrefix(err.Error(), "spec.rerunOf: "))})
+		if fe := engine.CheckRerun(run, source); fe != nil {
+			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, field.ErrorList{fe})
 		}
 	}
 	return nil, nil

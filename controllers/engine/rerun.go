@@ -4,33 +4,37 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 // CheckRerun says why run cannot rerun source (its spec.rerunOf), nil when it
-// can: source must exist, be finished without succeeding and without being
+// can, as a field error of spec.rerunOf: source must exist, be finished without succeeding and without being
 // rejected (a refusal stops a release for good), and be of the same Pipeline
 // for the same ref and commit.
-func CheckRerun(run, source *conveyorv1.PipelineRun) error {
+func CheckRerun(run, source *conveyorv1.PipelineRun) *field.Error {
 	name := run.Spec.RerunOf
+	invalid := func(format string, args ...any) *field.Error {
+		return field.Invalid(field.NewPath("spec", "rerunOf"), name, fmt.Sprintf(format, args...))
+	}
 	switch {
 	case source == nil:
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s does not exist in namespace %s", name, run.Namespace)
+		return invalid("PipelineRun %s does not exist in namespace %s", name, run.Namespace)
 	case !source.Status.Phase.Finished():
 		phase := source.Status.Phase
 		if phase == "" {
 			phase = conveyorv1.RunPending
 		}
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s has not finished (it is %s): wait for it or cancel it first", name, phase)
+		return invalid("PipelineRun %s has not finished (it is %s): wait for it or cancel it first", name, phase)
 	case source.Status.Phase == conveyorv1.RunSucceeded:
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s succeeded: there is nothing to rerun; start a new run instead", name)
+		return invalid("PipelineRun %s succeeded: there is nothing to rerun; start a new run instead", name)
 	case source.Status.Phase == conveyorv1.RunRejected:
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s was rejected at stage %s: a refusal stops that release for good", name, source.Status.CurrentStage)
+		return invalid("PipelineRun %s was rejected at stage %s: a refusal stops that release for good", name, source.Status.CurrentStage)
 	case source.Spec.PipelineRef.Name != run.Spec.PipelineRef.Name:
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s ran Pipeline %s, not %s", name, source.Spec.PipelineRef.Name, run.Spec.PipelineRef.Name)
+		return invalid("PipelineRun %s ran Pipeline %s, not %s", name, source.Spec.PipelineRef.Name, run.Spec.PipelineRef.Name)
 	case source.Spec.Git != run.Spec.Git:
-		return fmt.Errorf("spec.rerunOf: PipelineRun %s ran %s at commit %q; a rerun runs the same ref and commit, and this one is %s at commit %q",
+		return invalid("PipelineRun %s ran %s at commit %q; a rerun runs the same ref and commit, and this one is %s at commit %q",
 			name, RefString(source.Spec.Git), source.Spec.Git.Commit, RefString(run.Spec.Git), run.Spec.Git.Commit)
 	}
 	return nil

@@ -46,18 +46,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 
-	// reconcileHistory: finished runs beyond the history limits are deleted.
 	if err := r.reconcileHistory(ctx, pipeline); err != nil {
 		return ctrl.Result{}, err
 	}
-	// reconcileValidity: the conditions say whether runs can use the definition.
+	return ctrl.Result{}, reconcileValidity(pipeline)
+}
+
+// reconcileValidity ensures the conditions say whether runs can use the
+// definition; an unusable one is a terminal error (nothing to retry).
+func reconcileValidity(pipeline *conveyorv1.Pipeline) error {
 	if err := engine.ValidatePipeline(&pipeline.Spec); err != nil {
 		status.SetHealth(&pipeline.Status.Conditions, pipeline.Generation, engine.Stalled, conveyorv1.ReasonInvalidSpec, err.Error())
-		return ctrl.Result{}, reconcile.TerminalError(err)
+		return reconcile.TerminalError(err)
 	}
 	status.SetHealth(&pipeline.Status.Conditions, pipeline.Generation, engine.Healthy, conveyorv1.ReasonValid,
 		fmt.Sprintf("%d stages; runs for branches %v and tags %v", len(pipeline.Spec.Stages), pipeline.Spec.Refs.Branches, pipeline.Spec.Refs.Tags))
-	return ctrl.Result{}, nil
+	return nil
 }
 
 // SetupWithManager watches Pipelines, and runs as they end.

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
-
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -28,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
 

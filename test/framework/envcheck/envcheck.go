@@ -11,12 +11,12 @@ import (
 	"strings"
 	"sync"
 
-	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
-
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 // Overlap is what a watch of one namespace saw.
