@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// figures are what the phases measured, for the report.
+type figures struct {
+	floorP50, floorP99            time.Duration
+	rawRate                       float64
+	react                         reactionFigures
+	handP50, handP99, handTotal   time.Duration
+	dur                           time.Duration
+	before, after, quiet, settled writes
+	mem0, mem1, memN              memStats
+	retainedN                     int
+}
+
+// report prints the table of figures, with the targets they are held to.
+func (b *bench) report(fig *figures) {
+	// The minimum for a tag run of the seed's pipeline: its 6 Job creates, one
+	// status patch per stage start (6, the approve gate's included) and one per
+	// wait for a person (staging, pre-production, approve, production: 4).
+	jobsPerRun, patchesPerRun := 6.0, 10.0
+	runsF := float64(b.o.runs)
+	w := fig.after.sub(fig.before)
+	minimum := runsF * (jobsPerRun + patchesPerRun)
+	core := w.jobCreates + w.runStatus + w.runMeta
+	perMin := runsF / fig.dur.Minutes()
+	jobsPerSec := runsF * jobsPerRun / fig.dur.Seconds()
+	// Reconciles of finished runs after the restart: every run is reconciled once on start.
+	idleWrites := fig.settled.manager() - fig.quiet.manager()
+
+	fmt.Println()
+	fmt.Printf("%-58s %-22s %-18s %s\n", "measure", "value", "target", "mark")
+	pb := func(v bool) *bool { return &v }
+	row(fmt.Sprintf("1. floor: Job create -> watch event, p50 / p99 (%d)", b.o.samples), fmt.Sprintf("%s / %s", ms(fig.floorP50), ms(fig.floorP99)), "", nil)
+	row(fmt.Sprintf("1. floor: raw Job creates/s, one client at QPS %.0f/burst %d", b.o.qps, b.o.burst), fmt.Sprintf("%.1f/s", fig.rawRate), "", nil)
+	row(fmt.Sprintf("2. reaction: run created -> first Job, p50 / p99 (%d)", b.o.samples), fmt.Sprintf("%s / %s", ms(fig.react.p50), ms(fig.react.p99)), "", nil)
+	row("2. of which the run's create call, p50 / p99", fmt.Sprintf("%s / %s", ms(fig.react.createP50), ms(fig.react.createP99)), "", nil)
+	row("2. reaction p99 / floor p99", fmt.Sprintf("%.2fx", float64(fig.react.p99)/float64(fig.floorP99)), "<= 2x", pb(float64(fig.react.p99) <= 2*float64(fig.floorP99)))
+	row(fmt.Sprintf("3. throughput: %d tag runs, %d concurrent", b.o.runs, b.o.concurrency), fmt.Sprintf("%.0f runs/min (%s)", perMin, fig.dur.Round(time.Second)), "", nil)
+	row("3. Jobs launched/s, and / raw create rate", fmt.Sprintf("%.1f/s = %.0f%%", jobsPerSec, 100*jobsPerSec/fig.rawRate), ">= 90%", pb(jobsPerSec >= 0.9*fig.rawRate))
+	// client-go limits each kind's requests apart (one token bucket per
+	// kind): a run's own writes (status, finalizer) share one budget of QPS,
+	// its Job creates another; the first binds when a run writes itself more
+	// often than it creates Jobs.
+	runWrites := (w.runStatus + w.runMeta) / runsF
+	bound := b.o.qps * jobsPerRun / math.Max(runWrites, jobsPerRun)
+	row(fmt.Sprintf("3. Jobs/s that QPS %.0f allows at %.1f run writes per 6 Jobs, and share", b.o.qps, runWrites), fmt.Sprintf("%.1f/s, %.0f%% of it", bound, 100*jobsPerSec/bound), "", nil)
+	row(fmt.Sprintf("3b. one environment, %d deploys queued: handoff p50 / p99", handoffRuns), fmt.Sprintf("%s / %s", ms(fig.handP50), ms(fig.handP99)), "", nil)
+	row("3b. deploys/s through one environment", fmt.Sprintf("%.1f/s (%s)", float64(handoffRuns)/fig.handTotal.Seconds(), fig.handTotal.Round(time.Millisecond)), "", nil)
+	row("4. manager writes per run: Job creates + run status/metadata", fmt.Sprintf("%.2f = %.2f + %.2f + %.2f", core/runsF, w.jobCreates/runsF, w.runStatus/runsF, w.runMeta/runsF), fmt.Sprintf("min %.0f = 6 + 10", jobsPerRun+patchesPerRun), nil)
+	row("4. writes per stage transition / minimum", fmt.Sprintf("%.2fx", core/minimum), "<= 1.2x", pb(core <= 1.2*minimum))
+	row("4. other manager writes per run: Events, Approval status, locks", fmt.Sprintf("%.2f + %.2f + %.2f", w.events/runsF, w.approvalStatus/runsF, w.locks/runsF), "", nil)
+	row(fmt.Sprintf("4. writes for %d finished runs after a manager restart", b.o.runs+b.o.samples), fmt.Sprintf("%.0f", idleWrites), "0", pb(idleWrites == 0))
+	b.reportMemory(fig)
+}
+
+// reportMemory prints phase 5's rows.
+func (b *bench) reportMemory(fig *figures) {
+	pb := func(v bool) *bool { return &v }
+	row("5. manager heap / RSS, idle before any run", fmt.Sprintf("%s / %s", mib(fig.mem0.heap), mib(fig.mem0.rss)), "", nil)
+	row(fmt.Sprintf("5. manager heap / RSS, %d finished runs (%d with 6 Jobs, 4 Approvals)", b.o.runs+b.o.samples, b.o.runs), fmt.Sprintf("%s / %s", mib(fig.mem1.heap), mib(fig.mem1.rss)), "", nil)
+	perRun := (fig.mem1.heap - fig.mem0.heap) / float64(b.o.runs+b.o.samples) / 1024
+	row("5. heap KiB per retained finished run (its Jobs included)", fmt.Sprintf("%.1f KiB", perRun), "<= 5 KiB", pb(perRun <= 5))
+	if fig.retainedN > 0 {
+		row(fmt.Sprintf("5. manager heap / RSS, %d finished runs", fig.retainedN), fmt.Sprintf("%s / %s", mib(fig.memN.heap), mib(fig.memN.rss)), "", nil)
+		extra := float64(fig.retainedN - b.o.runs - b.o.samples)
+		per := (fig.memN.heap - fig.mem1.heap) / extra / 1024
+		row("5. heap KiB per added finished run (runs without Jobs)", fmt.Sprintf("%.1f KiB", per), "<= 5 KiB", pb(per <= 5))
+	}
+}
+
+// row prints one row of the table; ok nil has no mark.
+func row(name, value, target string, ok *bool) {
+	mark := ""
+	if ok != nil {
+		mark = "pass"
+		if !*ok {
+			mark = "short"
+		}
+	}
+	fmt.Printf("%-58s %-22s %-18s %s\n", name, value, target, mark)
+}
+
+// printProfiles prints where the heap goes: the top of each profile (after a GC).
+func (b *bench) printProfiles() {
+	for _, p := range b.profiles {
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=12", "-sample_index=inuse_space", b.o.managerBin, p).Output()
+		fmt.Printf("\nHeap profile %s:\n", p)
+		if err != nil {
+			fmt.Printf("  (go tool pprof: %v)\n", err)
+			continue
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") || l == "" {
+				continue
+			}
+			fmt.Println("  " + l)
+		}
+	}
+}

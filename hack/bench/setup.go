@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
+)
+
+// setUp starts kube-apiserver and etcd, the driver's client and cache, and
+// the namespaces and Pipelines of every phase. stop stops the manager (once
+// started) and the API server.
+func setUp(ctx context.Context, o options) (*bench, func(), error) {
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(o.root, "config/crd/bases")}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
+	}
+	b := &bench{o: o, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}}
+	dir, err := os.MkdirTemp("", "conveyor-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	stop := func() {
+		b.stopManager()
+		_ = env.Stop()
+		_ = os.RemoveAll(dir)
+	}
+	if err := b.connect(ctx, env, cfg, dir); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	if err := b.createWorld(ctx); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return b, stop, nil
+}
+
+// connect makes the driver's client and cache, and the manager's kubeconfig
+// (a user of system:masters).
+func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest.Config, dir string) error {
+	var err error
+	b.cfg = rest.CopyConfig(cfg)
+	b.cfg.QPS, b.cfg.Burst = 2000, 4000
+	if b.c, err = client.New(b.cfg, client.Options{Scheme: localcluster.Scheme()}); err != nil {
+		return err
+	}
+	admin, err := env.AddUser(envtest.User{Name: "bench-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	b.kubeconf = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(b.kubeconf, kc, 0o600); err != nil {
+		return err
+	}
+	return b.startCache(ctx)
+}
+
+// createWorld creates the namespaces and Pipelines of every phase.
+func (b *bench) createWorld(ctx context.Context) error {
+	for _, ns := range append([]string{"bench", "react", "floor"}, localcluster.Environments...) {
+		if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	for _, ns := range []string{"bench", "react"} {
+		if err := b.seedPipeline(ctx, ns); err != nil {
+			return err
+		}
+	}
+	// Each throughput lane (a team) deploys to environments of its own: one
+	// deploy at a time per environment would otherwise make the phase a
+	// measure of the queue (measured apart, in phase 3b).
+	for i := 0; i < b.o.concurrency; i++ {
+		for _, env := range localcluster.Environments {
+			if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lanePrefix(i) + env}}); err != nil {
+				return err
+			}
+		}
+		if err := b.lanePipeline(ctx, "bench", fmt.Sprintf("shop-%d", i), lanePrefix(i)); err != nil {
+			return err
+		}
+	}
+	return b.handoffSetup(ctx)
+}
+
+// startCache watches Jobs and runs for the driver: it completes Jobs as the Job
+// controller would, and approves what runs wait for.
+func (b *bench) startCache(ctx context.Context) error {
+	var err error
+	if b.cache, err = cache.New(b.cfg, cache.Options{Scheme: localcluster.Scheme()}); err != nil {
+		return err
+	}
+	jobs, err := b.cache.GetInformer(ctx, &batchv1.Job{})
+	if err != nil {
+		return err
+	}
+	complete := make(chan *batchv1.Job, 100000)
+	if _, err := jobs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(o any) {
+		j := o.(*batchv1.Job)
+		b.mu.Lock()
+		if j.Namespace == handoffEnv {
+			b.handoffAdd[j.Name] = time.Now()
+		}
+		if ch := b.jobSeen[j.Name]; ch != nil {
+			close(ch)
+			delete(b.jobSeen, j.Name)
+		}
+		if ch := b.runFirst[j.Annotations[conveyorv1.AnnotationRun]]; ch != nil {
+			close(ch)
+			delete(b.runFirst, j.Annotations[conveyorv1.AnnotationRun])
+		}
+		b.mu.Unlock()
+		// Jobs of the reaction runs stay running: those runs keep still, so
+		// each sample meets an otherwise idle manager.
+		if j.Labels[conveyorv1.LabelRunUID] != "" && j.Namespace != "react" {
+			complete <- j
+		}
+	}}); err != nil {
+		return err
+	}
+	for i := 0; i < 16; i++ {
+		go func() {
+			for j := range complete {
+				if err := completeJob(ctx, b.c, j); err != nil {
+					fmt.Fprintln(os.Stderr, "completing Job:", err)
+				}
+				if j.Namespace == handoffEnv {
+					b.mu.Lock()
+					b.handoffDone[j.Name] = time.Now()
+					b.mu.Unlock()
+				}
+				b.completes.Add(1)
+			}
+		}()
+	}
+	runs, err := b.cache.GetInformer(ctx, &conveyorv1.PipelineRun{})
+	if err != nil {
+		return err
+	}
+	onRun := func(o any) {
+		r := o.(*conveyorv1.PipelineRun)
+		if r.Status.Phase.Finished() {
+			b.mu.Lock()
+			if ch := b.runDone[r.Name]; ch != nil {
+				close(ch)
+				delete(b.runDone, r.Name)
+			}
+			b.mu.Unlock()
+			return
+		}
+		if r.Status.Phase != conveyorv1.RunWaiting {
+			return
+		}
+		key := r.Name + "/" + r.Status.CurrentStage
+		b.mu.Lock()
+		done := b.approved[key]
+		b.approved[key] = true
+		b.mu.Unlock()
+		if done {
+			return
+		}
+		go func() {
+			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace},
+				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: r.Name}, Stage: r.Status.CurrentStage, Decision: conveyorv1.DecisionApprove}}
+			if err := b.c.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
+				fmt.Fprintln(os.Stderr, "creating Approval:", err)
+			}
+		}()
+	}
+	if _, err := runs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: onRun, UpdateFunc: func(_, o any) { onRun(o) }}); err != nil {
+		return err
+	}
+	go func() { _ = b.cache.Start(ctx) }()
+	if !b.cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("the driver's cache did not sync")
+	}
+	return nil
+}
+
+// completeJob sets a Job's status as the Job controller does when its pod succeeded.
+func completeJob(ctx context.Context, c client.Client, j *batchv1.Job) error {
+	now := metav1.Now()
+	j = j.DeepCopy()
+	j.Status.StartTime, j.Status.CompletionTime, j.Status.Succeeded = &now, &now, 1
+	j.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
+	}
+	return c.Status().Update(ctx, j)
+}
+
+func (b *bench) seedPipeline(ctx context.Context, ns string) error {
+	return b.lanePipeline(ctx, ns, "shop", "")
+}
+
+// lanePipeline creates the seed's pipeline under another name, its
+// environments prefixed (staging becomes <prefix>staging), in namespace ns.
+func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error {
+	data, err := os.ReadFile(filepath.Join(b.o.root, "config/samples/pipeline.yaml"))
+	if err != nil {
+		return err
+	}
+	p := &conveyorv1.Pipeline{}
+	if err := yaml.UnmarshalStrict(data, p); err != nil {
+		return err
+	}
+	p.Name, p.Namespace = name, ns
+	// Keep every run: the memory phases measure retained runs.
+	p.Spec.History = &conveyorv1.History{Succeeded: ptr.To[int32](1000), Failed: ptr.To[int32](1000)}
+	for i := range p.Spec.Stages {
+		if env := p.Spec.Stages[i].Environment; env != "" {
+			p.Spec.Stages[i].Environment = prefix + env
+		}
+	}
+	return b.c.Create(ctx, p)
+}
+
+// lanePrefix is the prefix of the environments of throughput lane i.
+func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
+
+func (b *bench) startManager(ctx context.Context) error {
+	port, err := localcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	b.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	pport, err := localcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	b.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pport)
+	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--leader-elect=false", "--health-probe-bind-address=0",
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport),
+		fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst))
+	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
+		cmd.Args = append(cmd.Args, "--zap-log-level=debug")
+	}
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
+	// The manager's log is kept in bin/bench/ (the last start's).
+	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(b.o.root, "bin/bench", "manager.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	b.mgr, b.mgrDone = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(b.mgrDone) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := scrape(b.metrics); err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the manager's metrics did not come up (log: %s)", logf.Name())
+}
+
+func (b *bench) stopManager() {
+	if b.mgr == nil {
+		return
+	}
+	_ = b.mgr.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.mgrDone:
+	case <-time.After(15 * time.Second):
+		_ = b.mgr.Process.Kill()
+		<-b.mgrDone
+	}
+	b.mgr = nil
+}
+
+func (b *bench) newRun(ctx context.Context, ns, name string) (*conveyorv1.PipelineRun, error) {
+	return b.newRunOf(ctx, ns, "shop", name)
+}
+
+func (b *bench) newRunOf(ctx context.Context, ns, pipeline, name string) (*conveyorv1.PipelineRun, error) {
+	r := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: pipeline}, Git: conveyorv1.GitRef{Tag: "v1.0.0", Commit: "abcdef1"}}}
+	return r, b.c.Create(ctx, r)
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// writes are API server write counts by what they wrote.
+type writes struct {
+	jobCreates, runStatus, runMeta, events, approvalStatus, locks, other float64
+}
+
+func (w writes) manager() float64 { return w.runStatus + w.runMeta + w.approvalStatus + w.jobCreates }
+
+func (w writes) sub(o writes) writes {
+	return writes{w.jobCreates - o.jobCreates, w.runStatus - o.runStatus, w.runMeta - o.runMeta, w.events - o.events, w.approvalStatus - o.approvalStatus, w.locks - o.locks, w.other - o.other}
+}
+
+// apiWrites reads apiserver_request_total from the API server: the writes the
+// manager makes are the only ones to these resources (the driver writes Job
+// status, Approvals and runs, counted apart).
+func (b *bench) apiWrites(ctx context.Context) (writes, error) {
+	cs, err := kubernetes.NewForConfig(b.cfg)
+	if err != nil {
+		return writes{}, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return writes{}, err
+	}
+	var w writes
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels, value := parseSample(line)
+		verb, res, sub := labels["verb"], labels["resource"], labels["subresource"]
+		if verb != "POST" && verb != "PATCH" && verb != "PUT" && verb != "DELETE" && verb != "APPLY" {
+			continue
+		}
+		switch {
+		case res == "jobs" && sub == "" && verb == "POST":
+			w.jobCreates += value
+		case res == "pipelineruns" && sub == "status" && verb == "PATCH":
+			w.runStatus += value
+		case res == "pipelineruns" && sub == "" && verb == "PATCH":
+			w.runMeta += value
+		case res == "events":
+			w.events += value
+		case res == "approvals" && sub == "status":
+			w.approvalStatus += value
+		case res == "leases":
+			// Environment locks (and, unlikely here, leader election: off).
+			w.locks += value
+		default:
+			w.other += value
+		}
+	}
+	return w, nil
+}
+
+// scrape reads a Prometheus text endpoint into name -> value (unlabelled samples).
+func scrape(url string) (map[string]float64, error) {
+	resp, err := http.Get(url) //nolint:gosec // the manager's local metrics endpoint
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
+			continue
+		}
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err == nil {
+			m[name] = f
+		}
+	}
+	return m, nil
+}
+
+// parseSample splits `name{a="b",...} value`.
+func parseSample(line string) (map[string]string, float64) {
+	open, end := strings.Index(line, "{"), strings.LastIndex(line, "}")
+	labels := map[string]string{}
+	for _, kv := range strings.Split(line[open+1:end], ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok {
+			labels[k] = strings.Trim(v, `"`)
+		}
+	}
+	f, _ := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64)
+	return labels, f
+}
