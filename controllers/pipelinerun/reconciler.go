@@ -73,9 +73,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// Another run took the lock first: decide again from what is then observed.
 		return ctrl.Result{RequeueAfter: lockRetry}, nil
 	}
-	// status: one patch of what the plan and its outcome say, each
-	// transition told once.
-	return r.writeStatus(ctx, run, &plan, outcome, actErr)
+	// status: what the plan and its outcome say, each transition told once,
+	// then one patch.
+	blocked := plan.Record(outcome)
+	r.tell(run, &plan, blocked)
+	return r.writeStatus(ctx, run, &plan, blocked, actErr)
 }
 
 // fetch reads the run: from the cache, or from the API server where the cache
@@ -101,12 +103,11 @@ func (r *Reconciler) fetch(ctx context.Context, key types.NamespacedName) (*conv
 	return run, 0, nil
 }
 
-// writeStatus writes the plan's status and the outcome of acting on it with
-// one merge patch (none when nothing changed), after telling its transitions.
-// observedGeneration moves only when the reconcile succeeded.
-func (r *Reconciler) writeStatus(ctx context.Context, run *conveyorv1.PipelineRun, plan *engine.Plan, outcome engine.Outcome, actErr error) (ctrl.Result, error) {
-	blocked := plan.Record(outcome)
-	r.tell(run, plan, blocked)
+// writeStatus writes the plan's status with one merge patch (none when
+// nothing changed). observedGeneration moves only when the reconcile
+// succeeded: a stage blocked in its namespace, or an act that failed, is
+// retried with backoff.
+func (r *Reconciler) writeStatus(ctx context.Context, run *conveyorv1.PipelineRun, plan *engine.Plan, blocked []engine.Blocked, actErr error) (ctrl.Result, error) {
 	before := run.Status.DeepCopy()
 	next := plan.Status
 	next.Conditions, next.ObservedGeneration = run.Status.Conditions, run.Status.ObservedGeneration
