@@ -29,13 +29,43 @@ func seedSpec() *conveyorv1.PipelineSpec {
 	}
 }
 
+// seedRun is a run of the seed's pipeline whose every manual and approval
+// stage waits for a decision (the role matrix is about who, not when).
 func seedRun(git conveyorv1.GitRef, requester string) *conveyorv1.PipelineRun {
-	return &conveyorv1.PipelineRun{
+	run := &conveyorv1.PipelineRun{
 		ObjectMeta: metav1.ObjectMeta{Name: "shop-1", Namespace: "ci"},
 		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git,
 			Requester: &conveyorv1.UserInfo{Username: requester}},
 		Status: conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunWaiting, PipelineSpec: seedSpec()},
 	}
+	for _, st := range seedSpec().Stages {
+		phase := conveyorv1.StageWaiting
+		if st.When != conveyorv1.WhenManual && st.Approval == nil {
+			phase = conveyorv1.StageSucceeded
+		}
+		run.Status.Stages = append(run.Status.Stages, conveyorv1.StageStatus{Name: st.Name, Phase: phase})
+	}
+	return run
+}
+
+// runAt is a run of the seed's pipeline that has reached stage, waiting
+// there: the stages before it passed, those after it are pending.
+func runAt(git conveyorv1.GitRef, requester, stage string) *conveyorv1.PipelineRun {
+	run := seedRun(git, requester)
+	reached := false
+	for i := range run.Status.Stages {
+		ss := &run.Status.Stages[i]
+		switch {
+		case ss.Name == stage:
+			ss.Phase, ss.Message, reached = conveyorv1.StageWaiting, "waiting for a decision", true
+			run.Status.CurrentStage = stage
+		case reached:
+			ss.Phase = conveyorv1.StagePending
+		default:
+			ss.Phase = conveyorv1.StageSucceeded
+		}
+	}
+	return run
 }
 
 func approval(stage string, d conveyorv1.ApprovalDecision) *conveyorv1.Approval {
@@ -75,6 +105,10 @@ func TestCheckApproval(t *testing.T) {
 		{"automatic stage", seedRun(branch, "dev"), "testing", conveyorv1.DecisionApprove, user("omar", "devops"), "starts by itself"},
 		{"unknown stage", seedRun(branch, "dev"), "qa", conveyorv1.DecisionApprove, user("omar", "devops"), `has no stage "qa"`},
 		{"unknown run", nil, "staging", conveyorv1.DecisionApprove, user("dana", "developers"), "does not exist"},
+		{"production triggered before the approval", runAt(tag, "rita", "approve"), "production", conveyorv1.DecisionApprove, user("omar", "devops"), "not waiting for a decision yet: the run is at stage approve"},
+		{"the tag approved before pre-production", runAt(tag, "rita", "pre-production"), "approve", conveyorv1.DecisionApprove, user("rob", "release-engineers"), "not waiting for a decision yet"},
+		{"staging triggered before the tests passed", runAt(branch, "dev", "testing"), "staging", conveyorv1.DecisionApprove, user("dana", "developers"), "not waiting for a decision yet"},
+		{"production triggered once it waits", runAt(tag, "rita", "production"), "production", conveyorv1.DecisionApprove, user("omar", "devops"), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := CheckApproval(tc.run, approval(tc.stage, tc.decision), tc.user)
@@ -90,10 +124,11 @@ func TestCheckApproval(t *testing.T) {
 	}
 }
 
-// FuzzCheckApproval: whatever the stage, decision, user and groups, the check
-// never panics, and an allowed Approval always comes from a member of the
-// stage's groups, for a manual or approval stage of the run, and never rejects
-// a manual stage or lets a run's requester pass its own gate.
+// FuzzCheckApproval: whatever the stage, decision, user, groups and where
+// the run stands, the check never panics, and an allowed Approval always comes
+// from a member of the stage's groups, for a manual or approval stage of the
+// run that waits for it, and never rejects a manual stage or lets a run's
+// requester pass its own gate.
 func FuzzCheckApproval(f *testing.F) {
 	f.Add("staging", "Approve", "dana", "developers", "feature_login", false)
 	f.Add("approve", "Reject", "rita", "release-engineers", "v1.4.0", true)
@@ -105,6 +140,11 @@ func FuzzCheckApproval(f *testing.F) {
 			git = conveyorv1.GitRef{Tag: ref}
 		}
 		run := seedRun(git, "rita")
+		if len(ref)%2 == 1 {
+			// A run that has reached one stage, the others passed or pending.
+			stages := seedSpec().Stages
+			run = runAt(git, "rita", stages[len(username)%len(stages)].Name)
+		}
 		u := authenticationv1.UserInfo{Username: username, Groups: strings.Split(groups, ",")}
 		err := CheckApproval(run, approval(stage, conveyorv1.ApprovalDecision(decision)), u)
 		if err != nil {
@@ -125,6 +165,8 @@ func FuzzCheckApproval(f *testing.F) {
 			t.Fatalf("allowed an Approval for unknown stage %q", stage)
 		case !engine.StageApplies(st, kind):
 			t.Fatalf("allowed stage %s in a %s run", stage, kind)
+		case !waits(run, stage):
+			t.Fatalf("allowed an Approval for stage %s, which does not wait for one", stage)
 		case engine.IsGate(st):
 			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.Approval.Groups, g) }) {
 				t.Fatalf("allowed %q (groups %v) on gate %s", username, u.Groups, stage)
@@ -171,4 +213,14 @@ func FuzzCheckRun(f *testing.F) {
 			t.Fatalf("pattern %q parses but the Pipeline was refused", pattern)
 		}
 	})
+}
+
+// waits reports whether the run's stage waits for a decision.
+func waits(run *conveyorv1.PipelineRun, stage string) bool {
+	for _, ss := range run.Status.Stages {
+		if ss.Name == stage {
+			return ss.Phase == conveyorv1.StageWaiting
+		}
+	}
+	return false
 }

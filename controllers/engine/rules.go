@@ -59,6 +59,7 @@ var approvalRules = []approvalRule{
 	memberOfGroups,
 	separationOfDuties,
 	stageOpen,
+	stageWaits,
 	distinctApprover,
 }
 
@@ -180,6 +181,32 @@ func stageOpen(c *ApprovalCase) *Refusal {
 		msg += " by " + decisionsBy(c.status.Decisions)
 	}
 	return &Refusal{Reason: conveyorv1.ReasonStageAlreadyDecided, Final: true, Message: msg}
+}
+
+// stageWaits: a trigger or a decision is given when the stage asks for it,
+// as GitLab plays a manual job only once it is playable: an earlier one would
+// fire the moment the stage is reached, with no person deciding after the
+// stages before it. Applied at admission; a stored Approval for a stage not
+// reached yet waits (see EvaluateApproval).
+func stageWaits(c *ApprovalCase) *Refusal {
+	if c.User == nil || (c.status != nil && c.status.Phase == conveyorv1.StageWaiting) {
+		return nil
+	}
+	where := c.Run.Status.CurrentStage
+	for _, ss := range c.Run.Status.Stages {
+		if ss.Name == where && ss.Message != "" {
+			where += " (" + strings.ToLower(string(ss.Phase)) + ": " + ss.Message + ")"
+		}
+	}
+	return &Refusal{Reason: conveyorv1.ReasonStageNotWaiting,
+		Message: fmt.Sprintf("stage %s of PipelineRun %s is not waiting for a decision yet: the run is at stage %s; %s stage %s once the stages before it have passed and it waits",
+			c.stage.Name, c.Run.Name, where, verbOf(c.stage), c.stage.Name)}
+}
+
+// verbOf is what a person does to a manual or approval stage.
+func verbOf(stage *conveyorv1.Stage) string {
+	_, act := StageGroups(stage)
+	return act
 }
 
 // distinctApprover: approvals of a gate come from distinct people. Applied to

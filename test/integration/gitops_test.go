@@ -101,8 +101,8 @@ func expectHealth(t *testing.T, kind, ns, name string, want status.Status, wantA
 // read Conveyor's objects right: a valid Pipeline is Current (Healthy); a run
 // is InProgress while it works (Progressing) or waits for a person
 // (Suspended), Current when it succeeded, Failed (Degraded) when a job failed
-// or an approver rejected it; an Approval for a stage not reached yet is
-// InProgress, one the run took is Current.
+// or an approver rejected it; an Approval the run took is Current (one for a
+// stage not reached yet is refused at admission).
 func TestKstatusVerdicts(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
@@ -131,8 +131,8 @@ func TestKstatusVerdicts(t *testing.T) {
 	rejected := newRun(t, ns, v140)
 	toApproveGate(t, rejected)
 	expectHealth(t, "PipelineRun", ns, rejected.Name, status.InProgressStatus, "Suspended")
-	early := decide(t, rejected, "production", conveyorv1.DecisionApprove)
-	expectHealth(t, "Approval", ns, early.Name, status.InProgressStatus, "Progressing")
+	_, err := decideEarly("omar", rejected, "production", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "not waiting for a decision yet")
 	reject := decide(t, rejected, "approve", conveyorv1.DecisionReject)
 	waitRun(t, rejected, conveyorv1.RunRejected, "approve")
 	expectHealth(t, "PipelineRun", ns, rejected.Name, status.FailedStatus, "Degraded")

@@ -99,13 +99,10 @@ func TestTagFlow(t *testing.T) {
 	passStage(t, run, "build", "compile")
 	passStage(t, run, "testing", "unit", "lint")
 	waitRun(t, run, conveyorv1.RunWaiting, "staging")
-	// A production trigger given early is not taken into account while the
-	// stage is not reached, and does not let production jump the gate.
-	early := decide(t, run, "production", conveyorv1.DecisionApprove)
-	waitApproval(t, early, conveyorv1.ReasonStageNotWaiting)
-	if err := k8s.Delete(context.Background(), early); err != nil {
-		t.Fatal(err)
-	}
+	// A production trigger given early is refused: it would fire the moment
+	// production is reached, and let production jump the gate.
+	_, err := decideEarly("omar", run, "production", conveyorv1.DecisionApprove)
+	expectRefused(t, err, "stage production of PipelineRun "+run.Name+" is not waiting for a decision yet: the run is at stage staging")
 	decide(t, run, "staging", conveyorv1.DecisionApprove)
 	passStage(t, run, "staging", "deploy")
 	waitRun(t, run, conveyorv1.RunWaiting, "pre-production")

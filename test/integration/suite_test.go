@@ -235,7 +235,23 @@ func decide(t *testing.T, run *conveyorv1.PipelineRun, stage string, d conveyorv
 }
 
 // decideAs creates an Approval of the run's stage as the named user.
+//
+// A person acts once the stage asks for it: while admission answers that the
+// stage is not waiting yet (its run has not recorded the stages before it as
+// passed), the request is made again, for up to 10 seconds.
 func decideAs(who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) (*conveyorv1.Approval, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, err := decideEarly(who, run, stage, d)
+		if err == nil || !strings.Contains(err.Error(), "is not waiting for a decision yet") || time.Now().After(deadline) {
+			return a, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// decideEarly creates an Approval as who once, whether or not the stage waits.
+func decideEarly(who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision) (*conveyorv1.Approval, error) {
 	a := &conveyorv1.Approval{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-", Namespace: run.Namespace},
 		Spec:       conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: stage, Decision: d},

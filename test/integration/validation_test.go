@@ -167,11 +167,13 @@ func TestSpecsImmutable(t *testing.T) {
 		t.Fatalf("run spec update: %v", err)
 	}
 	a := &conveyorv1.Approval{}
-	a.Name, a.Namespace = "early", ns
+	a.Name, a.Namespace = "staging-trigger", ns
 	a.Spec = conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "staging"}
 	seedPipeline(t, ns)
-	// Approvals are admitted once the run has taken its Pipeline's snapshot.
-	waitRun(t, run, conveyorv1.RunRunning, "build")
+	// Approvals are admitted once the stage waits for them.
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	waitRun(t, run, conveyorv1.RunWaiting, "staging")
 	if err := as("dana").Create(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
