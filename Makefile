@@ -102,7 +102,7 @@ build: manifests generate ## Build the manager binary.
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.
 	kubectl apply --server-side -k config/crd
-	go run . --leader-elect=false --webhooks=false --metrics-bind-address=0
+	go run . --leader-elect=false --webhooks=false --insecure-trust-unrecorded-approvers --metrics-bind-address=0
 
 .PHONY: install
 install: manifests ## Install the CRDs into the cluster of the current kubeconfig.

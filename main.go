@@ -30,6 +30,7 @@ type options struct {
 	webhookSvc   string
 	webhookDNS   string
 	receiverAddr string
+	trustAny     bool
 	zap          zap.Options
 }
 
@@ -50,6 +51,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.webhookSvc, "webhook-service", "conveyor-webhook-service", "Service, in the manager's namespace, in front of the webhook server.")
 	flag.StringVar(&o.webhookDNS, "webhook-dns-name", "", "DNS name of the rotated webhook certificate; <webhook-service>.<namespace>.svc when empty (localhost for a manager outside the cluster).")
 	flag.StringVar(&o.receiverAddr, "receiver-bind-address", "0", "Address the git push receiver (POST /hooks/gitlab, /hooks/github) listens on; 0 turns it off.")
+	flag.BoolVar(&o.trustAny, "insecure-trust-unrecorded-approvers", false, "Count Approvals that carry no approver recorded by the admission webhook (only for a manager run locally with --webhooks=false; anyone could then approve as anyone).")
 	flag.IntVar(&o.concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
@@ -75,7 +77,7 @@ func main() {
 		fail(err, "Unable to create manager")
 	}
 	ctx := ctrl.SetupSignalHandler()
-	opts := manager.SetupOptions{}
+	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny}
 	opts.Controller.MaxConcurrentReconciles = o.concurrency
 	if err := manager.Setup(ctx, mgr, opts); err != nil {
 		fail(err, "Unable to set up controllers")

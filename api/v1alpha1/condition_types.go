@@ -87,6 +87,11 @@ const (
 	// ReasonSelfApproval: the run's requester may not decide its own approval
 	// stage (separation of duties) unless the stage allows it.
 	ReasonSelfApproval = "SelfApproval"
+	// ReasonApproverNotRecorded: the Approval carries no approver recorded by
+	// Conveyor's admission webhook (it got in while the webhook was not
+	// registered): it counts for nothing unless the manager runs with
+	// --insecure-trust-unrecorded-approvers.
+	ReasonApproverNotRecorded = "ApproverNotRecorded"
 	// ReasonRunFinished: the run had finished before the stage was reached.
 	ReasonRunFinished = "RunFinished"
 )

@@ -35,11 +35,12 @@ func (v ApprovalVerdict) Postpone(a *conveyorv1.Approval) bool {
 // EvaluateApproval reads the run's status (nil when the run does not exist) to
 // tell whether the Approval was taken into account, and if not, why not: the
 // approval rules' refusal, or how far the stage is from waiting.
-func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval) ApprovalVerdict {
+// trustUnrecorded counts an Approval without a recorded approver (local use).
+func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, trustUnrecorded bool) ApprovalVerdict {
 	if v, ok := accepted(run, a); ok {
 		return v
 	}
-	if r := CheckApprovalRules(ApprovalCase{Run: run, Approval: a}); r != nil {
+	if r := CheckApprovalRules(ApprovalCase{Run: run, Approval: a, TrustUnrecorded: trustUnrecorded}); r != nil {
 		return verdict(ApprovalVerdict{Final: r.Final, Reason: r.Reason, Message: r.Message})
 	}
 	stage := a.Spec.Stage
@@ -74,11 +75,13 @@ func accepted(run *conveyorv1.PipelineRun, a *conveyorv1.Approval) (ApprovalVerd
 }
 
 // verdict fills in what follows from the rest: health, and whether settled.
-// An Approval naming a missing run, or a second one from the same approver,
-// is final but not settled: it can still count if a run of that name appears
-// or the first Approval is deleted.
+// An Approval naming a missing run, a second one from the same approver, or
+// one without a recorded approver, is final but not settled: it can still
+// count if a run of that name appears, the first Approval is deleted, or the
+// manager is told to trust unrecorded approvers.
 func verdict(v ApprovalVerdict) ApprovalVerdict {
-	v.Settled = v.Final && v.Reason != conveyorv1.ReasonRunNotFound && v.Reason != conveyorv1.ReasonDuplicateApprover
+	v.Settled = v.Final && v.Reason != conveyorv1.ReasonRunNotFound && v.Reason != conveyorv1.ReasonDuplicateApprover &&
+		v.Reason != conveyorv1.ReasonApproverNotRecorded
 	switch {
 	case v.Accepted:
 		v.Health = Healthy

@@ -16,7 +16,7 @@ func TestEvaluateApproval(t *testing.T) {
 	triggered := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
 		return withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"),
-			Approvals: []ApprovalFact{approve("a1", "staging", "")}, Now: t0}))
+			Approvals: []ApprovalFact{approve("a1", "staging", "dana")}, Now: t0}))
 	}
 	building := func() *conveyorv1.PipelineRun {
 		run := newRun(branch)
@@ -49,8 +49,9 @@ func TestEvaluateApproval(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: tc.approval, Namespace: "shop-ci"},
-				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: tc.stage, Decision: tc.decision}}
-			v := EvaluateApproval(tc.run, a)
+				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: tc.stage, Decision: tc.decision,
+					Approver: &conveyorv1.UserInfo{Username: "dana"}}}
+			v := EvaluateApproval(tc.run, a, false)
 			if v.Reason != tc.reason || v.Accepted != tc.accepted || v.Final != tc.final {
 				t.Fatalf("got %+v, want reason %s accepted %v final %v", v, tc.reason, tc.accepted, tc.final)
 			}
@@ -74,9 +75,12 @@ func TestApprovalVerdictHealth(t *testing.T) {
 	gate := withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy"),
 		Approvals: []ApprovalFact{approve("s", "staging", "dev"), approve("p", "pre-production", "tess")}, Now: t0}))
 	by := func(name, approver string) *conveyorv1.Approval {
-		return &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop-ci"},
-			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "approve",
-				Decision: conveyorv1.DecisionApprove, Approver: &conveyorv1.UserInfo{Username: approver}}}
+		a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop-ci"},
+			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "approve", Decision: conveyorv1.DecisionApprove}}
+		if approver != "" {
+			a.Spec.Approver = &conveyorv1.UserInfo{Username: approver}
+		}
+		return a
 	}
 	for _, tc := range []struct {
 		name     string
@@ -88,16 +92,38 @@ func TestApprovalVerdictHealth(t *testing.T) {
 		postpone bool
 	}{
 		{"a missing run may still appear", nil, by("a", "rob"), conveyorv1.ReasonRunNotFound, Stalled, false, false},
+		{"no approver recorded: it got in without the webhook", gate, by("a", ""), conveyorv1.ReasonApproverNotRecorded, Stalled, false, false},
 		{"waiting, about to be recorded", gate, by("a", "rob"), conveyorv1.ReasonStageNotWaiting, Progressing, false, true},
 		{"the run's requester on its own gate", gate, by("a", "rita"), conveyorv1.ReasonSelfApproval, Stalled, true, false},
 		{"accepted", withStatus(gate.DeepCopy(), decide(Facts{Run: gate, Approvals: []ApprovalFact{approve("a", "approve", "rob")},
 			Jobs: done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy"), Now: t0})), by("a", "rob"), conveyorv1.ReasonAccepted, Healthy, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := EvaluateApproval(tc.run, tc.approval)
+			v := EvaluateApproval(tc.run, tc.approval, false)
 			if v.Reason != tc.reason || v.Health != tc.health || v.Settled != tc.settled || v.Postpone(tc.approval) != tc.postpone {
 				t.Fatalf("got %+v (postpone %v), want %s health %d settled %v postpone %v", v, v.Postpone(tc.approval), tc.reason, tc.health, tc.settled, tc.postpone)
 			}
 		})
+	}
+}
+
+// TestUnrecordedApproverFailsClosed: an Approval without an approver recorded
+// at admission (the webhooks not registered) neither triggers nor passes a
+// gate, unless the manager is told to trust it (local use).
+func TestUnrecordedApproverFailsClosed(t *testing.T) {
+	tested := done("build/compile", "testing/unit", "testing/lint")
+	unrecorded := []ApprovalFact{approve("a1", "staging", "")}
+	run := newRun(branch)
+	if p := decide(Facts{Run: run, Jobs: tested, Approvals: unrecorded, Now: t0}); p.Status.Phase != conveyorv1.RunWaiting || len(p.Create) != 0 {
+		t.Fatalf("an unrecorded trigger started staging: %s, %d creates", p.Status.Phase, len(p.Create))
+	}
+	if p := decide(Facts{Run: run, Jobs: tested, Approvals: unrecorded, Now: t0, TrustUnrecordedApprovers: true}); p.Status.Phase != conveyorv1.RunRunning || len(p.Create) != 1 {
+		t.Fatalf("a trusted unrecorded trigger did not start staging: %s, %d creates", p.Status.Phase, len(p.Create))
+	}
+	waiting := withStatus(newRun(branch), decide(Facts{Run: newRun(branch), Jobs: tested, Now: t0}))
+	a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: "a1", Namespace: "shop-ci"},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "staging", Decision: conveyorv1.DecisionApprove}}
+	if v := EvaluateApproval(waiting, a, true); v.Reason != conveyorv1.ReasonStageNotWaiting || !v.Waiting {
+		t.Fatalf("trusted: %+v", v)
 	}
 }

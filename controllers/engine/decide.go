@@ -68,8 +68,12 @@ type Facts struct {
 	Blocked map[string]string
 	// Jobs are keyed by JobKey(stage, job).
 	Jobs map[string]JobObservation
-	// Approvals are those naming the run.
+	// Approvals are those naming the run. One without a recorded approver
+	// counts only when TrustUnrecordedApprovers is set.
 	Approvals []ApprovalFact
+	// TrustUnrecordedApprovers counts Approvals that carry no approver
+	// recorded at admission (the webhooks were not registered): local use only.
+	TrustUnrecordedApprovers bool
 	// Environments are what is known of the locks of the environments the
 	// run's stages are ready to deploy to, keyed by environment; a stage
 	// ready for an environment not listed here is queued and asks for it.
@@ -174,7 +178,7 @@ func Decide(f Facts) Plan {
 	if p, ok := stoppedRun(run); ok {
 		return p
 	}
-	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals)}
+	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals, f.TrustUnrecordedApprovers)}
 	for i := range run.Status.Stages {
 		d.prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
 	}
@@ -312,9 +316,16 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 	return d.p
 }
 
-// approvalsByStage groups Approvals by stage, oldest first (then by name).
-func approvalsByStage(facts []ApprovalFact) map[string][]ApprovalFact {
-	approvals := append([]ApprovalFact(nil), facts...)
+// approvalsByStage groups the Approvals that count by stage, oldest first
+// (then by name). One without a recorded approver counts only when trusted:
+// who decided comes from admission, never from the client (fail closed).
+func approvalsByStage(facts []ApprovalFact, trustUnrecorded bool) map[string][]ApprovalFact {
+	var approvals []ApprovalFact
+	for _, a := range facts {
+		if a.Approver != "" || trustUnrecorded {
+			approvals = append(approvals, a)
+		}
+	}
 	sort.SliceStable(approvals, func(i, j int) bool {
 		if !approvals[i].Created.Equal(&approvals[j].Created) {
 			return approvals[i].Created.Before(&approvals[j].Created)

@@ -25,6 +25,10 @@ type ApprovalCase struct {
 	// the approver recorded on it at admission acts then, and the rules that
 	// need the user's groups were applied at admission.
 	User *conveyorv1.UserInfo
+	// TrustUnrecorded counts a stored Approval that carries no approver
+	// recorded at admission (the webhooks were not registered): for local
+	// use only (make run).
+	TrustUnrecorded bool
 
 	// Filled in by the chain as it goes: the stage named, and its status.
 	stage  *conveyorv1.Stage
@@ -50,6 +54,7 @@ type approvalRule func(c *ApprovalCase) *Refusal
 // approvalRules are applied in this order; the first refusal counts.
 var approvalRules = []approvalRule{
 	runExists,
+	approverRecorded,
 	runOpen,
 	runStarted,
 	stageExists,
@@ -79,6 +84,17 @@ func runExists(c *ApprovalCase) *Refusal {
 	}
 	return &Refusal{Reason: conveyorv1.ReasonRunNotFound, Final: true,
 		Message: fmt.Sprintf("PipelineRun %q does not exist in namespace %s", c.Approval.Spec.PipelineRunRef.Name, c.Approval.Namespace)}
+}
+
+// approverRecorded: who decided comes from the API server's authentication,
+// recorded by the admission webhook. A stored Approval without it got in
+// while the webhook was not registered, and counts for nothing (fail closed).
+func approverRecorded(c *ApprovalCase) *Refusal {
+	if c.User != nil || c.TrustUnrecorded || approverOf(c.Approval) != "" {
+		return nil
+	}
+	return &Refusal{Reason: conveyorv1.ReasonApproverNotRecorded, Final: true,
+		Message: fmt.Sprintf("Approval %s has no approver recorded by Conveyor's admission webhook (it was created while the webhook was not registered): it counts for nothing; create it again with the webhook in place", c.Approval.Name)}
 }
 
 func runOpen(c *ApprovalCase) *Refusal {

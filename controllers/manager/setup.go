@@ -20,6 +20,11 @@ import (
 type SetupOptions struct {
 	// Controller options apply to every controller (concurrency, name validation).
 	Controller controller.Options
+	// TrustUnrecordedApprovers counts Approvals that carry no approver
+	// recorded by the admission webhook. Off, such an Approval counts for
+	// nothing (fail closed); on only for a manager run locally without its
+	// webhooks (make run).
+	TrustUnrecordedApprovers bool
 }
 
 // Setup registers the field indexes and the reconcilers with the manager.
@@ -31,8 +36,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
-	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
+	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
-	return (&approval.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller)
+	return (&approval.Reconciler{Client: mgr.GetClient(), TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller)
 }

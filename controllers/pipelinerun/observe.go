@@ -19,7 +19,7 @@ import (
 // the API server where the cache cannot hold them), the Approvals that name
 // it, and the locks of the environments it is ready to deploy to.
 func (r *Reconciler) observe(ctx context.Context, run *conveyorv1.PipelineRun) (engine.Facts, error) {
-	facts := engine.Facts{Run: run, Jobs: map[string]engine.JobObservation{}, Now: r.Now()}
+	facts := engine.Facts{Run: run, Jobs: map[string]engine.JobObservation{}, Now: r.Now(), TrustUnrecordedApprovers: r.TrustUnrecordedApprovers}
 	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLocks}
 	for _, step := range steps {
 		if err := step(ctx, &facts); err != nil {

@@ -35,6 +35,9 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	// Now returns the current time; tests may pin it.
 	Now func() metav1.Time
+	// TrustUnrecordedApprovers counts Approvals without a recorded approver
+	// (the webhooks not registered): local use only.
+	TrustUnrecordedApprovers bool
 
 	fresh *freshness
 	told  *onceSet
