@@ -14,23 +14,31 @@ type PipelineReference struct {
 }
 
 // GitRef is the commit a run builds and the branch or tag it came from.
+// Branch and tag names follow git's rules for ref names (git
+// check-ref-format) and, stricter, use only letters, digits and . _ / + -:
+// they reach jobs as environment variables, where a shell character would be
+// a hazard.
 // +kubebuilder:validation:XValidation:rule="has(self.branch) != has(self.tag)",message="exactly one of branch or tag must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.tag) || has(self.commit)",message="a tag run names its commit (spec.git.commit): a tag is a release, and its approval binds to one commit"
+// +kubebuilder:validation:XValidation:rule="[has(self.branch) ? self.branch : '', has(self.tag) ? self.tag : ''].all(r, !r.contains('..') && !r.contains('//') && !r.contains('/.') && !r.endsWith('.') && !r.endsWith('/') && !r.endsWith('.lock') && !r.contains('.lock/'))",message="not a valid git ref name: no '..', '//', component starting with '.', trailing '.' or '/', or component ending in '.lock' (git check-ref-format)"
 type GitRef struct {
 	// branch the run builds, e.g. feature_login. Exactly one of branch and tag is set.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
-	// +kubebuilder:validation:Pattern=`^[^\s~^:?*\[\\]+$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._/+-]*$`
 	Branch string `json:"branch,omitempty"`
 
-	// tag the run builds, e.g. v1.4.0. Exactly one of branch and tag is set.
+	// tag the run builds, e.g. v1.4.0. Exactly one of branch and tag is set;
+	// a tag run names its commit.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
-	// +kubebuilder:validation:Pattern=`^[^\s~^:?*\[\\]+$`
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9._/+-]*$`
 	Tag string `json:"tag,omitempty"`
 
-	// commit is the commit SHA (abbreviated or full) the run builds.
+	// commit is the commit SHA (abbreviated or full) the run builds; required
+	// for a tag run.
 	// +optional
 	// +kubebuilder:validation:MinLength=4
 	// +kubebuilder:validation:MaxLength=64

