@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -66,6 +69,68 @@ func CheckRunUpdate(old, updated *conveyorv1.PipelineRun) error {
 		return errors.New("a PipelineRun's spec cannot be changed once created, its requester included, but for spec.cancelled: create a new run")
 	}
 	return nil
+}
+
+// apiServerFinalizers are the finalizers the API server sets on a delete
+// (kubectl delete --cascade=orphan|foreground) and the garbage collector
+// removes: anyone may see them go.
+var apiServerFinalizers = []string{metav1.FinalizerOrphanDependents, metav1.FinalizerDeleteDependents}
+
+// CheckRunMetadata refuses a change of a run's ownerReferences or finalizers
+// by anyone but the manager (byManager): an ownerReference to an object that
+// does not exist has the garbage collector delete the run, which needs no
+// delete right; a finalizer removed lets the run go without its Jobs in
+// environment namespaces. An ownerReference may be removed (the garbage
+// collector does), and so may the API server's own finalizers.
+func CheckRunMetadata(old, updated *conveyorv1.PipelineRun, byManager bool) error {
+	if byManager {
+		return nil
+	}
+	was := map[types.UID]metav1.OwnerReference{}
+	for _, ref := range old.OwnerReferences {
+		was[ref.UID] = ref
+	}
+	for _, ref := range updated.OwnerReferences {
+		if prev, ok := was[ref.UID]; !ok || !equality.Semantic.DeepEqual(prev, ref) {
+			return errors.New("a PipelineRun's ownerReferences are the manager's alone: only removing one is allowed")
+		}
+	}
+	kept := func(fs []string) []string {
+		return slices.DeleteFunc(slices.Clone(fs), func(f string) bool { return slices.Contains(apiServerFinalizers, f) })
+	}
+	if !slices.Equal(kept(old.Finalizers), kept(updated.Finalizers)) {
+		return fmt.Errorf("a PipelineRun's finalizers are the manager's alone (%s keeps a run until its Jobs in environment namespaces are deleted)", conveyorv1.CleanupFinalizer)
+	}
+	return nil
+}
+
+// MayCancel reports whether user may cancel run without a further check: the
+// run's requester, or a member of the groups that act on the stage it stands
+// at (its trigger or approval groups). Anyone else needs the verb cancel on
+// pipelineruns (a SubjectAccessReview, see the webhook). It says who may,
+// for the refusal.
+func MayCancel(run *conveyorv1.PipelineRun, user authenticationv1.UserInfo) (bool, string) {
+	if run.Spec.Requester != nil && run.Spec.Requester.Username == user.Username && user.Username != "" {
+		return true, ""
+	}
+	who := "its requester"
+	if run.Spec.Requester != nil {
+		who = fmt.Sprintf("its requester %q", run.Spec.Requester.Username)
+	}
+	if spec := run.Status.PipelineSpec; spec != nil {
+		for i := range spec.Stages {
+			stage := &spec.Stages[i]
+			if stage.Name != run.Status.CurrentStage || (!engine.IsGate(stage) && !engine.IsManual(stage)) {
+				continue
+			}
+			groups, _ := engine.StageGroups(stage)
+			if slices.ContainsFunc(user.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
+				return true, ""
+			}
+			who += fmt.Sprintf(", members of %s (the groups of stage %s, where it stands)", strings.Join(groups, ", "), stage.Name)
+		}
+	}
+	return false, who + ", or a subject granted the verb cancel on pipelineruns"
 }
 
 // CheckPipeline refuses what makes a Pipeline unusable beyond the CRD schema.

@@ -224,3 +224,63 @@ func waits(run *conveyorv1.PipelineRun, stage string) bool {
 	}
 	return false
 }
+
+// TestCheckRunMetadata: a run's ownerReferences and finalizers are the
+// manager's; the garbage collector may remove an ownerReference and the API
+// server's own finalizers.
+func TestCheckRunMetadata(t *testing.T) {
+	base := seedRun(conveyorv1.GitRef{Tag: "v1.4.0"}, "rita")
+	base.Finalizers = []string{conveyorv1.CleanupFinalizer}
+	owner := metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "gone", UID: "uid-gone"}
+	for _, tc := range []struct {
+		name      string
+		change    func(r *conveyorv1.PipelineRun)
+		byManager bool
+		refused   bool
+	}{
+		{"nothing changed", func(*conveyorv1.PipelineRun) {}, false, false},
+		{"a label", func(r *conveyorv1.PipelineRun) { r.Labels = map[string]string{"team": "shop"} }, false, false},
+		{"an ownerReference added", func(r *conveyorv1.PipelineRun) { r.OwnerReferences = []metav1.OwnerReference{owner} }, false, true},
+		{"the cleanup finalizer removed", func(r *conveyorv1.PipelineRun) { r.Finalizers = nil }, false, true},
+		{"a finalizer added", func(r *conveyorv1.PipelineRun) { r.Finalizers = append(r.Finalizers, "example.com/keep") }, false, true},
+		{"the orphan finalizer removed", func(r *conveyorv1.PipelineRun) { r.Finalizers = []string{conveyorv1.CleanupFinalizer} }, false, false},
+		{"the manager removes its finalizer", func(r *conveyorv1.PipelineRun) { r.Finalizers = nil }, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := base.DeepCopy()
+			if tc.name == "the orphan finalizer removed" {
+				old.Finalizers = append(old.Finalizers, metav1.FinalizerOrphanDependents)
+			}
+			updated := old.DeepCopy()
+			tc.change(updated)
+			if err := CheckRunMetadata(old, updated, tc.byManager); (err != nil) != tc.refused {
+				t.Fatalf("refused %v (%v), want refused %v", err != nil, err, tc.refused)
+			}
+		})
+	}
+}
+
+// TestMayCancel: the requester, and the groups of the stage the run stands
+// at, may cancel without the verb cancel.
+func TestMayCancel(t *testing.T) {
+	atApprove := runAt(conveyorv1.GitRef{Tag: "v1.4.0"}, "rita", "approve")
+	atBuild := runAt(conveyorv1.GitRef{Tag: "v1.4.0"}, "rita", "build")
+	for _, tc := range []struct {
+		name string
+		run  *conveyorv1.PipelineRun
+		user authenticationv1.UserInfo
+		may  bool
+	}{
+		{"the requester", atBuild, user("rita", "release-engineers"), true},
+		{"a developer at build", atBuild, user("dana", "developers"), false},
+		{"a release engineer at the approve gate", atApprove, user("rob", "release-engineers"), true},
+		{"a developer at the approve gate", atApprove, user("dana", "developers"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			may, who := MayCancel(tc.run, tc.user)
+			if may != tc.may || (!may && !strings.Contains(who, `its requester "rita"`)) {
+				t.Fatalf("may %v (%s), want %v", may, who, tc.may)
+			}
+		})
+	}
+}

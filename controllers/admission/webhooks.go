@@ -3,7 +3,10 @@ package admission
 import (
 	"context"
 	"fmt"
+	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -21,11 +24,23 @@ import (
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipelinerun,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create;update,versions=v1alpha1,name=vpipelinerun.conveyor.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipeline,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelines,verbs=create;update,versions=v1alpha1,name=vpipeline.conveyor.dev,admissionReviewVersions=v1
 
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
+
 // Setup registers the webhooks with the manager's webhook server. They read
 // runs and Pipelines from the API server, not the cache: an Approval created
-// right after its run must find it.
+// right after its run must find it. It asks the API server who the manager
+// is (a SelfSubjectReview): only the manager may change a run's finalizers
+// and ownerReferences.
 func Setup(mgr ctrl.Manager) error {
 	reader := mgr.GetAPIReader()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	self := &authenticationv1.SelfSubjectReview{}
+	if err := mgr.GetClient().Create(ctx, self); err != nil {
+		return fmt.Errorf("asking the API server who the manager is (SelfSubjectReview): %w", err)
+	}
+	rv := runValidator{reader: reader, client: mgr.GetClient(), manager: self.Status.UserInfo.Username}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Approval{}).
 		WithDefaulter(recordApprover{}).
 		WithValidator(approvalValidator{reader: reader}).
@@ -34,7 +49,7 @@ func Setup(mgr ctrl.Manager) error {
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.PipelineRun{}).
 		WithDefaulter(recordRequester{}).
-		WithValidator(runValidator{reader: reader}).
+		WithValidator(rv).
 		Complete(); err != nil {
 		return fmt.Errorf("pipelinerun webhooks: %w", err)
 	}
@@ -120,8 +135,16 @@ func (approvalValidator) ValidateDelete(context.Context, *conveyorv1.Approval) (
 	return nil, nil
 }
 
-// runValidator refuses runs for refs their Pipeline does not allow.
-type runValidator struct{ reader client.Reader }
+// runValidator refuses runs for refs their Pipeline does not allow, and
+// changes to a run but a cancel by someone who may cancel it.
+type runValidator struct {
+	reader client.Reader
+	// client asks SubjectAccessReviews.
+	client client.Client
+	// manager is the manager's username: only it changes a run's
+	// finalizers and ownerReferences.
+	manager string
+}
 
 func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.PipelineRun) (admission.Warnings, error) {
 	req, err := requester(ctx)
@@ -158,8 +181,51 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	return nil, nil
 }
 
-func (runValidator) ValidateUpdate(_ context.Context, old, updated *conveyorv1.PipelineRun) (admission.Warnings, error) {
-	return nil, CheckRunUpdate(old, updated)
+func (v runValidator) ValidateUpdate(ctx context.Context, old, updated *conveyorv1.PipelineRun) (admission.Warnings, error) {
+	if err := CheckRunUpdate(old, updated); err != nil {
+		return nil, err
+	}
+	req, err := requester(ctx)
+	if err != nil {
+		return nil, err
+	}
+	forbidden := func(err error) error {
+		return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), updated.Name, err)
+	}
+	if err := CheckRunMetadata(old, updated, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
+		return nil, forbidden(err)
+	}
+	if old.Spec.Cancelled || !updated.Spec.Cancelled {
+		return nil, nil
+	}
+	ok, who := MayCancel(old, req.UserInfo)
+	if !ok {
+		if ok, err = v.granted(ctx, req, "cancel", old); err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+	}
+	if !ok {
+		return nil, forbidden(fmt.Errorf("user %q may not cancel PipelineRun %s: only %s may", req.UserInfo.Username, old.Name, who))
+	}
+	return nil, nil
+}
+
+// granted asks the API server's authorizer whether the request's user may do
+// verb on the run (a custom verb, as approve on CertificateSigningRequests).
+func (v runValidator) granted(ctx context.Context, req admission.Request, verb string, run *conveyorv1.PipelineRun) (bool, error) {
+	extra := map[string]authorizationv1.ExtraValue{}
+	for k, vs := range req.UserInfo.Extra {
+		extra[k] = authorizationv1.ExtraValue(vs)
+	}
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: run.Namespace, Name: run.Name, Verb: verb,
+			Group: conveyorv1.GroupVersion.Group, Resource: "pipelineruns"},
+	}}
+	if err := v.client.Create(ctx, sar); err != nil {
+		return false, fmt.Errorf("asking whether %q may %s PipelineRun %s: %w", req.UserInfo.Username, verb, run.Name, err)
+	}
+	return sar.Status.Allowed, nil
 }
 
 func (runValidator) ValidateDelete(context.Context, *conveyorv1.PipelineRun) (admission.Warnings, error) {

@@ -64,11 +64,14 @@ func TestCancelRunningRun(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
 	seedPipeline(t, ns)
-	run := newRun(t, ns, featureLogin)
+	run, err := createRunAs("dana", ns, featureLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
 	job := waitJob(t, run, "build", "compile")
 
 	if err := cancel("dana", run); err != nil {
-		t.Fatalf("a developer cancels a run: %v", err)
+		t.Fatalf("a developer cancels her run: %v", err)
 	}
 	t.Log("dana set spec.cancelled: true")
 	got := waitRunReason(t, run, conveyorv1.RunCancelled, conveyorv1.ReasonCancelled)

@@ -199,3 +199,47 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Who may cancel a run: its requester, the groups of the stage it stands at,
+// and subjects granted the verb cancel (DevOps and release engineers in the
+// shipped roles); a developer may not cancel a release engineer's run at
+// build. Nobody but the manager changes a run's ownerReferences (one to a
+// missing object would have the garbage collector delete the run) or its
+// finalizers.
+func TestCancelAndRunIntegrity(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	seedPipeline(t, ns)
+	start := func() *conveyorv1.PipelineRun {
+		t.Helper()
+		run, err := createRunAs("rita", ns, v140)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitJob(t, run, "build", "compile")
+		return run
+	}
+	run := start()
+	expectRefused(t, cancel("dana", run), `user "dana" may not cancel PipelineRun `+run.Name+`: only its requester "rita"`)
+
+	for _, tc := range []struct{ name, patch, want string }{
+		{"an ownerReference to a missing object", `{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"gone","uid":"00000000-0000-0000-0000-000000000001"}]}}`, "ownerReferences are the manager's alone"},
+		{"a finalizer of someone else's", `{"metadata":{"finalizers":["example.com/keep"]}}`, "finalizers are the manager's alone"},
+	} {
+		err := as("dana").Patch(context.Background(), run.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(tc.patch)))
+		expectRefused(t, err, tc.want)
+	}
+	if got := getRun(t, run); len(got.OwnerReferences) != 0 || got.Spec.Cancelled {
+		t.Fatalf("the run was changed: owners %v, cancelled %v", got.OwnerReferences, got.Spec.Cancelled)
+	}
+
+	if err := cancel("omar", run); err != nil {
+		t.Fatalf("devops (verb cancel) may cancel any run: %v", err)
+	}
+	waitRunReason(t, run, conveyorv1.RunCancelled, conveyorv1.ReasonCancelled)
+	own := start()
+	if err := cancel("rita", own); err != nil {
+		t.Fatalf("the requester may cancel her run: %v", err)
+	}
+	waitRunReason(t, own, conveyorv1.RunCancelled, conveyorv1.ReasonCancelled)
+}
