@@ -20,7 +20,7 @@ type PipelineReference struct {
 // a hazard.
 // +kubebuilder:validation:XValidation:rule="has(self.branch) != has(self.tag)",message="exactly one of branch or tag must be set"
 // +kubebuilder:validation:XValidation:rule="!has(self.tag) || has(self.commit)",message="a tag run names its commit (spec.git.commit): a tag is a release, and its approval binds to one commit"
-// +kubebuilder:validation:XValidation:rule="[has(self.branch) ? self.branch : ”, has(self.tag) ? self.tag : ”].all(r, !r.contains('..') && !r.contains('//') && !r.contains('/.') && !r.endsWith('.') && !r.endsWith('/') && !r.endsWith('.lock') && !r.contains('.lock/'))",message="not a valid git ref name: no '..', '//', component starting with '.', trailing '.' or '/', or component ending in '.lock' (git check-ref-format)"
+// +kubebuilder:validation:XValidation:rule="((has(self.branch) ? [self.branch] : []) + (has(self.tag) ? [self.tag] : [])).all(r, !r.contains('..') && !r.contains('//') && !r.contains('/.') && !r.endsWith('.') && !r.endsWith('/') && !r.endsWith('.lock') && !r.contains('.lock/'))",message="not a valid git ref name: no '..', '//', component starting with '.', trailing '.' or '/', or component ending in '.lock' (git check-ref-format)"
 type GitRef struct {
 	// branch the run builds, e.g. feature_login. Exactly one of branch and tag is set.
 	// +optional
