@@ -54,6 +54,26 @@ type ApprovalSpec struct {
 	// puts here is replaced.
 	// +optional
 	Approver *UserInfo `json:"approver,omitempty"`
+
+	// run is the run as admission found it when the Approval was created.
+	// Conveyor's admission webhook writes it on create; whatever a client puts
+	// here is replaced. The Approval counts only for that run: a run deleted
+	// and created again under its name starts from nothing.
+	// +optional
+	Run *RecordedRun `json:"run,omitempty"`
+}
+
+// RecordedRun is the run an Approval was given for.
+type RecordedRun struct {
+	// uid of the run.
+	// +required
+	// +kubebuilder:validation:MaxLength=128
+	UID string `json:"uid"`
+
+	// commit the run builds, when it names one.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Commit string `json:"commit,omitempty"`
 }
 
 // UserInfo is a user as the API server authenticated them.

@@ -87,11 +87,14 @@ const (
 	// ReasonSelfApproval: the run's requester may not decide its own approval
 	// stage (separation of duties) unless the stage allows it.
 	ReasonSelfApproval = "SelfApproval"
-	// ReasonApproverNotRecorded: the Approval carries no approver recorded by
-	// Conveyor's admission webhook (it got in while the webhook was not
+	// ReasonApproverNotRecorded: the Approval carries no approver (or run)
+	// recorded by Conveyor's admission webhook (it got in while the webhook was not
 	// registered): it counts for nothing unless the manager runs with
 	// --insecure-trust-unrecorded-approvers.
 	ReasonApproverNotRecorded = "ApproverNotRecorded"
+	// ReasonRunReplaced: the Approval was given for an earlier run of the same
+	// name, deleted since; it never counts for the run that now has the name.
+	ReasonRunReplaced = "RunReplaced"
 	// ReasonRunFinished: the run had finished before the stage was reached.
 	ReasonRunFinished = "RunFinished"
 )

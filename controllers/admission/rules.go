@@ -36,6 +36,15 @@ func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user aut
 	return nil
 }
 
+// RecordRun is what an Approval records of its run: its UID and commit; nil
+// when the run does not exist.
+func RecordRun(run *conveyorv1.PipelineRun) *conveyorv1.RecordedRun {
+	if run == nil {
+		return nil
+	}
+	return &conveyorv1.RecordedRun{UID: string(run.UID), Commit: run.Spec.Git.Commit}
+}
+
 // CheckApprovalUpdate refuses any change to an Approval's spec, the recorded
 // approver included.
 func CheckApprovalUpdate(old, updated *conveyorv1.Approval) error {

@@ -7,6 +7,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -42,7 +43,7 @@ func Setup(mgr ctrl.Manager) error {
 	}
 	rv := runValidator{reader: reader, client: mgr.GetClient(), manager: self.Status.UserInfo.Username}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Approval{}).
-		WithDefaulter(recordApprover{}).
+		WithDefaulter(recordApprover{reader: reader}).
 		WithValidator(approvalValidator{reader: reader}).
 		Complete(); err != nil {
 		return fmt.Errorf("approval webhooks: %w", err)
@@ -75,17 +76,36 @@ func isRequester(recorded *conveyorv1.UserInfo, req admission.Request) bool {
 	return recorded != nil && recorded.Username == req.UserInfo.Username && recorded.UID == req.UserInfo.UID
 }
 
-// recordApprover writes the authenticated user into spec.approver on create,
-// replacing whatever the client wrote.
-type recordApprover struct{}
+// recordApprover writes the authenticated user into spec.approver, and the
+// run as the API server has it into spec.run, on create, replacing whatever
+// the client wrote.
+type recordApprover struct{ reader client.Reader }
 
-func (recordApprover) Default(ctx context.Context, a *conveyorv1.Approval) error {
+func (r recordApprover) Default(ctx context.Context, a *conveyorv1.Approval) error {
 	req, err := requester(ctx)
 	if err != nil {
 		return err
 	}
 	a.Spec.Approver = Identity(req.UserInfo)
+	run, err := readRun(ctx, r.reader, a)
+	if err != nil {
+		return err
+	}
+	a.Spec.Run = RecordRun(run)
 	return nil
+}
+
+// readRun reads the Approval's run from the API server; nil when it does not exist.
+func readRun(ctx context.Context, reader client.Reader, a *conveyorv1.Approval) (*conveyorv1.PipelineRun, error) {
+	run := &conveyorv1.PipelineRun{}
+	err := reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, run)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading PipelineRun: %w", err))
+	}
+	return run, nil
 }
 
 // recordRequester writes the authenticated user into spec.requester on create,
@@ -114,12 +134,14 @@ func (v approvalValidator) ValidateCreate(ctx context.Context, a *conveyorv1.App
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
 			fmt.Errorf("spec.approver must be the authenticated requester %q", req.UserInfo.Username))
 	}
-	run := &conveyorv1.PipelineRun{}
-	err = v.reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, run)
-	if apierrors.IsNotFound(err) {
-		run = nil
-	} else if err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("reading PipelineRun: %w", err))
+	run, err := readRun(ctx, v.reader, a)
+	if err != nil {
+		return nil, err
+	}
+	// The mutating webhook recorded the run; a later mutation may not swap it.
+	if run != nil && !equality.Semantic.DeepEqual(a.Spec.Run, RecordRun(run)) {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
+			fmt.Errorf("spec.run must be PipelineRun %s as it is (uid %s)", run.Name, run.UID))
 	}
 	if err := CheckApproval(run, a, req.UserInfo); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name, err)
@@ -154,6 +176,12 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if !isRequester(run.Spec.Requester, req) {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
 			fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
+	}
+	// A push is told by the receiver (the manager) alone: a run claiming one
+	// would borrow the pusher's name and the receiver's deduplication.
+	if run.Spec.Trigger != nil && (v.manager == "" || req.UserInfo.Username != v.manager) {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
+			fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
 	}
 	pipeline := &conveyorv1.Pipeline{}
 	err = v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)

@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
@@ -104,5 +106,13 @@ func approverOf(a *conveyorv1.Approval) string {
 
 // Fact is what the engine needs of an Approval.
 func Fact(a *conveyorv1.Approval) ApprovalFact {
-	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), Created: a.CreationTimestamp}
+	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), RunUID: runOf(a), Created: a.CreationTimestamp}
+}
+
+// runOf is the run UID recorded on an Approval at admission, empty when none is.
+func runOf(a *conveyorv1.Approval) types.UID {
+	if a.Spec.Run == nil {
+		return ""
+	}
+	return types.UID(a.Spec.Run.UID)
 }

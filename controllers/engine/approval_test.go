@@ -50,7 +50,7 @@ func TestEvaluateApproval(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: tc.approval, Namespace: "shop-ci"},
 				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: tc.stage, Decision: tc.decision,
-					Approver: &conveyorv1.UserInfo{Username: "dana"}}}
+					Approver: &conveyorv1.UserInfo{Username: "dana"}, Run: &conveyorv1.RecordedRun{UID: "uid-1"}}}
 			v := EvaluateApproval(tc.run, a, false)
 			if v.Reason != tc.reason || v.Accepted != tc.accepted || v.Final != tc.final {
 				t.Fatalf("got %+v, want reason %s accepted %v final %v", v, tc.reason, tc.accepted, tc.final)
@@ -74,11 +74,14 @@ func TestApprovalVerdictHealth(t *testing.T) {
 	run.Spec.Requester = &conveyorv1.UserInfo{Username: "rita"}
 	gate := withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint", "staging/deploy", "pre-production/deploy"),
 		Approvals: []ApprovalFact{approve("s", "staging", "dev"), approve("p", "pre-production", "tess")}, Now: t0}))
+	replaced := gate.DeepCopy()
+	replaced.UID = "uid-2"
 	by := func(name, approver string) *conveyorv1.Approval {
 		a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop-ci"},
 			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "approve", Decision: conveyorv1.DecisionApprove}}
 		if approver != "" {
 			a.Spec.Approver = &conveyorv1.UserInfo{Username: approver}
+			a.Spec.Run = &conveyorv1.RecordedRun{UID: "uid-1"}
 		}
 		return a
 	}
@@ -93,6 +96,7 @@ func TestApprovalVerdictHealth(t *testing.T) {
 	}{
 		{"a missing run may still appear", nil, by("a", "rob"), conveyorv1.ReasonRunNotFound, Stalled, false, false},
 		{"no approver recorded: it got in without the webhook", gate, by("a", ""), conveyorv1.ReasonApproverNotRecorded, Stalled, false, false},
+		{"given for an earlier run of the same name", replaced, by("a", "rob"), conveyorv1.ReasonRunReplaced, Stalled, true, false},
 		{"waiting, about to be recorded", gate, by("a", "rob"), conveyorv1.ReasonStageNotWaiting, Progressing, false, true},
 		{"the run's requester on its own gate", gate, by("a", "rita"), conveyorv1.ReasonSelfApproval, Stalled, true, false},
 		{"accepted", withStatus(gate.DeepCopy(), decide(Facts{Run: gate, Approvals: []ApprovalFact{approve("a", "approve", "rob")},
@@ -125,5 +129,22 @@ func TestUnrecordedApproverFailsClosed(t *testing.T) {
 		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "staging", Decision: conveyorv1.DecisionApprove}}
 	if v := EvaluateApproval(waiting, a, true); v.Reason != conveyorv1.ReasonStageNotWaiting || !v.Waiting {
 		t.Fatalf("trusted: %+v", v)
+	}
+}
+
+// TestApprovalBindsToItsRun: a run deleted and created again under its name
+// starts from nothing: the Approvals given to the earlier run do not count.
+func TestApprovalBindsToItsRun(t *testing.T) {
+	tested := done("build/compile", "testing/unit", "testing/lint")
+	again := newRun(branch)
+	again.UID = "uid-2"
+	old := []ApprovalFact{approve("a1", "staging", "dana")} // recorded for uid-1
+	if p := decide(Facts{Run: again, Jobs: tested, Approvals: old, Now: t0}); p.Status.Phase != conveyorv1.RunWaiting || len(p.Create) != 0 {
+		t.Fatalf("an Approval of the earlier run triggered the new one: %s, %d creates", p.Status.Phase, len(p.Create))
+	}
+	mine := []ApprovalFact{approve("a2", "staging", "dana")}
+	mine[0].RunUID = "uid-2"
+	if p := decide(Facts{Run: again, Jobs: tested, Approvals: mine, Now: t0}); p.Status.Phase != conveyorv1.RunRunning {
+		t.Fatalf("its own Approval did not trigger it: %s", p.Status.Phase)
 	}
 }

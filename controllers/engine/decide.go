@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -33,9 +34,12 @@ type ApprovalFact struct {
 	Decision conveyorv1.ApprovalDecision
 	// Approver identifies the person who created the Approval, as the API
 	// server authenticated them; empty when not recorded, and then each
-	// Approval counts as its own approver.
+	// Approval counts as its own approver (when unrecorded ones are trusted).
 	Approver string
-	Created  metav1.Time
+	// RunUID is the run the Approval was given for, recorded at admission;
+	// empty when not recorded.
+	RunUID  types.UID
+	Created metav1.Time
 }
 
 // approverKey is who counts as one approver.
@@ -178,7 +182,7 @@ func Decide(f Facts) Plan {
 	if p, ok := stoppedRun(run); ok {
 		return p
 	}
-	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals, f.TrustUnrecordedApprovers)}
+	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals, run.UID, f.TrustUnrecordedApprovers)}
 	for i := range run.Status.Stages {
 		d.prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
 	}
@@ -317,12 +321,15 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 }
 
 // approvalsByStage groups the Approvals that count by stage, oldest first
-// (then by name). One without a recorded approver counts only when trusted:
-// who decided comes from admission, never from the client (fail closed).
-func approvalsByStage(facts []ApprovalFact, trustUnrecorded bool) map[string][]ApprovalFact {
+// (then by name): those recorded at admission for this run (an earlier run
+// of the same name gives the new one nothing). One without an approver and
+// run recorded counts only when trusted: who decided, and for what, comes
+// from admission, never from the client (fail closed).
+func approvalsByStage(facts []ApprovalFact, run types.UID, trustUnrecorded bool) map[string][]ApprovalFact {
 	var approvals []ApprovalFact
 	for _, a := range facts {
-		if a.Approver != "" || trustUnrecorded {
+		recorded := a.Approver != "" && a.RunUID != ""
+		if (recorded && a.RunUID == run) || (!recorded && trustUnrecorded) {
 			approvals = append(approvals, a)
 		}
 	}

@@ -63,7 +63,7 @@ func merge(ms ...map[string]JobObservation) map[string]JobObservation {
 }
 
 func approve(name, stage, approver string) ApprovalFact {
-	return ApprovalFact{Name: name, Stage: stage, Decision: conveyorv1.DecisionApprove, Approver: approver, Created: t0}
+	return ApprovalFact{Name: name, Stage: stage, Decision: conveyorv1.DecisionApprove, Approver: approver, RunUID: "uid-1", Created: t0}
 }
 
 // TestDecide drives the decision with the facts a reconcile would observe and
@@ -144,7 +144,7 @@ func TestDecide(t *testing.T) {
 		wantCreate: []string{"production/deploy"},
 	}, {
 		name: "reject at the gate ends the run and production never starts", git: tag, jobs: upToPreProd,
-		approvals: []ApprovalFact{{Name: "g1", Stage: "approve", Decision: conveyorv1.DecisionReject, Approver: "rel", Created: t0}, approve("p1", "production", "ops")},
+		approvals: []ApprovalFact{{Name: "g1", Stage: "approve", Decision: conveyorv1.DecisionReject, Approver: "rel", RunUID: "uid-1", Created: t0}, approve("p1", "production", "ops")},
 		wantPhase: conveyorv1.RunRejected, wantStage: "approve", wantReason: conveyorv1.ReasonRejected,
 	}, {
 		name: "a passed gate stays passed when its Approval is deleted", git: tag, jobs: upToPreProd,

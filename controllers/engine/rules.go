@@ -55,6 +55,7 @@ type approvalRule func(c *ApprovalCase) *Refusal
 var approvalRules = []approvalRule{
 	runExists,
 	approverRecorded,
+	sameRun,
 	runOpen,
 	runStarted,
 	stageExists,
@@ -90,11 +91,23 @@ func runExists(c *ApprovalCase) *Refusal {
 // recorded by the admission webhook. A stored Approval without it got in
 // while the webhook was not registered, and counts for nothing (fail closed).
 func approverRecorded(c *ApprovalCase) *Refusal {
-	if c.User != nil || c.TrustUnrecorded || approverOf(c.Approval) != "" {
+	if c.User != nil || c.TrustUnrecorded || (approverOf(c.Approval) != "" && runOf(c.Approval) != "") {
 		return nil
 	}
 	return &Refusal{Reason: conveyorv1.ReasonApproverNotRecorded, Final: true,
-		Message: fmt.Sprintf("Approval %s has no approver recorded by Conveyor's admission webhook (it was created while the webhook was not registered): it counts for nothing; create it again with the webhook in place", c.Approval.Name)}
+		Message: fmt.Sprintf("Approval %s has no approver and run recorded by Conveyor's admission webhook (it was created while the webhook was not registered, or by an older version): it counts for nothing; create it again with the webhook in place", c.Approval.Name)}
+}
+
+// sameRun: an Approval counts for the run it was given for, not for a later
+// run created under the same name (by anyone who may create runs, with
+// another commit).
+func sameRun(c *ApprovalCase) *Refusal {
+	if c.User != nil || runOf(c.Approval) == "" || runOf(c.Approval) == c.Run.UID {
+		return nil
+	}
+	return &Refusal{Reason: conveyorv1.ReasonRunReplaced, Final: true,
+		Message: fmt.Sprintf("Approval %s was given for an earlier PipelineRun %s (uid %s), deleted since; the run of that name now (uid %s) starts from nothing",
+			c.Approval.Name, c.Run.Name, runOf(c.Approval), c.Run.UID)}
 }
 
 func runOpen(c *ApprovalCase) *Refusal {

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -242,4 +244,73 @@ func TestCancelAndRunIntegrity(t *testing.T) {
 		t.Fatalf("the requester may cancel her run: %v", err)
 	}
 	waitRunReason(t, own, conveyorv1.RunCancelled, conveyorv1.ReasonCancelled)
+}
+
+// An Approval counts for the run it was given to, recorded at admission by
+// UID: a run deleted and created again under its name (with another commit)
+// starts from nothing, and the earlier run's Approval says so.
+func TestRecreatedRunStartsFromNothing(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	createPipeline(t, ns, `
+refs: {tags: ["v*"]}
+stages:
+- name: build
+  jobs: [{name: compile, image: golang:1.26}]
+- name: approve
+  approval: {groups: [release-engineers], required: 2}
+`)
+	create := func(commit string) *conveyorv1.PipelineRun {
+		t.Helper()
+		run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: "shop-v1-4-0", Namespace: ns},
+			Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: conveyorv1.GitRef{Tag: "v1.4.0", Commit: commit}}}
+		if err := as("rita").Create(context.Background(), run); err != nil {
+			t.Fatal(err)
+		}
+		passStage(t, run, "build", "compile")
+		waitRun(t, run, conveyorv1.RunWaiting, "approve")
+		return run
+	}
+	first := create("3f2a9c1d")
+	old, err := decideAs("rob", first, "approve", conveyorv1.DecisionApprove)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Spec.Run == nil || old.Spec.Run.UID != string(first.UID) || old.Spec.Run.Commit != "3f2a9c1d" {
+		t.Fatalf("recorded run = %+v, want uid %s commit 3f2a9c1d", old.Spec.Run, first.UID)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(stageOf(getRun(t, first), "approve").Decisions).To(HaveLen(1))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+
+	if err := k8s.Delete(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(first), &conveyorv1.PipelineRun{}))
+	}).WithTimeout(10 * time.Second).Should(BeTrue())
+	// envtest has no garbage collector: delete the earlier run's Jobs as it would.
+	if err := k8s.DeleteAllOf(context.Background(), &batchv1.Job{}, client.InNamespace(ns),
+		client.MatchingLabels{conveyorv1.LabelRunUID: string(first.UID)}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	again := create("77c0ffee")
+	waitApproval(t, old, conveyorv1.ReasonRunReplaced)
+	NewWithT(t).Consistently(func(g Gomega) {
+		approve := stageOf(getRun(t, again), "approve")
+		g.Expect(approve.Decisions).To(BeEmpty())
+		g.Expect(approve.Message).To(ContainSubstring("waiting for 2 more approval(s)"))
+	}).WithTimeout(2 * time.Second).Should(Succeed())
+}
+
+// spec.trigger tells which push started a run; only the push receiver sets
+// it, so that nobody borrows a pusher's name or swallows a push.
+func TestTriggerIsTheReceiversAlone(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	seedPipeline(t, ns)
+	run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-", Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: v140,
+			Trigger: &conveyorv1.Trigger{Provider: "gitlab", Event: "Tag Push Hook", Delivery: "forged", Pusher: "rob"}}}
+	expectRefused(t, as("rita").Create(context.Background(), run), "spec.trigger is set by Conveyor's push receiver only")
 }
