@@ -43,8 +43,10 @@ func CheckRerun(run, source *conveyorv1.PipelineRun) *field.Error {
 // ReusedStages are the stages a rerun takes over from the run it reruns: its
 // stages, in order, that succeeded with the same definition as in spec, up
 // to the first that did not. An approval stage is taken over only when it
-// says carryOverToReruns. Each is marked with the run it came from.
-func ReusedStages(source *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec, git conveyorv1.GitRef) []conveyorv1.StageStatus {
+// says carryOverToReruns, and none of its decisions is the rerun's own
+// requester's (separation of duties holds across reruns). Each is marked
+// with the run it came from.
+func ReusedStages(source, run *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec) []conveyorv1.StageStatus {
 	if source.Status.PipelineSpec == nil {
 		return nil
 	}
@@ -57,12 +59,12 @@ func ReusedStages(source *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec,
 		done[source.Status.Stages[i].Name] = &source.Status.Stages[i]
 	}
 	var out []conveyorv1.StageStatus
-	for _, stage := range RunStages(spec, git) {
+	for _, stage := range RunStages(spec, run.Spec.Git) {
 		old, ss := was[stage.Name], done[stage.Name]
 		if old == nil || ss == nil || ss.Phase != conveyorv1.StageSucceeded || !equality.Semantic.DeepEqual(*old, stage) {
 			break
 		}
-		if IsGate(&stage) && !stage.Approval.CarryOverToReruns {
+		if IsGate(&stage) && (!stage.Approval.CarryOverToReruns || decidedBy(ss, run, &stage)) {
 			break
 		}
 		reused := *ss.DeepCopy()
@@ -72,4 +74,15 @@ func ReusedStages(source *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec,
 		out = append(out, reused)
 	}
 	return out
+}
+
+// decidedBy reports whether a gate's decisions include one the run's
+// requester may not give on it (separation of duties).
+func decidedBy(ss *conveyorv1.StageStatus, run *conveyorv1.PipelineRun, stage *conveyorv1.Stage) bool {
+	for _, d := range ss.Decisions {
+		if SelfApproval(run, stage, d.Approver) {
+			return true
+		}
+	}
+	return false
 }

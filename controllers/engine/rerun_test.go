@@ -86,26 +86,33 @@ func TestReusedStages(t *testing.T) {
 		return strings.Join(out, ",")
 	}
 	// The approval gate is not carried over by default: the rerun starts there.
-	if got := names(ReusedStages(source, seed(), tag)); got != "build,testing,staging,pre-production" {
+	if got := names(ReusedStages(source, rerunOf(source), seed())); got != "build,testing,staging,pre-production" {
 		t.Fatalf("reused %s", got)
 	}
 	spec := seed()
 	spec.Stages[4].Approval.CarryOverToReruns = true
 	source.Status.PipelineSpec.Stages[4].Approval.CarryOverToReruns = true
-	if got := names(ReusedStages(source, spec, tag)); got != "build,testing,staging,pre-production,approve" {
+	if got := names(ReusedStages(source, rerunOf(source), spec)); got != "build,testing,staging,pre-production,approve" {
 		t.Fatalf("with carryOverToReruns: reused %s", got)
+	}
+	// A rerun started by the one who approved the gate asks again:
+	// carrying the decision over would let her pass her own rerun's gate.
+	byApprover := rerunOf(source)
+	byApprover.Spec.Requester = &conveyorv1.UserInfo{Username: "rel"}
+	if got := names(ReusedStages(source, byApprover, spec)); got != "build,testing,staging,pre-production" {
+		t.Fatalf("carryOverToReruns, rerun by the approver: reused %s", got)
 	}
 	// A stage whose definition changed runs again, and so does every stage after it.
 	changed := seed()
 	changed.Stages[1].Jobs[0].Image = "golang:1.26"
-	if got := names(ReusedStages(source, changed, tag)); got != "build" {
+	if got := names(ReusedStages(source, rerunOf(source), changed)); got != "build" {
 		t.Fatalf("testing changed: reused %s", got)
 	}
 
 	// Decide keeps reused stages as they were and starts after them: the
 	// rerun waits for the approval again.
 	run := rerunOf(source)
-	run.Status.Stages = ReusedStages(source, seed(), tag)
+	run.Status.Stages = ReusedStages(source, rerunOf(source), seed())
 	p := decide(Facts{Run: run, Now: t0})
 	if p.Status.Phase != conveyorv1.RunWaiting || p.Status.CurrentStage != "approve" || len(p.Create) != 0 {
 		t.Fatalf("rerun: phase %s at %s, creates %d", p.Status.Phase, p.Status.CurrentStage, len(p.Create))

@@ -66,7 +66,7 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 		p.Status.PipelineGeneration = pipeline.Generation
 		p.Status.Stages = nil
 		if run.Spec.RerunOf != "" {
-			p.Status.Stages = ReusedStages(f.RerunSource, &pipeline.Spec, run.Spec.Git)
+			p.Status.Stages = ReusedStages(f.RerunSource, run, &pipeline.Spec)
 		}
 		return p, pipeline.Spec.DeepCopy()
 	}
