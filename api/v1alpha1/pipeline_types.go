@@ -50,6 +50,17 @@ type PipelineRefs struct {
 	// +kubebuilder:validation:items:MaxLength=255
 	// +listType=set
 	Tags []string `json:"tags,omitempty"`
+
+	// tagGroups are the groups whose members may start a tag run with kubectl
+	// (a tag is a release: in the seed, release engineers create them). Empty:
+	// anyone who may create runs. Runs the push receiver starts for pushed tags
+	// rely on the git server's own protected-tag rules.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	TagGroups []string `json:"tagGroups,omitempty"`
 }
 
 // ApprovalGate makes a stage a decision point: it has no Jobs and passes once

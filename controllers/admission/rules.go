@@ -66,6 +66,18 @@ func CheckRun(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun) error 
 	return nil
 }
 
+// CheckTagRunner refuses a tag run started by someone outside the Pipeline's
+// tagGroups (when it names any). The push receiver (byManager) starts runs
+// for pushed tags, which the git server's protected-tag rules guard.
+func CheckTagRunner(pipeline *conveyorv1.Pipeline, run *conveyorv1.PipelineRun, user authenticationv1.UserInfo, byManager bool) error {
+	groups := pipeline.Spec.Refs.TagGroups
+	if run.Spec.Git.Tag == "" || len(groups) == 0 || byManager ||
+		slices.ContainsFunc(user.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
+		return nil
+	}
+	return fmt.Errorf("user %q may not start a run for tag %s: Pipeline %s gives tags to the groups %s", user.Username, run.Spec.Git.Tag, pipeline.Name, strings.Join(groups, ", "))
+}
+
 // CheckRunUpdate refuses any change to a PipelineRun's spec, the recorded
 // requester included, but cancelling it (spec.cancelled false to true).
 func CheckRunUpdate(old, updated *conveyorv1.PipelineRun) error {

@@ -284,3 +284,33 @@ func TestMayCancel(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckTagRunner: where the Pipeline gives tags to release engineers, a
+// developer may not start a tag run; the push receiver may.
+func TestCheckTagRunner(t *testing.T) {
+	p := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Name: "shop"}, Spec: *seedSpec()}
+	p.Spec.Refs.TagGroups = []string{"release-engineers"}
+	tagRun := seedRun(conveyorv1.GitRef{Tag: "v1.4.0", Commit: "3f2a9c1d"}, "")
+	branchRun := seedRun(conveyorv1.GitRef{Branch: "feature_login"}, "")
+	for _, tc := range []struct {
+		name      string
+		pipeline  *conveyorv1.Pipeline
+		run       *conveyorv1.PipelineRun
+		user      authenticationv1.UserInfo
+		byManager bool
+		refused   bool
+	}{
+		{"a release engineer tags", p, tagRun, user("rita", "release-engineers"), false, false},
+		{"a developer tags", p, tagRun, user("dana", "developers"), false, true},
+		{"a developer's branch", p, branchRun, user("dana", "developers"), false, false},
+		{"the push receiver", p, tagRun, user("system:serviceaccount:conveyor-system:conveyor"), true, false},
+		{"no tagGroups: anyone who may create runs", &conveyorv1.Pipeline{Spec: *seedSpec()}, tagRun, user("dana", "developers"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckTagRunner(tc.pipeline, tc.run, tc.user, tc.byManager)
+			if (err != nil) != tc.refused || (err != nil && !strings.Contains(err.Error(), "gives tags to the groups release-engineers")) {
+				t.Fatalf("refused %v (%v), want %v", err != nil, err, tc.refused)
+			}
+		})
+	}
+}

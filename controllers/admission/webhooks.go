@@ -194,6 +194,9 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err := CheckRun(pipeline, run); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
 	}
+	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+	}
 	if run.Spec.RerunOf != "" {
 		source := &conveyorv1.PipelineRun{}
 		err := v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)

@@ -314,3 +314,24 @@ func TestTriggerIsTheReceiversAlone(t *testing.T) {
 			Trigger: &conveyorv1.Trigger{Provider: "gitlab", Event: "Tag Push Hook", Delivery: "forged", Pusher: "rob"}}}
 	expectRefused(t, as("rita").Create(context.Background(), run), "spec.trigger is set by Conveyor's push receiver only")
 }
+
+// A tag is a release: where the Pipeline gives tags to release engineers, a
+// developer's tag run is refused, a release engineer's is not.
+func TestTagRunsForTagGroups(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	createPipeline(t, ns, `
+refs: {branches: ["feature_*"], tags: ["v*"], tagGroups: [release-engineers]}
+stages:
+- name: build
+  jobs: [{name: compile, image: golang:1.26}]
+`)
+	_, err := createRunAs("dana", ns, v140)
+	expectRefused(t, err, `user "dana" may not start a run for tag v1.4.0: Pipeline shop gives tags to the groups release-engineers`)
+	if _, err := createRunAs("dana", ns, featureLogin); err != nil {
+		t.Fatalf("a developer's branch run: %v", err)
+	}
+	if _, err := createRunAs("rita", ns, v140); err != nil {
+		t.Fatalf("a release engineer's tag run: %v", err)
+	}
+}
