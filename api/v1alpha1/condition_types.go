@@ -112,6 +112,10 @@ const (
 	EventStageWaiting = "StageWaiting"
 	// EventJobCreated is recorded for each Job created.
 	EventJobCreated = "JobCreated"
+	// EventJobIgnored is recorded for a Job that carries a run's labels but
+	// is not one Conveyor made for it (another namespace, name or UID): it
+	// never starts, ends or fails a stage.
+	EventJobIgnored = "JobIgnored"
 	// EventJobDeleted is recorded for each Job a cancelled or timed-out run stops.
 	EventJobDeleted = "JobDeleted"
 	// EventHistoryPruned is recorded on a Pipeline for each old run deleted by its history limits.

@@ -214,6 +214,13 @@ type JobStatus struct {
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
 
+	// uid of the batch/v1 Job Conveyor created, recorded when it created it:
+	// only that Job counts for the job, not one of the same name made by
+	// someone else after it was deleted.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	UID string `json:"uid,omitempty"`
+
 	// phase of the job.
 	Phase JobPhase `json:"phase"`
 

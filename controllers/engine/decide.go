@@ -15,8 +15,9 @@ import (
 
 // JobObservation is what was seen of one Job.
 type JobObservation struct {
-	// Name and Namespace of the batch/v1 Job.
+	// Name, Namespace and UID of the batch/v1 Job.
 	Name, Namespace string
+	UID             types.UID
 	// Phase is Running, Succeeded or Failed.
 	Phase conveyorv1.JobPhase
 	// Reason and Message come from the Job's terminal condition.
@@ -116,6 +117,10 @@ type Plan struct {
 	// Acquire are the environment locks the run asks about: a stage is ready
 	// to deploy there and nothing is known of its lock (see LocksWanted).
 	Acquire []LockRequest
+	// Ignored are Jobs that carry the run's labels but are not the ones
+	// Conveyor made for it (another namespace or name, or another UID than
+	// the one recorded): they never start, end or fail a stage.
+	Ignored []JobObservation
 	// RequeueAfter is when a deadline (a stage's wait, the run's timeout)
 	// passes; 0 when none is pending.
 	RequeueAfter time.Duration
@@ -182,6 +187,8 @@ func Decide(f Facts) Plan {
 	if p, ok := stoppedRun(run); ok {
 		return p
 	}
+	own, ignored := ownJobs(f)
+	f.Jobs = own
 	d := decider{f: f, prev: map[string]*conveyorv1.StageStatus{}, byStage: approvalsByStage(f.Approvals, run.UID, f.TrustUnrecordedApprovers)}
 	for i := range run.Status.Stages {
 		d.prev[run.Status.Stages[i].Name] = &run.Status.Stages[i]
@@ -192,6 +199,7 @@ func Decide(f Facts) Plan {
 	st.PipelineGeneration = run.Status.PipelineGeneration
 	st.StartTime = orNow(run.Status.StartTime, f.Now)
 	d.stop, d.stopMessage = stopReason(run, f.Now, &d.p)
+	d.p.Ignored = ignored
 
 	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
 	runPhase := conveyorv1.RunSucceeded
@@ -318,6 +326,45 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 	}
 	d.p.Health = RunHealth(runPhase)
 	return d.p
+}
+
+// ownJobs keeps of the Jobs observed those Conveyor made for the run: in
+// the stage's namespace, under the job's deterministic name, and with the UID
+// recorded when it was created (when one is). A Job anyone could make with the
+// run's labels and annotation elsewhere, or under that name after the real
+// one was deleted, is returned apart, to be told and ignored.
+func ownJobs(f Facts) (map[string]JobObservation, []JobObservation) {
+	run := f.Run
+	recorded := map[string]conveyorv1.JobStatus{}
+	for _, ss := range run.Status.Stages {
+		for _, js := range ss.Jobs {
+			recorded[JobKey(ss.Name, js.Name)] = js
+		}
+	}
+	expected := map[string][2]string{}
+	for _, stage := range RunStages(run.Status.PipelineSpec, run.Spec.Git) {
+		ns := StageNamespace(run.Namespace, &stage)
+		for _, j := range stage.Jobs {
+			expected[JobKey(stage.Name, j.Name)] = [2]string{ns, JobName(run.Namespace, run.Name, stage.Name, j.Name, ns)}
+		}
+	}
+	own := map[string]JobObservation{}
+	var ignored []JobObservation
+	keys := make([]string, 0, len(f.Jobs))
+	for key := range f.Jobs {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		obs, want := f.Jobs[key], expected[key]
+		uid := types.UID(recorded[key].UID)
+		if obs.Namespace != want[0] || obs.Name != want[1] || (uid != "" && obs.UID != uid) {
+			ignored = append(ignored, obs)
+			continue
+		}
+		own[key] = obs
+	}
+	return own, ignored
 }
 
 // approvalsByStage groups the Approvals that count by stage, oldest first
@@ -512,6 +559,7 @@ func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conv
 		case was == conveyorv1.JobSucceeded || was == conveyorv1.JobFailed || was == conveyorv1.JobCancelled:
 			js = oldJobs[j.Name]
 		case seen:
+			js.UID = string(obs.UID)
 			js.Phase, js.Reason, js.Message = obs.Phase, obs.Reason, obs.Message
 			js.StartTime, js.CompletionTime = obs.StartTime, obs.CompletionTime
 			js.Attempts, js.FailedAttempts = obs.Attempts, obs.FailedAttempts

@@ -277,7 +277,34 @@ func decide(f Facts) Plan {
 	if f.Environments == nil {
 		f.Environments = map[string]EnvironmentFact{"staging": {Held: true}, "pre-production": {Held: true}, "production": {Held: true}}
 	}
-	return Decide(f)
+	return Decide(observed(f))
+}
+
+// observed names the Jobs observed as Conveyor names the Jobs it makes for
+// the run (tests give only their phases), unless a test names them.
+func observed(f Facts) Facts {
+	spec := f.Run.Status.PipelineSpec
+	if spec == nil && f.Pipeline != nil {
+		spec = &f.Pipeline.Spec
+	}
+	if spec == nil || len(f.Jobs) == 0 {
+		return f
+	}
+	jobs := map[string]JobObservation{}
+	for k, v := range f.Jobs {
+		jobs[k] = v
+	}
+	for _, stage := range RunStages(spec, f.Run.Spec.Git) {
+		ns := StageNamespace(f.Run.Namespace, &stage)
+		for _, j := range stage.Jobs {
+			if obs, ok := jobs[JobKey(stage.Name, j.Name)]; ok && obs.Name == "" {
+				obs.Name, obs.Namespace = JobName(f.Run.Namespace, f.Run.Name, stage.Name, j.Name, ns), ns
+				jobs[JobKey(stage.Name, j.Name)] = obs
+			}
+		}
+	}
+	f.Jobs = jobs
+	return f
 }
 
 // TestDecideEnvironmentQueue: a stage ready for its environment asks for the
@@ -289,7 +316,7 @@ func TestDecideEnvironmentQueue(t *testing.T) {
 	stage := func(p Plan) conveyorv1.StageStatus { return p.Status.Stages[2] }
 
 	run := newRun(branch)
-	p := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0})
+	p := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0}))
 	if p.Status.Phase != conveyorv1.RunQueued || p.Reason != conveyorv1.ReasonQueued || len(p.Create) != 0 ||
 		len(p.Acquire) != 1 || p.Acquire[0] != (LockRequest{Stage: "staging", Environment: "staging"}) {
 		t.Fatalf("unknown lock: phase %s reason %s creates %d acquire %v", p.Status.Phase, p.Reason, len(p.Create), p.Acquire)
@@ -298,13 +325,13 @@ func TestDecideEnvironmentQueue(t *testing.T) {
 		t.Fatalf("the trigger is not kept while queued: %+v", stage(p))
 	}
 
-	held := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0, Environments: map[string]EnvironmentFact{"staging": {Held: true}}})
+	held := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0, Environments: map[string]EnvironmentFact{"staging": {Held: true}}}))
 	if held.Status.Phase != conveyorv1.RunRunning || len(held.Create) != 1 || len(held.Acquire) != 0 {
 		t.Fatalf("held lock: phase %s creates %d acquire %v", held.Status.Phase, len(held.Create), held.Acquire)
 	}
 
-	other := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0,
-		Environments: map[string]EnvironmentFact{"staging": {Holder: "shop-ci/shop-0", HolderStage: "staging"}}})
+	other := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0,
+		Environments: map[string]EnvironmentFact{"staging": {Holder: "shop-ci/shop-0", HolderStage: "staging"}}}))
 	if other.Status.Phase != conveyorv1.RunQueued || len(other.Create) != 0 || stage(other).HeldBy != "shop-ci/shop-0" ||
 		!strings.Contains(other.Message, "in use by run shop-ci/shop-0 (stage staging)") {
 		t.Fatalf("held by another: phase %s creates %d heldBy %q message %q", other.Status.Phase, len(other.Create), stage(other).HeldBy, other.Message)
@@ -317,19 +344,19 @@ func TestDecideEnvironmentQueue(t *testing.T) {
 	// when its Jobs are created, not when it queued.
 	withStatus(run, other)
 	later := metav1.NewTime(t0.Add(time.Minute))
-	started := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}})
+	started := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}}))
 	if started.Status.Phase != conveyorv1.RunRunning || !stage(started).StartTime.Equal(&later) || stage(started).HeldBy != "" {
 		t.Fatalf("after the queue: phase %s start %v heldBy %q", started.Status.Phase, stage(started).StartTime, stage(started).HeldBy)
 	}
 
 	// A stage that started (its Job exists) does not ask for the lock again.
-	running := Decide(Facts{Run: run, Jobs: merge(tested, map[string]JobObservation{"staging/deploy": {Phase: conveyorv1.JobRunning}}), Approvals: trigger, Now: later})
+	running := Decide(observed(Facts{Run: run, Jobs: merge(tested, map[string]JobObservation{"staging/deploy": {Phase: conveyorv1.JobRunning}}), Approvals: trigger, Now: later}))
 	if running.Status.Phase != conveyorv1.RunRunning || len(running.Acquire) != 0 {
 		t.Fatalf("started stage: phase %s acquire %v", running.Status.Phase, running.Acquire)
 	}
 
-	superseded := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later,
-		Environments: map[string]EnvironmentFact{"staging": {SupersededBy: "shop-ci/shop-2"}}})
+	superseded := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later,
+		Environments: map[string]EnvironmentFact{"staging": {SupersededBy: "shop-ci/shop-2"}}}))
 	if superseded.Status.Phase != conveyorv1.RunCancelled || superseded.Reason != conveyorv1.ReasonSuperseded ||
 		stage(superseded).Jobs[0].Phase != conveyorv1.JobCancelled || superseded.Status.CompletionTime == nil {
 		t.Fatalf("superseded: phase %s reason %s job %s", superseded.Status.Phase, superseded.Reason, stage(superseded).Jobs[0].Phase)
@@ -337,14 +364,14 @@ func TestDecideEnvironmentQueue(t *testing.T) {
 	// A superseded run is frozen: a later decision changes nothing.
 	withStatus(run, superseded)
 	run.Status.Conditions = []metav1.Condition{{Type: conveyorv1.ConditionReady, Status: metav1.ConditionFalse, Reason: superseded.Reason}}
-	if again := Decide(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}}); len(again.Create) != 0 || again.Status.Phase != conveyorv1.RunCancelled {
+	if again := Decide(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: later, Environments: map[string]EnvironmentFact{"staging": {Held: true}}})); len(again.Create) != 0 || again.Status.Phase != conveyorv1.RunCancelled {
 		t.Fatalf("a superseded run started again: %s, creates %d", again.Status.Phase, len(again.Create))
 	}
 
 	cancelled := newRun(branch)
 	withStatus(cancelled, other)
 	cancelled.Spec.Cancelled = true
-	c := Decide(Facts{Run: cancelled, Jobs: tested, Approvals: trigger, Now: later})
+	c := Decide(observed(Facts{Run: cancelled, Jobs: tested, Approvals: trigger, Now: later}))
 	if c.Status.Phase != conveyorv1.RunCancelled || c.Reason != conveyorv1.ReasonCancelled || len(c.Acquire) != 0 || len(c.Create) != 0 {
 		t.Fatalf("cancelled while queued: phase %s reason %s acquire %v", c.Status.Phase, c.Reason, c.Acquire)
 	}
@@ -403,5 +430,30 @@ func TestObserveJob(t *testing.T) {
 				t.Fatalf("a failed Job has no completion time")
 			}
 		})
+	}
+}
+
+// TestOnlyOwnJobsCount: a Job with the run's labels in another namespace, or
+// under the right name with another UID than the one recorded, neither
+// starts nor ends a stage, and is told apart.
+func TestOnlyOwnJobsCount(t *testing.T) {
+	run := newRun(branch)
+	tested := done("build/compile", "testing/unit", "testing/lint")
+	lookAlike := merge(tested, map[string]JobObservation{"staging/deploy": {Name: "shop-1-staging-deploy", Namespace: "sandbox", UID: "evil", Phase: conveyorv1.JobSucceeded}})
+	p := decide(Facts{Run: run, Jobs: lookAlike, Now: t0})
+	if p.Status.Phase != conveyorv1.RunWaiting || p.Status.CurrentStage != "staging" || len(p.Ignored) != 1 {
+		t.Fatalf("a look-alike Job elsewhere: phase %s at %s, ignored %d", p.Status.Phase, p.Status.CurrentStage, len(p.Ignored))
+	}
+	// The build Job is recorded by UID; another Job under its name does not count.
+	building := withStatus(newRun(branch), decide(Facts{Run: newRun(branch), Now: t0}))
+	building.Status.Stages[0].Jobs[0].UID = "real"
+	swapped := map[string]JobObservation{"build/compile": {Name: building.Status.Stages[0].Jobs[0].JobName, Namespace: "shop-ci", UID: "other", Phase: conveyorv1.JobSucceeded}}
+	p = decide(Facts{Run: building, Jobs: swapped, Now: t0})
+	if p.Status.Stages[0].Phase == conveyorv1.StageSucceeded || len(p.Ignored) != 1 {
+		t.Fatalf("a Job swapped under the build's name: build %s, ignored %d", p.Status.Stages[0].Phase, len(p.Ignored))
+	}
+	swapped["build/compile"] = JobObservation{Name: building.Status.Stages[0].Jobs[0].JobName, Namespace: "shop-ci", UID: "real", Phase: conveyorv1.JobSucceeded}
+	if p = decide(Facts{Run: building, Jobs: swapped, Now: t0}); p.Status.Stages[0].Phase != conveyorv1.StageSucceeded || len(p.Ignored) != 0 {
+		t.Fatalf("its own Job: build %s, ignored %d", p.Status.Stages[0].Phase, len(p.Ignored))
 	}
 }

@@ -147,7 +147,7 @@ func withOurs(pm *conveyorv1.PodMetadata, labels, annotations map[string]string)
 // creates it, so the Job controller's own start time changes no status.
 func ObserveJob(job *batchv1.Job) JobObservation {
 	start := job.CreationTimestamp
-	obs := JobObservation{Name: job.Name, Namespace: job.Namespace, Phase: conveyorv1.JobRunning,
+	obs := JobObservation{Name: job.Name, Namespace: job.Namespace, UID: job.UID, Phase: conveyorv1.JobRunning,
 		StartTime: &start, CompletionTime: job.Status.CompletionTime,
 		Attempts:       job.Status.Active + job.Status.Succeeded + job.Status.Failed,
 		FailedAttempts: job.Status.Failed}

@@ -4,14 +4,15 @@ import (
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 // Outcome is what acting on a plan did, for the status to tell.
 type Outcome struct {
-	// Created are the Jobs created, by JobKey, with their creation time.
-	Created map[string]metav1.Time
+	// Created are the Jobs created, by JobKey.
+	Created map[string]CreatedJob
 	// Blocked are the namespaces where Jobs could not be created or the
 	// environment locked, with the reason (ReasonNamespaceNotFound or
 	// ReasonJobsForbidden).
@@ -19,6 +20,13 @@ type Outcome struct {
 	// Unlocked are the locks the plan took that could not be taken (their
 	// namespace is blocked): their stages did not start, and stay queued.
 	Unlocked []LockRequest
+}
+
+// CreatedJob is what is known of a Job the moment it was created: when, and
+// its UID (recorded: only that Job counts).
+type CreatedJob struct {
+	Time metav1.Time
+	UID  types.UID
 }
 
 // Block notes that Jobs cannot be created (or the environment locked) in ns.
@@ -41,7 +49,7 @@ func (p *Plan) Record(o Outcome) []Blocked {
 		for j := range ss.Jobs {
 			js := &ss.Jobs[j]
 			if created, ok := o.Created[JobKey(ss.Name, js.Name)]; ok {
-				js.Phase, js.Message, js.StartTime = conveyorv1.JobRunning, "", &created
+				js.Phase, js.Message, js.StartTime, js.UID = conveyorv1.JobRunning, "", &created.Time, string(created.UID)
 			} else if js.Phase == conveyorv1.JobPending && o.Blocked[ss.Namespace] != "" {
 				js.Message = BlockedMessage(o.Blocked[ss.Namespace], ss.Namespace)
 			}

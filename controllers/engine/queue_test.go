@@ -71,18 +71,18 @@ func TestDecideTakesFreeLock(t *testing.T) {
 	tested := done("build/compile", "testing/unit", "testing/lint")
 	trigger := []ApprovalFact{approve("a1", "staging", "dev")}
 	run := newRun(branch)
-	wanted := LocksWanted(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0})
+	wanted := LocksWanted(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0}))
 	if len(wanted) != 1 || wanted[0] != (LockRequest{Stage: "staging", Environment: "staging"}) {
 		t.Fatalf("locks wanted %v", wanted)
 	}
-	free := DecideRun(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0, Locks: map[string]Lock{"staging": {}}})
+	free := DecideRun(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0, Locks: map[string]Lock{"staging": {}}}))
 	if free.Status.Phase != conveyorv1.RunRunning || len(free.Create) != 1 || len(free.Take) != 1 || len(free.Acquire) != 0 {
 		t.Fatalf("free lock: phase %s creates %d take %v acquire %v", free.Status.Phase, len(free.Create), free.Take, free.Acquire)
 	}
 	other := newRun(branch)
 	other.Name, other.UID = "shop-0", "uid-0"
-	busy := DecideRun(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0,
-		Locks: map[string]Lock{"staging": {Holder: &LockHolder{Run: RunKey(other), Stage: "staging", UID: other.UID, Deploying: other}}}})
+	busy := DecideRun(observed(Facts{Run: run, Jobs: tested, Approvals: trigger, Now: t0,
+		Locks: map[string]Lock{"staging": {Holder: &LockHolder{Run: RunKey(other), Stage: "staging", UID: other.UID, Deploying: other}}}}))
 	if busy.Status.Phase != conveyorv1.RunQueued || len(busy.Create) != 0 || len(busy.Take) != 0 || busy.RequeueAfter != QueuedRecheck {
 		t.Fatalf("busy lock: phase %s creates %d take %v requeue %s", busy.Status.Phase, len(busy.Create), busy.Take, busy.RequeueAfter)
 	}

@@ -57,7 +57,7 @@ func TestDecideStart(t *testing.T) {
 		}), pipeline, nil, conveyorv1.RunCancelled, "", Stalled, false, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := DecideRun(Facts{Run: tc.run, Pipeline: tc.pipeline, RerunSource: tc.source, Now: t0})
+			p := DecideRun(observed(Facts{Run: tc.run, Pipeline: tc.pipeline, RerunSource: tc.source, Now: t0}))
 			if p.Status.Phase != tc.wantPhase || p.Reason != tc.wantReason || p.Health != tc.wantHealth {
 				t.Fatalf("got %s %s health %d (%s); want %s %s health %d", p.Status.Phase, p.Reason, p.Health, p.Message, tc.wantPhase, tc.wantReason, tc.wantHealth)
 			}
@@ -82,7 +82,7 @@ func TestDecideStart(t *testing.T) {
 		})
 	}
 	// The snapshot is a copy: editing the Pipeline does not change it.
-	p := DecideRun(Facts{Run: unstarted(nil), Pipeline: pipeline, Now: t0})
+	p := DecideRun(observed(Facts{Run: unstarted(nil), Pipeline: pipeline, Now: t0}))
 	pipeline.Spec.Stages[0].Jobs[0].Image = "changed"
 	if p.Status.PipelineSpec.Stages[0].Jobs[0].Image == "changed" || len(p.Create) != 1 {
 		t.Fatalf("snapshot shares the Pipeline's spec, or build not created: %d creates", len(p.Create))

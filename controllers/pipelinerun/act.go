@@ -25,7 +25,7 @@ import (
 // what happened; lost is true when another run took a lock first (nothing
 // was created, and the plan is void).
 func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts engine.Facts, plan *engine.Plan) (engine.Outcome, bool, error) {
-	outcome := engine.Outcome{Created: map[string]metav1.Time{}}
+	outcome := engine.Outcome{Created: map[string]engine.CreatedJob{}}
 	for env, reason := range facts.Blocked {
 		outcome.Block(env, reason)
 	}
@@ -98,7 +98,7 @@ func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun,
 	switch {
 	case err == nil:
 		jobsCreated.Inc()
-		o.Created[engine.JobKey(c.Stage.Name, c.Job.Name)] = job.CreationTimestamp
+		o.Created[engine.JobKey(c.Stage.Name, c.Job.Name)] = engine.CreatedJob{Time: job.CreationTimestamp, UID: job.UID}
 		r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
 			"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
 	case apierrors.IsAlreadyExists(err):

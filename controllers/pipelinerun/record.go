@@ -28,6 +28,12 @@ func (r *Reconciler) tell(run *conveyorv1.PipelineRun, plan *engine.Plan, blocke
 			r.Recorder.Eventf(run, nil, t.Event.Type, t.Event.Reason, t.Event.Action, "%s", t.Event.Message)
 		}
 	}
+	for _, j := range plan.Ignored {
+		if r.told.first(run.UID, "ignored/"+string(j.UID)) {
+			r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, conveyorv1.EventJobIgnored, "ObserveJob",
+				"Ignored Job %s/%s: it carries this run's labels but Conveyor did not make it for this run", j.Namespace, j.Name)
+		}
+	}
 	for _, b := range blocked {
 		r.Recorder.Eventf(run, nil, corev1.EventTypeWarning, b.Reason, "CreateJob", "%s", b.Message)
 	}

@@ -8,6 +8,8 @@ import (
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -334,4 +336,43 @@ stages:
 	if _, err := createRunAs("rita", ns, v140); err != nil {
 		t.Fatalf("a release engineer's tag run: %v", err)
 	}
+}
+
+// A Job anyone makes with a run's labels and annotation in a namespace of
+// their own (a sandbox, a CI ServiceAccount's) is not the run's: the manual
+// stage it imitates stays waiting for its trigger, and an Event says so.
+func TestLookAlikeJobIgnored(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	sandbox := newNamespace(t)
+	seedPipeline(t, ns)
+	run := newRun(t, ns, featureLogin)
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	waitRun(t, run, conveyorv1.RunWaiting, "staging")
+	fake := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: run.Name + "-staging-deploy", Namespace: sandbox,
+			Labels:      map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: "staging", conveyorv1.LabelJob: "deploy"},
+			Annotations: map[string]string{conveyorv1.AnnotationRun: ns + "/" + run.Name}},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "x", Image: "busybox"}}}}},
+	}
+	if err := k8s.Create(context.Background(), fake); err != nil {
+		t.Fatal(err)
+	}
+	finishJob(t, fake, "", "")
+	NewWithT(t).Eventually(func(g Gomega) {
+		events := &eventsv1.EventList{}
+		g.Expect(k8s.List(context.Background(), events, client.InNamespace(ns))).To(Succeed())
+		found := false
+		for _, e := range events.Items {
+			found = found || (e.Reason == conveyorv1.EventJobIgnored && e.Regarding.Name == run.Name)
+		}
+		g.Expect(found).To(BeTrue(), "a JobIgnored Event on the run")
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	NewWithT(t).Consistently(func(g Gomega) {
+		got := getRun(t, run)
+		g.Expect(got.Status.Phase).To(Equal(conveyorv1.RunWaiting))
+		g.Expect(stageOf(got, "staging").Phase).To(Equal(conveyorv1.StageWaiting))
+	}).WithTimeout(2 * time.Second).Should(Succeed())
 }
