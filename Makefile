@@ -19,7 +19,7 @@ GO_TEST_FLAGS ?= -count=1
 # exceeded" at its end on a busy machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 CHART ?= charts/conveyor
-CHART_RBAC = role.yaml job_runner_role.yaml receiver_role.yaml cert_rotation_role.yaml conveyor_system_role.yaml personas.yaml
+CHART_RBAC = role.yaml job_runner_role.yaml receiver_role.yaml cert_rotation_role.yaml conveyor_system_role.yaml personas.yaml metrics_reader_role.yaml
 
 .PHONY: all
 all: build

@@ -38,6 +38,7 @@ func parseFlags() *options {
 	o := &options{}
 	mc := &o.manager
 	flag.StringVar(&mc.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 turns it off.")
+	flag.BoolVar(&mc.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates and authorizes (get on /metrics, as the ClusterRole conveyor-metrics-reader grants); false serves them in the open (local use).")
 	flag.StringVar(&mc.ProbeAddr, "health-probe-bind-address", ":8081", "Address the health probes bind to.")
 	flag.StringVar(&mc.PprofAddr, "pprof-bind-address", "0", "Address Go's profiling endpoint (/debug/pprof) binds to; 0 turns it off.")
 	flag.BoolVar(&mc.LeaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")

@@ -15,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -114,6 +115,10 @@ func slimApproval(obj any) (any, error) {
 type Config struct {
 	// MetricsAddr is where metrics are served; "0" turns them off.
 	MetricsAddr string
+	// MetricsSecure serves metrics over HTTPS to callers the API server
+	// authenticates (TokenReview) and authorizes (SubjectAccessReview: get on
+	// the non-resource URL /metrics, as conveyor-metrics-reader grants).
+	MetricsSecure bool
 	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
 	ProbeAddr string
 	// PprofAddr is where Go's /debug/pprof is served; "" or "0" turns it off.
@@ -127,6 +132,20 @@ type Config struct {
 	WebhookHost    string
 	WebhookPort    int
 	WebhookCertDir string
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions serves metrics in the open only when MetricsSecure is off
+// (a manager run locally, the bench).
+func metricsOptions(c Config) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: c.MetricsAddr}
+	if c.MetricsSecure {
+		o.SecureServing = true
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return o
 }
 
 // Field selectors of the cache: a Job's status.succeeded count, and an
@@ -144,7 +163,7 @@ func Options(c Config) ctrl.Options {
 	utilruntime.Must(err)
 	return ctrl.Options{
 		Scheme:                  Scheme(),
-		Metrics:                 metricsserver.Options{BindAddress: c.MetricsAddr},
+		Metrics:                 metricsOptions(c),
 		HealthProbeBindAddress:  c.ProbeAddr,
 		PprofBindAddress:        c.PprofAddr,
 		LeaderElection:          c.LeaderElect,

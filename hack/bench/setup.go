@@ -255,7 +255,7 @@ func (b *bench) startManager(ctx context.Context) error {
 	b.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pport)
 	// No webhooks (the bench measures the controllers): the driver's
 	// Approvals carry no recorded approver, so the manager is told to count them.
-	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--insecure-trust-unrecorded-approvers", "--leader-elect=false", "--health-probe-bind-address=0",
+	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport),
 		fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst))
 	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
