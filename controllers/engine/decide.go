@@ -375,8 +375,7 @@ func ownJobs(f Facts) (map[string]JobObservation, []JobObservation) {
 func approvalsByStage(facts []ApprovalFact, run types.UID, trustUnrecorded bool) map[string][]ApprovalFact {
 	var approvals []ApprovalFact
 	for _, a := range facts {
-		recorded := a.Approver != "" && a.RunUID != ""
-		if (recorded && a.RunUID == run) || (!recorded && trustUnrecorded) {
+		if countsFor(a.Approver, a.RunUID, run, trustUnrecorded) == "" {
 			approvals = append(approvals, a)
 		}
 	}

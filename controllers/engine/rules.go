@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
@@ -54,8 +56,7 @@ type approvalRule func(c *ApprovalCase) *Refusal
 // approvalRules are applied in this order; the first refusal counts.
 var approvalRules = []approvalRule{
 	runExists,
-	approverRecorded,
-	sameRun,
+	recordedForRun,
 	runOpen,
 	runStarted,
 	stageExists,
@@ -87,27 +88,42 @@ func runExists(c *ApprovalCase) *Refusal {
 		Message: fmt.Sprintf("PipelineRun %q does not exist in namespace %s", c.Approval.Spec.PipelineRunRef.Name, c.Approval.Namespace)}
 }
 
-// approverRecorded: who decided comes from the API server's authentication,
-// recorded by the admission webhook. A stored Approval without it got in
-// while the webhook was not registered, and counts for nothing (fail closed).
-func approverRecorded(c *ApprovalCase) *Refusal {
-	if c.User != nil || c.TrustUnrecorded || (approverOf(c.Approval) != "" && runOf(c.Approval) != "") {
+// recordedForRun: who decided, and for which run, come from admission (the
+// API server's authentication, the run as it was). A stored Approval without
+// those records got in while the webhook was not registered and counts for
+// nothing (fail closed); one given to an earlier run of the same name counts
+// for nothing either: a run created again under a name starts from nothing.
+func recordedForRun(c *ApprovalCase) *Refusal {
+	if c.User != nil {
 		return nil
 	}
-	return &Refusal{Reason: conveyorv1.ReasonApproverNotRecorded, Final: true,
-		Message: fmt.Sprintf("Approval %s has no approver and run recorded by Conveyor's admission webhook (it was created while the webhook was not registered, or by an older version): it counts for nothing; create it again with the webhook in place", c.Approval.Name)}
+	switch countsFor(approverOf(c.Approval), runOf(c.Approval), c.Run.UID, c.TrustUnrecorded) {
+	case conveyorv1.ReasonApproverNotRecorded:
+		return &Refusal{Reason: conveyorv1.ReasonApproverNotRecorded, Final: true,
+			Message: fmt.Sprintf("Approval %s has no approver and run recorded by Conveyor's admission webhook (it was created while the webhook was not registered, or by an older version): it counts for nothing; create it again with the webhook in place", c.Approval.Name)}
+	case conveyorv1.ReasonRunReplaced:
+		return &Refusal{Reason: conveyorv1.ReasonRunReplaced, Final: true,
+			Message: fmt.Sprintf("Approval %s was given for an earlier PipelineRun %s (uid %s), deleted since; the run of that name now (uid %s) starts from nothing",
+				c.Approval.Name, c.Run.Name, runOf(c.Approval), c.Run.UID)}
+	}
+	return nil
 }
 
-// sameRun: an Approval counts for the run it was given for, not for a later
-// run created under the same name (by anyone who may create runs, with
-// another commit).
-func sameRun(c *ApprovalCase) *Refusal {
-	if c.User != nil || runOf(c.Approval) == "" || runOf(c.Approval) == c.Run.UID {
-		return nil
+// countsFor says why a stored Approval, with its recorded approver and run
+// UID, does not count for run: "" when it does. Unrecorded ones count only
+// when trusted (a manager run without webhooks); the gate and trigger
+// decisions (approvalsByStage) and the rule chain both read it.
+func countsFor(approver string, given, run types.UID, trustUnrecorded bool) string {
+	switch {
+	case approver == "" || given == "":
+		if trustUnrecorded {
+			return ""
+		}
+		return conveyorv1.ReasonApproverNotRecorded
+	case given != run:
+		return conveyorv1.ReasonRunReplaced
 	}
-	return &Refusal{Reason: conveyorv1.ReasonRunReplaced, Final: true,
-		Message: fmt.Sprintf("Approval %s was given for an earlier PipelineRun %s (uid %s), deleted since; the run of that name now (uid %s) starts from nothing",
-			c.Approval.Name, c.Run.Name, runOf(c.Approval), c.Run.UID)}
+	return ""
 }
 
 func runOpen(c *ApprovalCase) *Refusal {
