@@ -52,25 +52,29 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 		// Cancelled before it started (its Pipeline missing or unusable).
 		p.Status.Phase, p.Status.CompletionTime = conveyorv1.RunCancelled, &f.Now
 		p.Reason, p.Message = conveyorv1.ReasonCancelled, "cancelled (spec.cancelled) before any stage started"
+		return p, nil
 	case pipeline == nil:
 		p.Reason = conveyorv1.ReasonPipelineNotFound
 		p.Message = fmt.Sprintf("Pipeline %s not found in namespace %s; the run starts when it exists", run.Spec.PipelineRef.Name, run.Namespace)
-	case ValidatePipeline(&pipeline.Spec) != nil:
-		p.Reason = conveyorv1.ReasonInvalidSpec
-		p.Message = fmt.Sprintf("Pipeline %s is not usable: %v; the run starts when it is fixed", pipeline.Name, ValidatePipeline(&pipeline.Spec))
-	case RefAllowed(&pipeline.Spec, run.Spec.Git) != nil:
-		return failForGood(p, conveyorv1.ReasonRefNotAllowed, RefAllowed(&pipeline.Spec, run.Spec.Git), f), nil
-	case run.Spec.RerunOf != "" && CheckRerun(run, f.RerunSource) != nil:
-		return failForGood(p, conveyorv1.ReasonInvalidRerun, CheckRerun(run, f.RerunSource), f), nil
-	default:
-		p.Status.PipelineGeneration = pipeline.Generation
-		p.Status.Stages = nil
-		if run.Spec.RerunOf != "" {
-			p.Status.Stages = ReusedStages(f.RerunSource, run, &pipeline.Spec)
-		}
-		return p, pipeline.Spec.DeepCopy()
+		return p, nil
 	}
-	return p, nil
+	if err := ValidatePipeline(&pipeline.Spec); err != nil {
+		p.Reason = conveyorv1.ReasonInvalidSpec
+		p.Message = fmt.Sprintf("Pipeline %s is not usable: %v; the run starts when it is fixed", pipeline.Name, err)
+		return p, nil
+	}
+	if err := RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
+		return failForGood(p, conveyorv1.ReasonRefNotAllowed, err, f), nil
+	}
+	var reused []conveyorv1.StageStatus
+	if run.Spec.RerunOf != "" {
+		if fe := CheckRerun(run, f.RerunSource); fe != nil {
+			return failForGood(p, conveyorv1.ReasonInvalidRerun, fe, f), nil
+		}
+		reused = ReusedStages(f.RerunSource, run, &pipeline.Spec)
+	}
+	p.Status.PipelineGeneration, p.Status.Stages = pipeline.Generation, reused
+	return p, pipeline.Spec.DeepCopy()
 }
 
 // failForGood ends a run that cannot start as Failed, for the reason and error.

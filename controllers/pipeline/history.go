@@ -3,7 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -27,40 +28,25 @@ import (
 // endings remembers the order in which this manager saw runs end: times in
 // status have whole seconds, and of two runs that ended in the same second the
 // one that ended last is the newest (a run that just ended must not be
-// deleted as history in favour of one that ended before it).
+// deleted as history in favour of one that ended before it). The oldest
+// endings (least recently used) are forgotten first.
 type endings struct {
-	mu   sync.Mutex
-	next uint64
-	seq  map[types.UID]uint64
+	next atomic.Uint64
+	seq  *lru.Cache
 }
 
-// maxEndings bounds the memory: the oldest endings are forgotten first.
-const maxEndings = 10000
+func newEndings(size int) *endings { return &endings{seq: lru.New(size)} }
 
-func (e *endings) saw(uid types.UID) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.seq == nil {
-		e.seq = map[types.UID]uint64{}
-	}
-	e.next++
-	e.seq[uid] = e.next
-	if len(e.seq) > maxEndings {
-		for k, v := range e.seq {
-			if v+maxEndings < e.next {
-				delete(e.seq, k)
-			}
-		}
-	}
-}
+func (e *endings) saw(uid types.UID) { e.seq.Add(uid, e.next.Add(1)) }
 
 // later reports whether a ended after b, when both endings were seen.
 func (e *endings) later(a, b *conveyorv1.PipelineRun) (bool, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	sa, okA := e.seq[a.UID]
-	sb, okB := e.seq[b.UID]
-	return sa > sb, okA && okB
+	sa, okA := e.seq.Get(a.UID)
+	sb, okB := e.seq.Get(b.UID)
+	if !okA || !okB {
+		return false, false
+	}
+	return sa.(uint64) > sb.(uint64), true
 }
 
 // runEnded enqueues a run's Pipeline when the run ends: its history may now

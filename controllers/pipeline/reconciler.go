@@ -25,7 +25,7 @@ type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
 
-	endings endings
+	endings *endings
 }
 
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelines,verbs=get;list;watch
@@ -66,6 +66,7 @@ func reconcileValidity(pipeline *conveyorv1.Pipeline) error {
 
 // SetupWithManager watches Pipelines, and runs as they end.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	r.endings = newEndings(10000)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.Pipeline{}).
 		Named("pipeline").

@@ -54,15 +54,24 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 // blockedOr notes in the outcome a namespace where Conveyor may not act
 // (missing, or forbidden), and returns any other error.
 func blockedOr(o *engine.Outcome, ns string, err error) error {
+	if reason := blockedReason(err); reason != "" {
+		o.Block(ns, reason)
+		return nil
+	}
+	return err
+}
+
+// blockedReason is why an error means Conveyor may not act in a namespace:
+// it does not exist, or the manager's rights there do not reach; "" for any
+// other error.
+func blockedReason(err error) string {
 	switch {
 	case apierrors.IsNotFound(err):
-		o.Block(ns, conveyorv1.ReasonNamespaceNotFound)
+		return conveyorv1.ReasonNamespaceNotFound
 	case apierrors.IsForbidden(err):
-		o.Block(ns, conveyorv1.ReasonJobsForbidden)
-	default:
-		return err
+		return conveyorv1.ReasonJobsForbidden
 	}
-	return nil
+	return ""
 }
 
 // ensureFinalizer ensures the run carries the finalizer that deletes its Jobs

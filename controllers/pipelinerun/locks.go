@@ -44,20 +44,17 @@ const lockRetry = 100 * time.Millisecond
 func (r *Reconciler) observeLocks(ctx context.Context, f *engine.Facts) error {
 	for _, req := range engine.LocksWanted(*f) {
 		l, err := r.readLock(ctx, f.Run, req)
-		switch {
+		switch reason := blockedReason(err); {
 		case err == nil:
 			if f.Locks == nil {
 				f.Locks = map[string]engine.Lock{}
 			}
 			f.Locks[req.Environment] = l
-		case apierrors.IsForbidden(err), apierrors.IsNotFound(err):
+		case reason != "":
 			if f.Blocked == nil {
 				f.Blocked = map[string]string{}
 			}
-			f.Blocked[req.Environment] = conveyorv1.ReasonJobsForbidden
-			if apierrors.IsNotFound(err) {
-				f.Blocked[req.Environment] = conveyorv1.ReasonNamespaceNotFound
-			}
+			f.Blocked[req.Environment] = reason
 		default:
 			return fmt.Errorf("reading the lock of environment %s: %w", req.Environment, err)
 		}
