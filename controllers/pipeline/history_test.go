@@ -35,4 +35,3 @@ func TestEndings(t *testing.T) {
 		t.Fatalf("with room for two endings, a known %v and b known %v", knownA, knownB)
 	}
 }
-
