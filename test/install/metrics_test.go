@@ -15,11 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
@@ -30,29 +26,13 @@ import (
 // authenticates and authorizes: an anonymous scrape is refused; Prometheus's
 // ServiceAccount bound to conveyor-metrics-reader (config/rbac) reads them.
 func TestMetricsNeedAuthorization(t *testing.T) {
-	binDir(t)
-	env := &envtest.Environment{CRDDirectoryPaths: []string{root + "/config/crd/bases"}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
 	port, err := localcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{MetricsAddr: addr, MetricsSecure: true, ProbeAddr: "0"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = mgr.Start(ctx) }()
-
+	cfg, _ := startBareManager(t, manager.Config{MetricsAddr: addr, MetricsSecure: true, ProbeAddr: "0"})
+	ctx := context.Background()
 	c, err := client.New(cfg, client.Options{Scheme: localcluster.Scheme()})
 	if err != nil {
 		t.Fatal(err)
