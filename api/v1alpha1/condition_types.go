@@ -57,6 +57,11 @@ const (
 	// ReasonInvalidRerun: spec.rerunOf names a run that cannot be rerun (missing,
 	// not finished, succeeded, another Pipeline, ref or commit).
 	ReasonInvalidRerun = "InvalidRerun"
+	// ReasonReleaseRefused: the run's release (its tag, or its commit under
+	// another tag) was refused in the release ledger: a refusal is final.
+	ReasonReleaseRefused = "ReleaseRefused"
+	// ReasonTagMoved: the run names another commit than its tag's Release does.
+	ReasonTagMoved = "TagMoved"
 	// ReasonTimeout: the run took longer than its Pipeline's timeout.
 	ReasonTimeout = "Timeout"
 

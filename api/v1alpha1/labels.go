@@ -11,6 +11,8 @@ const (
 	LabelStage = "conveyor.dev/stage"
 	// LabelJob is the job's name within the stage, on a Job and its pods.
 	LabelJob = "conveyor.dev/job"
+	// LabelPipeline is the Pipeline's name on a Release.
+	LabelPipeline = "conveyor.dev/pipeline"
 	// LabelManagedBy marks objects Conveyor manages.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of LabelManagedBy.

@@ -261,6 +261,11 @@ type Decision struct {
 	// (empty until identity is recorded at admission).
 	// +optional
 	Approver string `json:"approver,omitempty"`
+
+	// comment the approver gave.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Comment string `json:"comment,omitempty"`
 }
 
 // StageStatus is the state of one stage of a run.

@@ -17,6 +17,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/ledger"
 )
 
 // +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=approvals,verbs=create,versions=v1alpha1,name=mapproval.conveyor.dev,admissionReviewVersions=v1
@@ -24,6 +25,8 @@ import (
 // +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-pipelinerun,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create,versions=v1alpha1,name=mpipelinerun.conveyor.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipelinerun,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create;update,versions=v1alpha1,name=vpipelinerun.conveyor.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipeline,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelines,verbs=create;update,versions=v1alpha1,name=vpipeline.conveyor.dev,admissionReviewVersions=v1
+
+// +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-release,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=releases,verbs=create;update,versions=v1alpha1,name=vrelease.conveyor.dev,admissionReviewVersions=v1
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
@@ -53,6 +56,11 @@ func Setup(mgr ctrl.Manager) error {
 		WithValidator(rv).
 		Complete(); err != nil {
 		return fmt.Errorf("pipelinerun webhooks: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Release{}).
+		WithValidator(releaseValidator{manager: self.Status.UserInfo.Username}).
+		Complete(); err != nil {
+		return fmt.Errorf("release webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Pipeline{}).
 		WithValidator(pipelineValidator{}).
@@ -197,6 +205,15 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
 	}
+	// The release ledger: a refused release, or its commit under another tag,
+	// never runs again, and a tag names one commit.
+	l, err := ledger.Read(ctx, v.reader, run)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if _, err := engine.ReleaseBar(run, l); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+	}
 	if run.Spec.RerunOf != "" {
 		source := &conveyorv1.PipelineRun{}
 		err := v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
@@ -275,5 +292,34 @@ func (pipelineValidator) ValidateUpdate(_ context.Context, _, p *conveyorv1.Pipe
 }
 
 func (pipelineValidator) ValidateDelete(context.Context, *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// releaseValidator keeps the release ledger the manager's: nobody else
+// creates or changes a Release, whatever RBAC grants them. Deleting one is
+// left to RBAC (cluster admins): a namespace being deleted must be able to.
+type releaseValidator struct{ manager string }
+
+func (v releaseValidator) check(ctx context.Context, rel *conveyorv1.Release) error {
+	req, err := requester(ctx)
+	if err != nil {
+		return err
+	}
+	if v.manager == "" || req.UserInfo.Username != v.manager {
+		return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("releases").GroupResource(), rel.Name,
+			fmt.Errorf("the release ledger is written by Conveyor alone: user %q may not create or change a Release", req.UserInfo.Username))
+	}
+	return nil
+}
+
+func (v releaseValidator) ValidateCreate(ctx context.Context, rel *conveyorv1.Release) (admission.Warnings, error) {
+	return nil, v.check(ctx, rel)
+}
+
+func (v releaseValidator) ValidateUpdate(ctx context.Context, _, rel *conveyorv1.Release) (admission.Warnings, error) {
+	return nil, v.check(ctx, rel)
+}
+
+func (releaseValidator) ValidateDelete(context.Context, *conveyorv1.Release) (admission.Warnings, error) {
 	return nil, nil
 }

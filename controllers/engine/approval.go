@@ -106,7 +106,7 @@ func approverOf(a *conveyorv1.Approval) string {
 
 // Fact is what the engine needs of an Approval.
 func Fact(a *conveyorv1.Approval) ApprovalFact {
-	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), RunUID: runOf(a), Created: a.CreationTimestamp}
+	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), RunUID: runOf(a), Comment: a.Spec.Comment, Created: a.CreationTimestamp}
 }
 
 // runOf is the run UID recorded on an Approval at admission, empty when none is.

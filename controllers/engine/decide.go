@@ -40,6 +40,7 @@ type ApprovalFact struct {
 	// RunUID is the run the Approval was given for, recorded at admission;
 	// empty when not recorded.
 	RunUID  types.UID
+	Comment string
 	Created metav1.Time
 }
 
@@ -49,6 +50,11 @@ func (a ApprovalFact) approverKey() string {
 		return "user:" + a.Approver
 	}
 	return "approval:" + a.Name
+}
+
+// decision is the Approval as a stage records it.
+func (a ApprovalFact) decision() conveyorv1.Decision {
+	return conveyorv1.Decision{Approval: a.Name, Decision: a.Decision, Approver: a.Approver, Comment: a.Comment}
 }
 
 // Facts is everything a decision needs: the run (spec and last status), its
@@ -79,6 +85,9 @@ type Facts struct {
 	// TrustUnrecordedApprovers counts Approvals that carry no approver
 	// recorded at admission (the webhooks were not registered): local use only.
 	TrustUnrecordedApprovers bool
+	// Ledger is what the release ledger says of a tag run: a refused release
+	// or a moved tag stops it, before it starts or in flight.
+	Ledger Ledger
 	// Environments are what is known of the locks of the environments the
 	// run's stages are ready to deploy to, keyed by environment; a stage
 	// ready for an environment not listed here is queued and asks for it.
@@ -169,7 +178,8 @@ func stoppedRun(run *conveyorv1.PipelineRun) (Plan, bool) {
 		return Plan{}, false
 	}
 	switch ready.Reason {
-	case conveyorv1.ReasonCancelled, conveyorv1.ReasonTimeout, conveyorv1.ReasonExpired, conveyorv1.ReasonSuperseded:
+	case conveyorv1.ReasonCancelled, conveyorv1.ReasonTimeout, conveyorv1.ReasonExpired, conveyorv1.ReasonSuperseded,
+		conveyorv1.ReasonReleaseRefused, conveyorv1.ReasonTagMoved:
 	default:
 		return Plan{}, false
 	}
@@ -199,6 +209,9 @@ func Decide(f Facts) Plan {
 	st.PipelineGeneration = run.Status.PipelineGeneration
 	st.StartTime = orNow(run.Status.StartTime, f.Now)
 	d.stop, d.stopMessage = stopReason(run, f.Now, &d.p)
+	if reason, err := ReleaseBar(run, f.Ledger); d.stop == "" && err != nil {
+		d.stop, d.stopMessage = reason, err.Error()
+	}
 	d.p.Ignored = ignored
 
 	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
@@ -295,9 +308,12 @@ func runPhaseOf(stage *conveyorv1.Stage, phase conveyorv1.StagePhase, stop strin
 	case conveyorv1.StageQueued:
 		return conveyorv1.RunQueued, conveyorv1.ReasonQueued
 	case conveyorv1.StageCancelled:
-		if stop == "" {
+		switch stop {
+		case "":
 			// Cancelled with no cancel or timeout: superseded in its environment's queue.
 			return conveyorv1.RunCancelled, conveyorv1.ReasonSuperseded
+		case conveyorv1.ReasonReleaseRefused, conveyorv1.ReasonTagMoved:
+			return endOf(stop), stop
 		}
 		return conveyorv1.RunCancelled, conveyorv1.ReasonCancelled
 	default: // Running, and Pending (never the first unfinished stage)
@@ -466,7 +482,7 @@ func decideGate(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals 
 	seen := map[string]bool{}
 	var approves []conveyorv1.Decision
 	for _, a := range approvals {
-		d := conveyorv1.Decision{Approval: a.Name, Decision: a.Decision, Approver: a.Approver}
+		d := a.decision()
 		if a.Decision == conveyorv1.DecisionReject {
 			ss.Phase = conveyorv1.StageRejected
 			ss.Decisions = []conveyorv1.Decision{d}
@@ -535,7 +551,7 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 func trigger(approvals []ApprovalFact) []conveyorv1.Decision {
 	for _, a := range approvals {
 		if a.Decision == conveyorv1.DecisionApprove {
-			return []conveyorv1.Decision{{Approval: a.Name, Decision: a.Decision, Approver: a.Approver}}
+			return []conveyorv1.Decision{a.decision()}
 		}
 	}
 	return nil

@@ -66,6 +66,9 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 	if err := RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
 		return failForGood(p, conveyorv1.ReasonRefNotAllowed, err, f), nil
 	}
+	if reason, err := ReleaseBar(run, f.Ledger); err != nil {
+		return failForGood(p, reason, err, f), nil
+	}
 	var reused []conveyorv1.StageStatus
 	if run.Spec.RerunOf != "" {
 		if fe := CheckRerun(run, f.RerunSource); fe != nil {
@@ -77,9 +80,18 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 	return p, pipeline.Spec.DeepCopy()
 }
 
-// failForGood ends a run that cannot start as Failed, for the reason and error.
+// failForGood ends a run that cannot start, for the reason and error: as
+// Rejected when its release was refused, else as Failed.
 func failForGood(p Plan, reason string, err error, f Facts) Plan {
-	p.Status.Phase, p.Status.CompletionTime = conveyorv1.RunFailed, &f.Now
+	p.Status.Phase, p.Status.CompletionTime = endOf(reason), &f.Now
 	p.Reason, p.Message, p.Terminal = reason, err.Error(), err
 	return p
+}
+
+// endOf is the phase a run ends in when it stops or cannot start for reason.
+func endOf(reason string) conveyorv1.RunPhase {
+	if reason == conveyorv1.ReasonReleaseRefused {
+		return conveyorv1.RunRejected
+	}
+	return conveyorv1.RunFailed
 }

@@ -12,6 +12,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/index"
+	"github.com/conveyor-dev/conveyor/controllers/ledger"
 )
 
 // observe collects the facts of a run: its Pipeline and the run it reruns
@@ -20,7 +21,7 @@ import (
 // it, and the locks of the environments it is ready to deploy to.
 func (r *Reconciler) observe(ctx context.Context, run *conveyorv1.PipelineRun) (engine.Facts, error) {
 	facts := engine.Facts{Run: run, Jobs: map[string]engine.JobObservation{}, Now: r.Now(), TrustUnrecordedApprovers: r.TrustUnrecordedApprovers}
-	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLocks}
+	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLedger, r.observeLocks}
 	for _, step := range steps {
 		if err := step(ctx, &facts); err != nil {
 			return facts, err
@@ -56,6 +57,18 @@ func (r *Reconciler) observeStart(ctx context.Context, f *engine.Facts) error {
 		return fmt.Errorf("getting the run to rerun: %w", err)
 	}
 	return nil
+}
+
+// observeLedger reads, for a tag run that has not finished, what the release
+// ledger says of it (from the cache: a Release written since is met as a
+// conflict when the run writes its own).
+func (r *Reconciler) observeLedger(ctx context.Context, f *engine.Facts) error {
+	if f.Run.Status.Phase.Finished() {
+		return nil
+	}
+	l, err := ledger.Read(ctx, r.Client, f.Run)
+	f.Ledger = l
+	return err
 }
 
 // observeJobs reads the run's Jobs from the cache, and from the API server

@@ -24,6 +24,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/index"
+	"github.com/conveyor-dev/conveyor/controllers/ledger"
 	"github.com/conveyor-dev/conveyor/controllers/status"
 )
 
@@ -53,7 +54,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // Environment locks (Leases in environment namespaces) are granted per namespace with the Jobs.
 
-// Reconcile moves one PipelineRun forward: observe → decide → act → status.
+// Reconcile moves one PipelineRun forward: observe → decide → ledger → act → status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	run, wait, err := r.fetch(ctx, req.NamespacedName)
 	if run == nil || wait > 0 || err != nil {
@@ -70,6 +71,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// decide: one pure decision.
 	plan := engine.DecideRun(facts)
+	// ledger: a tag run's verdicts and deploys, before anything acts on them.
+	if !plan.Unchanged {
+		if err := ledger.Record(ctx, r.Client, r.Recorder, run, &plan.Status, facts.Ledger); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	// act: take locks, create and delete Jobs; what happened goes into the plan.
 	outcome, lost, actErr := r.act(ctx, run, facts, &plan)
 	if lost {
@@ -155,6 +162,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
 		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
+		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
 		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
 		Complete(r)
 }
@@ -176,15 +184,34 @@ func approvalToRun(_ context.Context, o client.Object) []reconcile.Request {
 
 // pipelineToWaitingRuns maps a Pipeline to the runs that have not snapshotted it yet.
 func (r *Reconciler) pipelineToWaitingRuns(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.runsOf(ctx, o.GetNamespace(), o.GetName(), func(run *conveyorv1.PipelineRun) bool {
+		return run.Status.PipelineSpec == nil
+	})
+}
+
+// releaseToRuns maps a Release to the unfinished runs of its Pipeline that
+// run a tag: a refusal stops those of the release and of its commit.
+func (r *Reconciler) releaseToRuns(ctx context.Context, o client.Object) []reconcile.Request {
+	rel := o.(*conveyorv1.Release)
+	if rel.Status.Verdict != conveyorv1.VerdictRefused {
+		return nil
+	}
+	return r.runsOf(ctx, rel.Namespace, rel.Spec.PipelineRef.Name, func(run *conveyorv1.PipelineRun) bool {
+		return run.Spec.Git.Tag != ""
+	})
+}
+
+// runsOf are the unfinished runs of a Pipeline that match.
+func (r *Reconciler) runsOf(ctx context.Context, namespace, pipeline string, match func(*conveyorv1.PipelineRun) bool) []reconcile.Request {
 	runs := &conveyorv1.PipelineRunList{}
-	if err := r.List(ctx, runs, client.InNamespace(o.GetNamespace()), client.MatchingFields{index.RunPipeline: o.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing runs of pipeline", "pipeline", klog.KObj(o))
+	if err := r.List(ctx, runs, client.InNamespace(namespace), client.MatchingFields{index.RunPipeline: pipeline}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing runs of pipeline", "pipeline", klog.KRef(namespace, pipeline))
 		return nil
 	}
 	var reqs []reconcile.Request
-	for _, run := range runs.Items {
-		if run.Status.PipelineSpec == nil && !run.Status.Phase.Finished() {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&run)})
+	for i := range runs.Items {
+		if run := &runs.Items[i]; !run.Status.Phase.Finished() && match(run) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
 		}
 	}
 	return reqs

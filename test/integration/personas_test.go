@@ -26,6 +26,8 @@ var personas = map[string]struct {
 	"omar": {[]string{"devops"}, "conveyor-devops"},
 	"rita": {[]string{"release-engineers"}, "conveyor-release-engineer"},
 	"rob":  {[]string{"release-engineers"}, "conveyor-release-engineer"},
+	// ada is a cluster admin, who is not the manager.
+	"ada": {[]string{"system:masters"}, ""},
 }
 
 var personaClients = map[string]client.Client{}
@@ -60,14 +62,6 @@ func setupPersonas() error {
 		}
 	}
 	for name, p := range personas {
-		binding := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "test-" + name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: p.role},
-			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: p.groups[0]}},
-		}
-		if err := k8s.Create(ctx, binding); err != nil {
-			return err
-		}
 		user, err := env.AddUser(envtest.User{Name: name, Groups: p.groups}, nil)
 		if err != nil {
 			return fmt.Errorf("adding user %s: %w", name, err)
@@ -77,6 +71,17 @@ func setupPersonas() error {
 			return err
 		}
 		personaClients[name] = c
+		if p.role == "" {
+			continue
+		}
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "test-" + name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: p.role},
+			Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: p.groups[0]}},
+		}
+		if err := k8s.Create(ctx, binding); err != nil {
+			return err
+		}
 	}
 	return nil
 }

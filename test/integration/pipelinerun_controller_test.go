@@ -150,6 +150,13 @@ func TestTagFlow(t *testing.T) {
 	if strings.Join(order, ",") != "build,testing,staging,pre-production,approve,production" {
 		t.Fatalf("stages %v", order)
 	}
+	// The ledger says what is in production and who approved it.
+	rel := release(t, ns, "v1.4.0", func(g Gomega, rel *conveyorv1.Release) {
+		g.Expect(rel.Status.LastEnvironment).To(Equal("production"))
+	})
+	if rel.Status.Verdict != conveyorv1.VerdictApproved || rel.Status.DecidedBy != "rita" || len(rel.Status.Environments) != 3 {
+		t.Fatalf("ledger after the release: %+v", rel.Status)
+	}
 	finishedRunLeavesCache(t, cached, run, 6, 4)
 }
 
