@@ -13,6 +13,9 @@ const (
 	LabelJob = "conveyor.dev/job"
 	// LabelPipeline is the Pipeline's name on a Release.
 	LabelPipeline = "conveyor.dev/pipeline"
+	// LabelPush is a hash of the ref and commit on the runs the push receiver
+	// creates: it finds its own run when another squats its name.
+	LabelPush = "conveyor.dev/push"
 	// LabelManagedBy marks objects Conveyor manages.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of LabelManagedBy.

@@ -268,6 +268,34 @@ type PipelineSource struct {
 	// GitHub's X-Hub-Signature-256. Events that do not carry it are refused.
 	// +required
 	SecretRef SecretKeyReference `json:"secretRef"`
+
+	// pushers map who pushes, as the git provider names them in its events,
+	// to Kubernetes users. A run the receiver creates for a mapped pusher has
+	// that user as its requester, so separation of duties holds: the pusher
+	// of a tag may not approve its release. A pusher not mapped leaves the
+	// manager as the requester; an approver whose username equals the
+	// pusher's name is refused all the same.
+	// +optional
+	// +kubebuilder:validation:MaxItems=1000
+	// +listType=map
+	// +listMapKey=name
+	Pushers []PusherMapping `json:"pushers,omitempty"`
+}
+
+// PusherMapping maps a git provider's user to a Kubernetes user.
+type PusherMapping struct {
+	// name of the user at the git provider (GitLab's user_username, GitHub's
+	// pusher.name).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Name string `json:"name"`
+
+	// user is the Kubernetes username, as the API server authenticates them.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	User string `json:"user"`
 }
 
 // SecretKeyReference names a key of a Secret in the same namespace.

@@ -52,7 +52,7 @@ func Setup(mgr ctrl.Manager) error {
 		return fmt.Errorf("approval webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.PipelineRun{}).
-		WithDefaulter(recordRequester{}).
+		WithDefaulter(recordRequester{manager: self.Status.UserInfo.Username}).
 		WithValidator(rv).
 		Complete(); err != nil {
 		return fmt.Errorf("pipelinerun webhooks: %w", err)
@@ -117,16 +117,27 @@ func readRun(ctx context.Context, reader client.Reader, a *conveyorv1.Approval) 
 }
 
 // recordRequester writes the authenticated user into spec.requester on create,
-// replacing whatever the client wrote.
-type recordRequester struct{}
+// replacing whatever the client wrote; but for a run the push receiver (the
+// manager) creates with the Kubernetes user its Pipeline maps the pusher to
+// (the validator checks the mapping).
+type recordRequester struct{ manager string }
 
-func (recordRequester) Default(ctx context.Context, run *conveyorv1.PipelineRun) error {
+func (d recordRequester) Default(ctx context.Context, run *conveyorv1.PipelineRun) error {
 	req, err := requester(ctx)
 	if err != nil {
 		return err
 	}
+	if pushed(run, req, d.manager) && run.Spec.Requester != nil && run.Spec.Requester.Username != "" {
+		run.Spec.Requester = &conveyorv1.UserInfo{Username: run.Spec.Requester.Username}
+		return nil
+	}
 	run.Spec.Requester = Identity(req.UserInfo)
 	return nil
+}
+
+// pushed reports whether the manager's push receiver creates the run.
+func pushed(run *conveyorv1.PipelineRun, req admission.Request, manager string) bool {
+	return run.Spec.Trigger != nil && manager != "" && req.UserInfo.Username == manager
 }
 
 // approvalValidator enforces who may trigger or decide which stage.
@@ -181,7 +192,7 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err != nil {
 		return nil, err
 	}
-	if !isRequester(run.Spec.Requester, req) {
+	if !isRequester(run.Spec.Requester, req) && !pushed(run, req, v.manager) {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
 			fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
 	}
@@ -193,11 +204,19 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	}
 	pipeline := &conveyorv1.Pipeline{}
 	err = v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
+	if apierrors.IsNotFound(err) && pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
+			fmt.Errorf("Pipeline %s does not exist: no pusher mapping to check spec.requester against", run.Spec.PipelineRef.Name))
+	}
 	if apierrors.IsNotFound(err) {
 		return admission.Warnings{fmt.Sprintf("Pipeline %s does not exist in namespace %s yet: the run starts when it does", run.Spec.PipelineRef.Name, run.Namespace)}, nil
 	}
 	if err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
+	}
+	if pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) && engine.Pusher(&pipeline.Spec, run.Spec.Trigger.Pusher) != run.Spec.Requester.Username {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
+			fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))
 	}
 	if err := CheckRun(pipeline, run); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)

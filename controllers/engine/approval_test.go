@@ -148,3 +148,26 @@ func TestApprovalBindsToItsRun(t *testing.T) {
 		t.Fatalf("its own Approval did not trigger it: %s", p.Status.Phase)
 	}
 }
+
+// TestSelfApprovalCoversThePusher: the requester, and the pusher of a pushed
+// run (mapped or not), may not decide its gate; others may.
+func TestSelfApprovalCoversThePusher(t *testing.T) {
+	spec := seed()
+	spec.Source = &conveyorv1.PipelineSource{Pushers: []conveyorv1.PusherMapping{{Name: "rita.git", User: "rita"}}}
+	gate := &spec.Stages[4]
+	run := newRun(tag)
+	run.Spec.Trigger = &conveyorv1.Trigger{Pusher: "rita.git"}
+	run.Spec.Requester = &conveyorv1.UserInfo{Username: Pusher(spec, "rita.git")}
+	if Pusher(spec, "rob") != "" || run.Spec.Requester.Username != "rita" {
+		t.Fatalf("mapping: %q", run.Spec.Requester.Username)
+	}
+	for approver, want := range map[string]bool{"rita": true, "rita.git": true, "rob": false, "": false} {
+		if got := SelfApproval(run, gate, approver); got != want {
+			t.Errorf("SelfApproval(%q) = %v, want %v", approver, got, want)
+		}
+	}
+	gate.Approval.AllowRunRequester = true
+	if SelfApproval(run, gate, "rita") {
+		t.Error("allowRunRequester: the requester is refused")
+	}
+}

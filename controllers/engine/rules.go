@@ -213,7 +213,7 @@ func separationOfDuties(c *ApprovalCase) *Refusal {
 	}
 	groups, _ := StageGroups(c.stage)
 	return &Refusal{Reason: conveyorv1.ReasonSelfApproval, Final: true,
-		Message: fmt.Sprintf("separation of duties: %q created PipelineRun %s and may not approve or reject its stage %s; another member of %s must",
+		Message: fmt.Sprintf("separation of duties: %q requested PipelineRun %s (created it, or pushed its ref) and may not approve or reject its stage %s; another member of %s must",
 			actor, c.Run.Name, c.stage.Name, strings.Join(groups, ", "))}
 }
 
@@ -283,6 +283,23 @@ func StageGroups(stage *conveyorv1.Stage) (groups []string, act string) {
 // its approval stage, which separation of duties forbids unless the stage
 // allows it.
 func SelfApproval(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, approver string) bool {
-	return IsGate(stage) && !stage.Approval.AllowRunRequester && approver != "" &&
-		run.Spec.Requester != nil && run.Spec.Requester.Username == approver
+	if !IsGate(stage) || stage.Approval.AllowRunRequester || approver == "" {
+		return false
+	}
+	return run.Spec.Requester != nil && run.Spec.Requester.Username == approver ||
+		run.Spec.Trigger != nil && run.Spec.Trigger.Pusher == approver
+}
+
+// Pusher is the Kubernetes user a Pipeline maps a git provider's pusher to;
+// "" when it maps none.
+func Pusher(spec *conveyorv1.PipelineSpec, pusher string) string {
+	if spec.Source == nil || pusher == "" {
+		return ""
+	}
+	for _, m := range spec.Source.Pushers {
+		if m.Name == pusher {
+			return m.User
+		}
+	}
+	return ""
 }

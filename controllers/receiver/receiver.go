@@ -224,14 +224,18 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 			continue
 		}
 		run := &conveyorv1.PipelineRun{
-			ObjectMeta: metav1.ObjectMeta{Name: RunName(p.Name, git), Namespace: p.Namespace},
+			ObjectMeta: metav1.ObjectMeta{Name: RunName(p.Name, git), Namespace: p.Namespace,
+				Labels: map[string]string{conveyorv1.LabelPush: pushKey(git)}},
 			Spec: conveyorv1.PipelineRunSpec{
 				PipelineRef: conveyorv1.PipelineReference{Name: p.Name},
 				Git:         git,
 				Trigger:     &conveyorv1.Trigger{Provider: push.Provider, Event: push.Event, Delivery: push.Delivery, Pusher: push.Pusher},
 			},
 		}
-		err := r.Client.Create(ctx, run)
+		if user := engine.Pusher(&p.Spec, push.Pusher); user != "" {
+			run.Spec.Requester = &conveyorv1.UserInfo{Username: user}
+		}
+		err := r.create(ctx, run)
 		switch {
 		case err == nil:
 			created++
@@ -259,14 +263,60 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 	return res, "ignored", nil
 }
 
+// create creates the run under its deterministic name. When that name is
+// taken by a run the receiver did not make for this push (a squatter: a run
+// without spec.trigger, which only the receiver sets, or for another commit),
+// the receiver's own run for the push is looked for by its label and, when
+// none exists, created under a generated name: a squatted name never
+// swallows a push. AlreadyExists means the push was received before.
+func (r *Receiver) create(ctx context.Context, run *conveyorv1.PipelineRun) error {
+	err := r.Client.Create(ctx, run)
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	ours := func(o *conveyorv1.PipelineRun) bool {
+		return o.Spec.Trigger != nil && o.Spec.PipelineRef == run.Spec.PipelineRef && o.Spec.Git == run.Spec.Git
+	}
+	existing := &conveyorv1.PipelineRun{}
+	if gerr := r.Client.Get(ctx, client.ObjectKeyFromObject(run), existing); gerr == nil && ours(existing) {
+		return err
+	}
+	runs := &conveyorv1.PipelineRunList{}
+	if lerr := r.Client.List(ctx, runs, client.InNamespace(run.Namespace), client.MatchingLabels{conveyorv1.LabelPush: run.Labels[conveyorv1.LabelPush]}); lerr != nil {
+		return lerr
+	}
+	for i := range runs.Items {
+		if ours(&runs.Items[i]) {
+			run.Name = runs.Items[i].Name
+			return err
+		}
+	}
+	r.Log.Info("A run squats the push's run name: creating the push's run under a generated name", "run", run.Namespace+"/"+run.Name, "squatter requester", requesterOf(existing))
+	run.GenerateName, run.Name = run.Name+"-", ""
+	return r.Client.Create(ctx, run)
+}
+
+func requesterOf(run *conveyorv1.PipelineRun) string {
+	if run.Spec.Requester == nil {
+		return ""
+	}
+	return run.Spec.Requester.Username
+}
+
+// pushKey labels the runs the receiver creates for a ref and commit.
+func pushKey(git conveyorv1.GitRef) string {
+	kind, ref := engine.Ref(git)
+	sum := sha256.Sum256([]byte(string(kind) + "/" + ref + "@" + git.Commit))
+	return hex.EncodeToString(sum[:])[:16]
+}
+
 var notName = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // RunName is the name of the run a push of git starts for a Pipeline:
 // "<pipeline>-<ref>-<hash of ref and commit>", at most 52 characters.
 func RunName(pipeline string, git conveyorv1.GitRef) string {
-	kind, ref := engine.Ref(git)
-	sum := sha256.Sum256([]byte(string(kind) + "/" + ref + "@" + git.Commit))
-	hash := hex.EncodeToString(sum[:])[:8]
+	_, ref := engine.Ref(git)
+	hash := pushKey(git)[:8]
 	slug := strings.Trim(notName.ReplaceAllString(strings.ToLower(ref), "-"), "-")
 	prefix := strings.Trim(pipeline+"-"+slug, "-")
 	if len(prefix) > 43 {

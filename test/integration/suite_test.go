@@ -32,6 +32,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/admission"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
 var (
@@ -92,6 +93,13 @@ func startManager(t *testing.T) (stop func()) {
 // tests of what it holds.
 func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 	t.Helper()
+	mgr, stop := startManagerWith(t)
+	return mgr.GetCache(), stop
+}
+
+// startManagerWith is startManager that also returns the manager.
+func startManagerWith(t *testing.T) (_ ctrl.Manager, stop func()) {
+	t.Helper()
 	wh := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{
 		MetricsAddr: "0", ProbeAddr: "0",
@@ -105,6 +113,10 @@ func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+		t.Fatal(err)
+	}
+	// The push receiver's index, as main sets it up (tests serve the receiver themselves).
+	if err := receiver.Setup(ctx, mgr, "0"); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -134,7 +146,7 @@ func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 			}
 		}
 	})
-	return mgr.GetCache(), stop
+	return mgr, stop
 }
 
 // endRuns cancels every run that has not finished.
@@ -178,6 +190,12 @@ func newNamespace(t *testing.T) string {
 // seedPipeline creates the seed's pipeline from config/samples in namespace ns.
 func seedPipeline(t *testing.T, ns string) *conveyorv1.Pipeline {
 	t.Helper()
+	return seedPipelineWith(t, ns, nil)
+}
+
+// seedPipelineWith creates the seed's Pipeline as change makes it.
+func seedPipelineWith(t *testing.T, ns string, change func(*conveyorv1.Pipeline)) *conveyorv1.Pipeline {
+	t.Helper()
 	data, err := os.ReadFile("../../config/samples/pipeline.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +205,9 @@ func seedPipeline(t *testing.T, ns string) *conveyorv1.Pipeline {
 		t.Fatal(err)
 	}
 	p.Namespace = ns
+	if change != nil {
+		change(p)
+	}
 	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func TestTrustRules(t *testing.T) {
 	waitRun(t, run, conveyorv1.RunWaiting, "approve")
 
 	refused("dana", "approve", conveyorv1.DecisionApprove, "only members of the groups release-engineers may")
-	refused("rita", "approve", conveyorv1.DecisionApprove, `separation of duties: "rita" created PipelineRun`)
+	refused("rita", "approve", conveyorv1.DecisionApprove, `separation of duties: "rita" requested PipelineRun`)
 	refused("dana", "production", conveyorv1.DecisionApprove, `user "dana" may not trigger stage production: only members of the groups release-engineers, devops may`)
 
 	// rob approves, and claims in the request to be rita: the recorded approver is rob.
