@@ -18,10 +18,13 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -288,6 +291,8 @@ func TestChartMatchesConfig(t *testing.T) {
 			paths = [][]string{{"webhooks"}}
 		case "Service":
 			paths = [][]string{{"spec", "ports"}, {"spec", "selector"}}
+		case "NetworkPolicy":
+			paths = [][]string{{"spec"}}
 		case "Deployment":
 			paths = [][]string{
 				{"spec", "selector"}, {"spec", "replicas"},
@@ -316,6 +321,54 @@ func TestChartMatchesConfig(t *testing.T) {
 		}
 	}
 	t.Logf("%d objects in both, %d fields compared", len(kust), compared)
+}
+
+// The NetworkPolicy selects the manager's pods and opens only ports the
+// manager's container names (webhook, metrics; the receiver when it is on),
+// metrics only to the labelled namespaces: a renamed port or label would
+// silently close the webhook, or open everything.
+func TestNetworkPolicyCoversTheManager(t *testing.T) {
+	for name, objs := range map[string][]*unstructured.Unstructured{
+		"helm template (receiver on)": helmTemplate(t, "--set", "receiver.enabled=true"),
+		"kustomize config/default":    kustomize(t, "config/default"),
+	} {
+		objs := index(objs)
+		deploy, policy := &appsv1.Deployment{}, &networkingv1.NetworkPolicy{}
+		for obj, key := range map[any]string{deploy: "Deployment/conveyor-system/conveyor-manager", policy: "NetworkPolicy/conveyor-system/conveyor-manager"} {
+			u, ok := objs[key]
+			if !ok {
+				t.Fatalf("%s: no %s", name, key)
+			}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+		selector, err := metav1.LabelSelectorAsSelector(&policy.Spec.PodSelector)
+		if err != nil || selector.Empty() || !selector.Matches(labels.Set(deploy.Spec.Template.Labels)) {
+			t.Fatalf("%s: the policy's podSelector %v does not select the manager's pods %v", name, policy.Spec.PodSelector, deploy.Spec.Template.Labels)
+		}
+		ports := map[string]bool{}
+		for _, p := range deploy.Spec.Template.Spec.Containers[0].Ports {
+			ports[p.Name] = true
+		}
+		opened := map[string]int{}
+		for _, rule := range policy.Spec.Ingress {
+			for _, p := range rule.Ports {
+				if p.Port == nil || !ports[p.Port.String()] {
+					t.Errorf("%s: the policy opens port %v, which the manager does not name", name, p.Port)
+					continue
+				}
+				opened[p.Port.String()] = len(rule.From)
+			}
+		}
+		if _, ok := opened["webhook"]; !ok || opened["metrics"] == 0 || opened["probes"] != 0 {
+			t.Errorf("%s: ports opened (with their number of peers): %v; want webhook, metrics from labelled namespaces only", name, opened)
+		}
+		if _, ok := opened["receiver"]; ports["receiver"] && !ok {
+			t.Errorf("%s: the receiver is on and closed", name)
+		}
+		t.Logf("%s: %v", name, opened)
+	}
 }
 
 func index(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
