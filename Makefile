@@ -73,9 +73,10 @@ e2e: cluster-assets ## Run the end-to-end suite alone against a local control pl
 	E2E_BIN_DIR="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -timeout 30m -v ./test/e2e/ 2>&1 | hack/test-summary.sh
 
 .PHONY: fuzz
-fuzz: ## Fuzz the admission rules briefly (FUZZTIME executions each; corpus in controllers/admission/testdata/fuzz).
+fuzz: ## Fuzz the admission rules and the release ledger briefly (FUZZTIME executions each; corpora in controllers/*/testdata/fuzz).
 	go test -run '^$$' -fuzz '^FuzzCheckApproval$$' -fuzztime $(FUZZTIME) ./controllers/admission/
 	go test -run '^$$' -fuzz '^FuzzCheckRun$$' -fuzztime $(FUZZTIME) ./controllers/admission/
+	go test -run '^$$' -fuzz '^FuzzReleaseLedger$$' -fuzztime $(FUZZTIME) ./controllers/engine/
 
 ##@ Demo
 

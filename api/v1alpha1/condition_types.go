@@ -62,6 +62,9 @@ const (
 	ReasonReleaseRefused = "ReleaseRefused"
 	// ReasonTagMoved: the run names another commit than its tag's Release does.
 	ReasonTagMoved = "TagMoved"
+	// ReasonJobNameTaken: a Job Conveyor did not make for the run holds the
+	// name of one of the stage's Jobs; the stage starts once it is deleted.
+	ReasonJobNameTaken = "JobNameTaken"
 	// ReasonTimeout: the run took longer than its Pipeline's timeout.
 	ReasonTimeout = "Timeout"
 

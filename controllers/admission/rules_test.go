@@ -128,12 +128,13 @@ func TestCheckApproval(t *testing.T) {
 // the run stands, the check never panics, and an allowed Approval always comes
 // from a member of the stage's groups, for a manual or approval stage of the
 // run that waits for it, and never rejects a manual stage or lets a run's
-// requester pass its own gate.
+// requester, or the pusher of a pushed run, pass its own gate.
 func FuzzCheckApproval(f *testing.F) {
 	f.Add("staging", "Approve", "dana", "developers", "feature_login", false)
 	f.Add("approve", "Reject", "rita", "release-engineers", "v1.4.0", true)
 	f.Add("production", "Approve", "omar", "devops,release-engineers", "v2", true)
 	f.Add("approve", "Approve", "", "", "", true)
+	f.Add("approve", "Approve", "rob", "release-engineers", "v1.4.0", true)
 	f.Fuzz(func(t *testing.T, stage, decision, username, groups, ref string, isTag bool) {
 		git := conveyorv1.GitRef{Branch: ref}
 		if isTag {
@@ -144,6 +145,12 @@ func FuzzCheckApproval(f *testing.F) {
 			// A run that has reached one stage, the others passed or pending.
 			stages := seedSpec().Stages
 			run = runAt(git, "rita", stages[len(username)%len(stages)].Name)
+		}
+		// Half the runs were pushed by rob (the receiver's runs): he may not
+		// decide their gates either.
+		pushedByRob := len(groups)%2 == 1
+		if pushedByRob {
+			run.Spec.Trigger = &conveyorv1.Trigger{Provider: "gitlab", Pusher: "rob"}
 		}
 		u := authenticationv1.UserInfo{Username: username, Groups: strings.Split(groups, ",")}
 		err := CheckApproval(run, approval(stage, conveyorv1.ApprovalDecision(decision)), u)
@@ -173,6 +180,9 @@ func FuzzCheckApproval(f *testing.F) {
 			}
 			if username == "rita" {
 				t.Fatal("allowed the run's requester to decide its gate")
+			}
+			if pushedByRob && username == "rob" {
+				t.Fatal("allowed the pusher to decide the gate of the run he pushed")
 			}
 		case engine.IsManual(st):
 			if !slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(st.TriggerGroups, g) }) {

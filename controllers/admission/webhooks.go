@@ -224,15 +224,6 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
 	}
-	// The release ledger: a refused release, or its commit under another tag,
-	// never runs again, and a tag names one commit.
-	l, err := ledger.Read(ctx, v.reader, run)
-	if err != nil {
-		return nil, apierrors.NewInternalError(err)
-	}
-	if _, err := engine.ReleaseBar(run, l); err != nil {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
-	}
 	if run.Spec.RerunOf != "" {
 		source := &conveyorv1.PipelineRun{}
 		err := v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
@@ -244,6 +235,15 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		if fe := engine.CheckRerun(run, source); fe != nil {
 			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, field.ErrorList{fe})
 		}
+	}
+	// The release ledger: a refused release, or its commit under another tag,
+	// never runs again, and a tag names one commit.
+	l, err := ledger.Read(ctx, v.reader, run)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if _, err := engine.ReleaseBar(run, l); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
 	}
 	return nil, nil
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -344,26 +345,11 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 	return d.p
 }
 
-// ownJobs keeps of the Jobs observed those Conveyor made for the run: in
-// the stage's namespace, under the job's deterministic name, and with the UID
-// recorded when it was created (when one is). A Job anyone could make with the
-// run's labels and annotation elsewhere, or under that name after the real
-// one was deleted, is returned apart, to be told and ignored.
+// ownJobs keeps of the Jobs observed those Conveyor made for the run (see
+// OwnJob). A Job anyone could make with the run's labels and annotation
+// elsewhere, under its name after the real one was deleted, or under its name
+// before the stage was ready, is returned apart, to be told and ignored.
 func ownJobs(f Facts) (map[string]JobObservation, []JobObservation) {
-	run := f.Run
-	recorded := map[string]conveyorv1.JobStatus{}
-	for _, ss := range run.Status.Stages {
-		for _, js := range ss.Jobs {
-			recorded[JobKey(ss.Name, js.Name)] = js
-		}
-	}
-	expected := map[string][2]string{}
-	for _, stage := range RunStages(run.Status.PipelineSpec, run.Spec.Git) {
-		ns := StageNamespace(run.Namespace, &stage)
-		for _, j := range stage.Jobs {
-			expected[JobKey(stage.Name, j.Name)] = [2]string{ns, JobName(run.Namespace, run.Name, stage.Name, j.Name, ns)}
-		}
-	}
 	own := map[string]JobObservation{}
 	var ignored []JobObservation
 	keys := make([]string, 0, len(f.Jobs))
@@ -372,15 +358,105 @@ func ownJobs(f Facts) (map[string]JobObservation, []JobObservation) {
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
-		obs, want := f.Jobs[key], expected[key]
-		uid := types.UID(recorded[key].UID)
-		if obs.Namespace != want[0] || obs.Name != want[1] || (uid != "" && obs.UID != uid) {
+		if obs := f.Jobs[key]; OwnJob(f, key, obs) {
+			own[key] = obs
+		} else {
 			ignored = append(ignored, obs)
-			continue
 		}
-		own[key] = obs
 	}
 	return own, ignored
+}
+
+// OwnJob reports whether an observed Job is the one Conveyor made for the
+// run's job key: in the stage's namespace, under the job's deterministic
+// name, and with the UID recorded when it was created. Before a UID is
+// recorded (a manager stopped between the create and the status write), the
+// Job must have been created once the stage was ready: after the run started
+// and the stage before it finished, after the trigger of a manual stage, and
+// after the run took the lock of the stage's environment. A Job someone made
+// under the name ahead of time, to start the stage without its trigger or
+// lock, is not the run's.
+func OwnJob(f Facts, key string, obs JobObservation) bool {
+	run := f.Run
+	stageName, jobName, _ := strings.Cut(key, "/")
+	stages := RunStages(run.Status.PipelineSpec, run.Spec.Git)
+	i := slices.IndexFunc(stages, func(s conveyorv1.Stage) bool { return s.Name == stageName })
+	if i < 0 {
+		return false
+	}
+	stage := &stages[i]
+	ns := StageNamespace(run.Namespace, stage)
+	if obs.Namespace != ns || obs.Name != JobName(run.Namespace, run.Name, stage.Name, jobName, ns) {
+		return false
+	}
+	if uid := recordedUID(run, stageName, jobName); uid != "" {
+		return obs.UID == types.UID(uid)
+	}
+	since, ready := readySince(f, stages, i)
+	return ready && (obs.StartTime == nil || !obs.StartTime.Time.Before(since))
+}
+
+// recordedUID is the UID the run's status records for a job, "" when none.
+func recordedUID(run *conveyorv1.PipelineRun, stage, job string) string {
+	for _, ss := range run.Status.Stages {
+		if ss.Name != stage {
+			continue
+		}
+		for _, js := range ss.Jobs {
+			if js.Name == job {
+				return js.UID
+			}
+		}
+	}
+	return ""
+}
+
+// readySince is the earliest the Jobs of stages[i] can have been made by
+// Conveyor, to the second (creation times are whole seconds); ready is false
+// while the stage can have none: a manual stage without a trigger that
+// counts, an environment stage whose lock the run is not known to hold.
+func readySince(f Facts, stages []conveyorv1.Stage, i int) (time.Time, bool) {
+	run, stage := f.Run, &stages[i]
+	var since time.Time
+	later := func(t *metav1.Time) {
+		if t != nil && t.Time.After(since) {
+			since = t.Time
+		}
+	}
+	later(run.Status.StartTime)
+	if i > 0 {
+		prev := stages[i-1]
+		for _, ss := range run.Status.Stages {
+			if ss.Name == prev.Name {
+				later(ss.CompletionTime)
+			}
+		}
+		for _, j := range prev.Jobs {
+			if obs, ok := f.Jobs[JobKey(prev.Name, j.Name)]; ok {
+				later(obs.CompletionTime)
+			}
+		}
+	}
+	if IsManual(stage) {
+		given := trigger(approvalsByStage(f.Approvals, run.UID, f.TrustUnrecordedApprovers)[stage.Name])
+		if len(given) == 0 {
+			return since, false
+		}
+		for _, a := range f.Approvals {
+			if a.Name == given[0].Approval {
+				later(&a.Created)
+			}
+		}
+	}
+	if stage.Environment != "" {
+		if fact, ok := environmentFact(f, stage); !ok || !fact.Held {
+			return since, false
+		}
+		if l := f.Locks[stage.Environment]; l.Lease != nil && l.Lease.Spec.AcquireTime != nil {
+			later(&metav1.Time{Time: l.Lease.Spec.AcquireTime.Time})
+		}
+	}
+	return since.Truncate(time.Second), true
 }
 
 // approvalsByStage groups the Approvals that count by stage, oldest first

@@ -8,6 +8,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -294,17 +295,45 @@ func observed(f Facts) Facts {
 	for k, v := range f.Jobs {
 		jobs[k] = v
 	}
+	// The Jobs a test gives are Conveyor's: their UIDs are recorded in the
+	// run's status, as when they were created.
+	run := f.Run.DeepCopy()
 	for _, stage := range RunStages(spec, f.Run.Spec.Git) {
 		ns := StageNamespace(f.Run.Namespace, &stage)
 		for _, j := range stage.Jobs {
 			if obs, ok := jobs[JobKey(stage.Name, j.Name)]; ok && obs.Name == "" {
 				obs.Name, obs.Namespace = JobName(f.Run.Namespace, f.Run.Name, stage.Name, j.Name, ns), ns
+				obs.UID = types.UID("uid-" + obs.Name)
 				jobs[JobKey(stage.Name, j.Name)] = obs
+				if run.Status.PipelineSpec != nil {
+					record(run, stage.Name, conveyorv1.JobStatus{Name: j.Name, UID: string(obs.UID)})
+				}
 			}
 		}
 	}
-	f.Jobs = jobs
+	f.Run, f.Jobs = run, jobs
 	return f
+}
+
+// record notes a job's status in the run's status, adding its stage if need be.
+func record(run *conveyorv1.PipelineRun, stage string, js conveyorv1.JobStatus) {
+	for i := range run.Status.Stages {
+		ss := &run.Status.Stages[i]
+		if ss.Name != stage {
+			continue
+		}
+		for k := range ss.Jobs {
+			if ss.Jobs[k].Name == js.Name {
+				if ss.Jobs[k].UID == "" {
+					ss.Jobs[k].UID = js.UID
+				}
+				return
+			}
+		}
+		ss.Jobs = append(ss.Jobs, js)
+		return
+	}
+	run.Status.Stages = append(run.Status.Stages, conveyorv1.StageStatus{Name: stage, Jobs: []conveyorv1.JobStatus{js}})
 }
 
 // TestDecideEnvironmentQueue: a stage ready for its environment asks for the
@@ -455,5 +484,55 @@ func TestOnlyOwnJobsCount(t *testing.T) {
 	swapped["build/compile"] = JobObservation{Name: building.Status.Stages[0].Jobs[0].JobName, Namespace: "shop-ci", UID: "real", Phase: conveyorv1.JobSucceeded}
 	if p = decide(Facts{Run: building, Jobs: swapped, Now: t0}); p.Status.Stages[0].Phase != conveyorv1.StageSucceeded || len(p.Ignored) != 0 {
 		t.Fatalf("its own Job: build %s, ignored %d", p.Status.Stages[0].Phase, len(p.Ignored))
+	}
+}
+
+// TestJobMadeAheadOfTimeIgnored: a Job made under a stage's name before
+// the stage was ready (before its trigger, or before the run held its
+// environment) is not the run's, and the stage waits; one made after (a
+// manager stopped between its create and its status write) is.
+func TestJobMadeAheadOfTimeIgnored(t *testing.T) {
+	run := newRun(branch)
+	withStatus(run, decide(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint"), Now: t0}))
+	base := observed(Facts{Run: run, Jobs: done("build/compile", "testing/unit", "testing/lint")})
+	run = base.Run
+	early, late := metav1.NewTime(t0.Add(-time.Minute)), metav1.NewTime(t0.Add(time.Minute))
+	squat := func(created metav1.Time) map[string]JobObservation {
+		return merge(base.Jobs, map[string]JobObservation{"staging/deploy": {
+			Name: JobName(run.Namespace, run.Name, "staging", "deploy", "staging"), Namespace: "staging", UID: "uid-squat",
+			Phase: conveyorv1.JobSucceeded, StartTime: &created}})
+	}
+	trig := approve("a1", "staging", "dev")
+	trig.Created = t0
+	held := map[string]EnvironmentFact{"staging": {Held: true}}
+
+	for _, tc := range []struct {
+		name      string
+		jobs      map[string]JobObservation
+		approvals []ApprovalFact
+		env       map[string]EnvironmentFact
+		wantPhase conveyorv1.StagePhase
+		ignored   int
+	}{
+		{"made before any trigger", squat(late), nil, held, conveyorv1.StageWaiting, 1},
+		{"made before the trigger", squat(early), []ApprovalFact{trig}, held, conveyorv1.StageRunning, 1},
+		{"made while the environment was not held", squat(late), []ApprovalFact{trig}, map[string]EnvironmentFact{"staging": {Holder: "other/run"}}, conveyorv1.StageQueued, 1},
+		{"made after the trigger, with the lock", squat(late), []ApprovalFact{trig}, held, conveyorv1.StageSucceeded, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(Facts{Run: run, Jobs: tc.jobs, Approvals: tc.approvals, Environments: tc.env, Now: t0})
+			var staging *conveyorv1.StageStatus
+			for i := range p.Status.Stages {
+				if p.Status.Stages[i].Name == "staging" {
+					staging = &p.Status.Stages[i]
+				}
+			}
+			if staging.Phase != tc.wantPhase || len(p.Ignored) != tc.ignored {
+				t.Fatalf("staging %s (%s), %d ignored; want %s, %d ignored", staging.Phase, staging.Message, len(p.Ignored), tc.wantPhase, tc.ignored)
+			}
+			if tc.ignored > 0 && tc.wantPhase == conveyorv1.StageRunning && len(p.Create) != 1 {
+				t.Fatalf("a ready stage whose name is squatted asks to create its Job: create %d", len(p.Create))
+			}
+		})
 	}
 }

@@ -14,8 +14,8 @@ type Outcome struct {
 	// Created are the Jobs created, by JobKey.
 	Created map[string]CreatedJob
 	// Blocked are the namespaces where Jobs could not be created or the
-	// environment locked, with the reason (ReasonNamespaceNotFound or
-	// ReasonJobsForbidden).
+	// environment locked, with the reason (ReasonNamespaceNotFound,
+	// ReasonJobsForbidden, or ReasonJobNameTaken).
 	Blocked map[string]string
 	// Unlocked are the locks the plan took that could not be taken (their
 	// namespace is blocked): their stages did not start, and stay queued.
@@ -72,8 +72,11 @@ func (b Blocked) Error() string { return b.Message }
 
 // BlockedMessage says why Jobs cannot be created in a namespace, and what to do.
 func BlockedMessage(reason, ns string) string {
-	if reason == conveyorv1.ReasonJobsForbidden {
+	switch reason {
+	case conveyorv1.ReasonJobsForbidden:
 		return fmt.Sprintf("Conveyor may not create Jobs in namespace %s: bind the ClusterRole conveyor-job-runner to the manager there", ns)
+	case conveyorv1.ReasonJobNameTaken:
+		return fmt.Sprintf("a Job Conveyor did not make for this run holds the name of the stage's Job in namespace %s (see the JobIgnored Event): delete it and the stage starts", ns)
 	}
 	return fmt.Sprintf("namespace %s does not exist", ns)
 }

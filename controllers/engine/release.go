@@ -24,7 +24,7 @@ const maxReleaseDecisions = 32
 
 // ReleaseName is the name of the Release of a Pipeline's tag:
 // "<pipeline>-<tag>-<hash>", the tag lower-cased with other characters than
-// letters, digits, '.' and '-' made '-', and a hash of the Pipeline and tag
+// letters, digits, '.' and '-' made '-' (a valid object name), and a hash of the Pipeline and tag
 // that keeps apart tags alike once lower-cased.
 func ReleaseName(pipeline, tag string) string {
 	var b strings.Builder
@@ -35,7 +35,14 @@ func ReleaseName(pipeline, tag string) string {
 			b.WriteRune('-')
 		}
 	}
-	prefix := strings.Trim(pipeline+"-"+b.String(), "-.")
+	// Each dot-separated part of the name starts and ends with a letter or digit.
+	var parts []string
+	for _, part := range strings.Split(b.String(), ".") {
+		if part = strings.Trim(part, "-"); part != "" {
+			parts = append(parts, part)
+		}
+	}
+	prefix := strings.Trim(pipeline+"-"+strings.Join(parts, "."), "-.")
 	if len(prefix) > 200 {
 		prefix = strings.TrimRight(prefix[:200], "-.")
 	}

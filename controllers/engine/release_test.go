@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -169,4 +170,58 @@ func TestRefusedReleaseStopsRuns(t *testing.T) {
 	if again := decide(Facts{Run: inFlight, Ledger: Ledger{}, Now: t0}); again.Status.Phase != conveyorv1.RunRejected || len(again.Create) != 0 {
 		t.Fatalf("a stopped run moved again: %s, create %d", again.Status.Phase, len(again.Create))
 	}
+}
+
+// FuzzReleaseLedger: whatever the tags and commits, a Release's name is a
+// valid object name; once a release is refused, a run of its tag, or of its
+// commit under another tag, is barred, and recording any other run never
+// lifts the refusal; a run of another commit under the tag is barred too.
+func FuzzReleaseLedger(f *testing.F) {
+	f.Add("v1.4.0", "3f2a9c1d", "v1.4.0", "3f2a9c1d", true)
+	f.Add("v1.4.0", "3f2a9c1d", "v1.4.1", "3F2A9C1D77", false)
+	f.Add("release/X_1", "abcd", "release/x-1", "dcba", true)
+	f.Fuzz(func(t *testing.T, tagA, commitA, tagB, commitB string, refuse bool) {
+		if tagA == "" || commitA == "" || tagB == "" || commitB == "" {
+			return
+		}
+		if errs := validation.IsDNS1123Subdomain(ReleaseName("shop", tagA)); len(errs) > 0 {
+			t.Fatalf("ReleaseName(%q) = %q: %v", tagA, ReleaseName("shop", tagA), errs)
+		}
+		first, p := decidedTagRun(conveyorv1.DecisionApprove, false)
+		if refuse {
+			first, p = decidedTagRun(conveyorv1.DecisionReject, false)
+		}
+		first.Spec.Git = conveyorv1.GitRef{Tag: tagA, Commit: commitA}
+		rel := RecordRelease(first, &p.Status, nil)
+		if rel == nil {
+			t.Fatal("the tag's first run recorded nothing")
+		}
+		second, q := decidedTagRun(conveyorv1.DecisionApprove, true)
+		second.Name, second.UID, second.Spec.Git = "shop-2", "uid-2", conveyorv1.GitRef{Tag: tagB, Commit: commitB}
+		var l Ledger
+		if tagB == tagA {
+			l.Release = rel
+		} else if refuse {
+			l.Refused = []conveyorv1.Release{*rel}
+		}
+		reason, err := ReleaseBar(second, l)
+		sameCommit := SameCommit(commitA, commitB)
+		switch {
+		case refuse && (tagB == tagA || sameCommit):
+			if reason != conveyorv1.ReasonReleaseRefused || err == nil {
+				t.Fatalf("a run of a refused release (%s@%s after %s@%s) got %q %v", tagB, commitB, tagA, commitA, reason, err)
+			}
+		case tagB == tagA && !sameCommit:
+			if reason != conveyorv1.ReasonTagMoved {
+				t.Fatalf("a moved tag (%s: %s then %s) got %q %v", tagA, commitA, commitB, reason, err)
+			}
+		case err != nil:
+			t.Fatalf("barred %s@%s after %s@%s (refused %v): %v", tagB, commitB, tagA, commitA, refuse, err)
+		}
+		if tagB == tagA {
+			if after := RecordRelease(second, &q.Status, rel); refuse && after != nil && after.Status.Verdict != conveyorv1.VerdictRefused {
+				t.Fatalf("a later run lifted the refusal: %+v", after.Status)
+			}
+		}
+	})
 }

@@ -66,15 +66,15 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 	if err := RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
 		return failForGood(p, conveyorv1.ReasonRefNotAllowed, err, f), nil
 	}
-	if reason, err := ReleaseBar(run, f.Ledger); err != nil {
-		return failForGood(p, reason, err, f), nil
-	}
 	var reused []conveyorv1.StageStatus
 	if run.Spec.RerunOf != "" {
 		if fe := CheckRerun(run, f.RerunSource); fe != nil {
 			return failForGood(p, conveyorv1.ReasonInvalidRerun, fe, f), nil
 		}
 		reused = ReusedStages(f.RerunSource, run, &pipeline.Spec)
+	}
+	if reason, err := ReleaseBar(run, f.Ledger); err != nil {
+		return failForGood(p, reason, err, f), nil
 	}
 	p.Status.PipelineGeneration, p.Status.Stages = pipeline.Generation, reused
 	return p, pipeline.Spec.DeepCopy()

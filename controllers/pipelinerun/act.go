@@ -43,7 +43,7 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	}
 	var errs []error
 	for _, c := range plan.Create {
-		errs = append(errs, r.createJob(ctx, run, c, plan, &outcome))
+		errs = append(errs, r.createJob(ctx, run, facts, c, plan, &outcome))
 	}
 	for _, obs := range plan.Delete {
 		errs = append(errs, r.deleteJob(ctx, run, obs, plan))
@@ -100,7 +100,7 @@ func (r *Reconciler) ensureFinalizer(ctx context.Context, run *conveyorv1.Pipeli
 }
 
 // createJob creates one Job of the plan and notes it in the outcome.
-func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun, c engine.JobToCreate, plan *engine.Plan, o *engine.Outcome) error {
+func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun, facts engine.Facts, c engine.JobToCreate, plan *engine.Plan, o *engine.Outcome) error {
 	job := engine.BuildJob(run, c)
 	ctrl.LoggerFrom(ctx).Info("Creating Job", "job", klog.KObj(job), "stage", c.Stage.Name)
 	err := r.Create(ctx, job)
@@ -111,11 +111,27 @@ func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun,
 		r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
 			"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
 	case apierrors.IsAlreadyExists(err):
-		// The Job exists though neither the cache nor the status as read
-		// shows it (a stale read, or a status write lost): the status now
-		// names it, and the next reconcile reads it from the API server
-		// (observeJobs); a Job that succeeded sends no more events.
-		plan.Requeue(time.Second)
+		// A Job holds the name though neither the cache nor the status as
+		// read shows it: Conveyor's own (a stale read, or a status write
+		// lost), adopted; or someone else's, made ahead of time or after
+		// Conveyor's was deleted, which blocks the stage until it is gone.
+		existing := &batchv1.Job{}
+		if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), existing); gerr != nil {
+			if apierrors.IsNotFound(gerr) {
+				plan.Requeue(time.Second) // deleted meanwhile: created next time
+				return nil
+			}
+			return fmt.Errorf("reading Job %s/%s: %w", job.Namespace, job.Name, gerr)
+		}
+		key := engine.JobKey(c.Stage.Name, c.Job.Name)
+		if obs := engine.ObserveJob(existing); engine.OwnJob(facts, key, obs) {
+			o.Created[key] = engine.CreatedJob{Time: existing.CreationTimestamp, UID: existing.UID}
+			return nil
+		}
+		r.Recorder.Eventf(run, existing, corev1.EventTypeWarning, conveyorv1.EventJobIgnored, "IgnoreJob",
+			"Job %s/%s holds the name of stage %s's job %s, but Conveyor did not make it for this run: delete it and the stage starts",
+			existing.Namespace, existing.Name, c.Stage.Name, c.Job.Name)
+		o.Block(c.Namespace, conveyorv1.ReasonJobNameTaken)
 	default:
 		if err := blockedOr(o, c.Namespace, err); err != nil {
 			return fmt.Errorf("creating Job %s/%s: %w", job.Namespace, job.Name, err)

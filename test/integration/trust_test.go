@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
 // The seed's roles, enforced by the API server: each step acts as a persona
@@ -296,7 +297,11 @@ stages:
 		client.MatchingLabels{conveyorv1.LabelRunUID: string(first.UID)}, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
-	again := create("77c0ffee")
+	// Under its name with another commit, the tag moved: the ledger refuses it.
+	moved := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: "shop-v1-4-0", Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: conveyorv1.GitRef{Tag: "v1.4.0", Commit: "77c0ffee"}}}
+	expectRefused(t, as("rita").Create(context.Background(), moved), "the tag moved")
+	again := create("3f2a9c1d")
 	waitApproval(t, old, conveyorv1.ReasonRunReplaced)
 	NewWithT(t).Consistently(func(g Gomega) {
 		approve := stageOf(getRun(t, again), "approve")
@@ -375,4 +380,55 @@ func TestLookAlikeJobIgnored(t *testing.T) {
 		g.Expect(got.Status.Phase).To(Equal(conveyorv1.RunWaiting))
 		g.Expect(stageOf(got, "staging").Phase).To(Equal(conveyorv1.StageWaiting))
 	}).WithTimeout(2 * time.Second).Should(Succeed())
+}
+
+// A Job made under a stage's own name in its own namespace before the stage
+// is ready (by anyone with Job rights there) neither starts the stage nor is
+// adopted once the stage is triggered: the run says the name is taken, and
+// the stage starts with Conveyor's own Job once the squatter is deleted.
+func TestJobNameSquattedAheadOfTime(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	seedPipeline(t, ns)
+	run := newRun(t, ns, featureLogin)
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	waitRun(t, run, conveyorv1.RunWaiting, "staging")
+	squat := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: engine.JobName(ns, run.Name, "staging", "deploy", "staging"), Namespace: "staging",
+			Labels:      map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: "staging", conveyorv1.LabelJob: "deploy", conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue},
+			Annotations: map[string]string{conveyorv1.AnnotationRun: ns + "/" + run.Name}},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "x", Image: "busybox"}}}}},
+	}
+	if err := k8s.Create(context.Background(), squat); err != nil {
+		t.Fatal(err)
+	}
+	finishJob(t, squat, "", "")
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(stageOf(getRun(t, run), "staging").Phase).To(Equal(conveyorv1.StageWaiting))
+	}).WithTimeout(2 * time.Second).Should(Succeed())
+
+	// Creation times are whole seconds: trigger in a later second than the squat.
+	time.Sleep(1100 * time.Millisecond)
+	decide(t, run, "staging", conveyorv1.DecisionApprove)
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := getRun(t, run)
+		g.Expect(readyReason(got)).To(Equal(conveyorv1.ReasonJobNameTaken), describe(got))
+		g.Expect(stageOf(got, "staging").Phase).NotTo(Equal(conveyorv1.StageSucceeded))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	t.Logf("Squatted: %s", readyMessage(getRun(t, run)))
+
+	if err := k8s.Delete(context.Background(), squat, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() bool {
+		return isNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(squat), &batchv1.Job{}))
+	}).WithTimeout(10 * time.Second).Should(BeTrue())
+	real := waitJob(t, run, "staging", "deploy")
+	if real.UID == squat.UID {
+		t.Fatal("the squatter's Job was taken as the stage's")
+	}
+	finishJob(t, real, "", "")
+	waitRun(t, run, conveyorv1.RunWaiting, "pre-production")
 }
