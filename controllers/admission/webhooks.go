@@ -193,20 +193,17 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		return nil, err
 	}
 	if !isRequester(run.Spec.Requester, req) && !pushed(run, req, v.manager) {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
-			fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
+		return nil, forbidden(run.Name, fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
 	}
 	// A push is told by the receiver (the manager) alone: a run claiming one
 	// would borrow the pusher's name and the receiver's deduplication.
 	if run.Spec.Trigger != nil && (v.manager == "" || req.UserInfo.Username != v.manager) {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
-			fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
+		return nil, forbidden(run.Name, fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
 	}
 	pipeline := &conveyorv1.Pipeline{}
 	err = v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
 	if apierrors.IsNotFound(err) && pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
-			fmt.Errorf("Pipeline %s does not exist: no pusher mapping to check spec.requester against", run.Spec.PipelineRef.Name))
+		return nil, forbidden(run.Name, fmt.Errorf("Pipeline %s does not exist: no pusher mapping to check spec.requester against", run.Spec.PipelineRef.Name))
 	}
 	if apierrors.IsNotFound(err) {
 		return admission.Warnings{fmt.Sprintf("Pipeline %s does not exist in namespace %s yet: the run starts when it does", run.Spec.PipelineRef.Name, run.Namespace)}, nil
@@ -215,14 +212,13 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
 	}
 	if pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) && engine.Pusher(&pipeline.Spec, run.Spec.Trigger.Pusher) != run.Spec.Requester.Username {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name,
-			fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))
+		return nil, forbidden(run.Name, fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))
 	}
 	if err := CheckRun(pipeline, run); err != nil {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+		return nil, forbidden(run.Name, err)
 	}
 	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+		return nil, forbidden(run.Name, err)
 	}
 	if run.Spec.RerunOf != "" {
 		source := &conveyorv1.PipelineRun{}
@@ -243,7 +239,7 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 		return nil, apierrors.NewInternalError(err)
 	}
 	if _, err := engine.ReleaseBar(run, l); err != nil {
-		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), run.Name, err)
+		return nil, forbidden(run.Name, err)
 	}
 	return nil, nil
 }
@@ -256,11 +252,8 @@ func (v runValidator) ValidateUpdate(ctx context.Context, old, updated *conveyor
 	if err != nil {
 		return nil, err
 	}
-	forbidden := func(err error) error {
-		return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), updated.Name, err)
-	}
 	if err := CheckRunMetadata(old, updated, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
-		return nil, forbidden(err)
+		return nil, forbidden(updated.Name, err)
 	}
 	if old.Spec.Cancelled || !updated.Spec.Cancelled {
 		return nil, nil
@@ -272,9 +265,14 @@ func (v runValidator) ValidateUpdate(ctx context.Context, old, updated *conveyor
 		}
 	}
 	if !ok {
-		return nil, forbidden(fmt.Errorf("user %q may not cancel PipelineRun %s: only %s may", req.UserInfo.Username, old.Name, who))
+		return nil, forbidden(updated.Name, fmt.Errorf("user %q may not cancel PipelineRun %s: only %s may", req.UserInfo.Username, old.Name, who))
 	}
 	return nil, nil
+}
+
+// forbidden refuses a request about the run named name, saying why.
+func forbidden(name string, err error) error {
+	return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelineruns").GroupResource(), name, err)
 }
 
 // granted asks the API server's authorizer whether the request's user may do

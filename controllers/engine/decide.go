@@ -438,15 +438,11 @@ func readySince(f Facts, stages []conveyorv1.Stage, i int) (time.Time, bool) {
 		}
 	}
 	if IsManual(stage) {
-		given := trigger(approvalsByStage(f.Approvals, run.UID, f.TrustUnrecordedApprovers)[stage.Name])
-		if len(given) == 0 {
+		given := firstApprove(approvalsByStage(f.Approvals, run.UID, f.TrustUnrecordedApprovers)[stage.Name])
+		if given == nil {
 			return since, false
 		}
-		for _, a := range f.Approvals {
-			if a.Name == given[0].Approval {
-				later(&a.Created)
-			}
-		}
+		later(&given.Created)
 	}
 	if stage.Environment != "" {
 		if fact, ok := environmentFact(f, stage); !ok || !fact.Held {
@@ -625,9 +621,17 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 
 // trigger is the first Approve among a manual stage's Approvals, as its decision.
 func trigger(approvals []ApprovalFact) []conveyorv1.Decision {
-	for _, a := range approvals {
-		if a.Decision == conveyorv1.DecisionApprove {
-			return []conveyorv1.Decision{a.decision()}
+	if a := firstApprove(approvals); a != nil {
+		return []conveyorv1.Decision{a.decision()}
+	}
+	return nil
+}
+
+// firstApprove is the first Approve among approvals, nil when none.
+func firstApprove(approvals []ApprovalFact) *ApprovalFact {
+	for i := range approvals {
+		if approvals[i].Decision == conveyorv1.DecisionApprove {
+			return &approvals[i]
 		}
 	}
 	return nil

@@ -24,8 +24,8 @@ const maxReleaseDecisions = 32
 
 // ReleaseName is the name of the Release of a Pipeline's tag:
 // "<pipeline>-<tag>-<hash>", the tag lower-cased with other characters than
-// letters, digits, '.' and '-' made '-' (a valid object name), and a hash of the Pipeline and tag
-// that keeps apart tags alike once lower-cased.
+// letters, digits, '.' and '-' made '-' (a valid object name), and a hash of
+// the Pipeline and tag that keeps apart tags alike once lower-cased.
 func ReleaseName(pipeline, tag string) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(tag) {
@@ -93,10 +93,8 @@ func ReleaseBar(run *conveyorv1.PipelineRun, l Ledger) (string, error) {
 
 // refusal is the release's first refusal, nil when it has none.
 func refusal(rel *conveyorv1.Release) *conveyorv1.ReleaseDecision {
-	for i := range rel.Status.Decisions {
-		if rel.Status.Decisions[i].Verdict == conveyorv1.VerdictRefused {
-			return &rel.Status.Decisions[i]
-		}
+	if i := refusalIndex(&rel.Status); i >= 0 {
+		return &rel.Status.Decisions[i]
 	}
 	return nil
 }
@@ -194,13 +192,14 @@ func addDecision(st *conveyorv1.ReleaseStatus, d conveyorv1.ReleaseDecision) {
 	st.Decisions = append(st.Decisions, d)
 	for len(st.Decisions) > maxReleaseDecisions {
 		drop := 0
-		if st.Decisions[0].Verdict == conveyorv1.VerdictRefused && refusalIndex(st) == 0 {
-			drop = 1
+		if refusalIndex(st) == 0 {
+			drop = 1 // the first refusal stays
 		}
 		st.Decisions = append(st.Decisions[:drop], st.Decisions[drop+1:]...)
 	}
 }
 
+// refusalIndex is the index of the first refusal in the decisions, -1 when none.
 func refusalIndex(st *conveyorv1.ReleaseStatus) int {
 	for i, d := range st.Decisions {
 		if d.Verdict == conveyorv1.VerdictRefused {

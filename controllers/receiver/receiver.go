@@ -59,9 +59,11 @@ func init() {
 type Receiver struct {
 	// Client reads Pipelines (cached, indexed by repository) and creates runs.
 	Client client.Client
-	// Secrets reads the Secrets named by Pipelines, from the API server.
-	Secrets client.Reader
-	Log     logr.Logger
+	// APIReader reads from the API server the Secrets named by Pipelines,
+	// and the runs holding a push's run name (the cache may not show a run
+	// created a moment ago).
+	APIReader client.Reader
+	Log       logr.Logger
 }
 
 // Setup registers the index the receiver needs and, when addr is not "0" or
@@ -78,7 +80,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, addr string) error {
 	if addr == "" || addr == "0" {
 		return nil
 	}
-	r := &Receiver{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")}
+	r := &Receiver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")}
 	srv := &http.Server{Addr: addr, Handler: r, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		go func() {
@@ -183,7 +185,7 @@ func (r *Receiver) verify(ctx context.Context, p *conveyorv1.Pipeline, provider 
 		key = "token"
 	}
 	secret := &corev1.Secret{}
-	if err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, secret); err != nil {
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, secret); err != nil {
 		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 			r.Log.Info("Pipeline's webhook secret is not readable", "pipeline", p.Namespace+"/"+p.Name, "secret", ref.Name, "error", err.Error())
 			return false, nil
@@ -278,11 +280,11 @@ func (r *Receiver) create(ctx context.Context, run *conveyorv1.PipelineRun) erro
 		return o.Spec.Trigger != nil && o.Spec.PipelineRef == run.Spec.PipelineRef && o.Spec.Git == run.Spec.Git
 	}
 	existing := &conveyorv1.PipelineRun{}
-	if gerr := r.Client.Get(ctx, client.ObjectKeyFromObject(run), existing); gerr == nil && ours(existing) {
+	if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(run), existing); gerr == nil && ours(existing) {
 		return err
 	}
 	runs := &conveyorv1.PipelineRunList{}
-	if lerr := r.Client.List(ctx, runs, client.InNamespace(run.Namespace), client.MatchingLabels{conveyorv1.LabelPush: run.Labels[conveyorv1.LabelPush]}); lerr != nil {
+	if lerr := r.APIReader.List(ctx, runs, client.InNamespace(run.Namespace), client.MatchingLabels{conveyorv1.LabelPush: run.Labels[conveyorv1.LabelPush]}); lerr != nil {
 		return lerr
 	}
 	for i := range runs.Items {

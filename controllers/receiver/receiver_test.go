@@ -74,7 +74,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	cached = mgr.GetClient()
-	server = httptest.NewServer(&receiver.Receiver{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")})
+	server = httptest.NewServer(&receiver.Receiver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")})
 	defer server.Close()
 	return m.Run()
 }

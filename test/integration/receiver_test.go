@@ -37,7 +37,7 @@ func receiverFor(t *testing.T, ns string, pushers []conveyorv1.PusherMapping) fu
 	seedPipelineWith(t, ns, func(p *conveyorv1.Pipeline) {
 		p.Spec.Source = &conveyorv1.PipelineSource{Repository: "acme/shop", SecretRef: conveyorv1.SecretKeyReference{Name: "shop-webhook"}, Pushers: pushers}
 	})
-	server := httptest.NewServer(&receiver.Receiver{Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")})
+	server := httptest.NewServer(&receiver.Receiver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Log: ctrl.Log.WithName("receiver")})
 	t.Cleanup(server.Close)
 	body, err := os.ReadFile("../../controllers/receiver/testdata/gitlab-tag-push.json")
 	if err != nil {

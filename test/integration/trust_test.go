@@ -355,16 +355,7 @@ func TestLookAlikeJobIgnored(t *testing.T) {
 	passStage(t, run, "build", "compile")
 	passStage(t, run, "testing", "unit", "lint")
 	waitRun(t, run, conveyorv1.RunWaiting, "staging")
-	fake := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: run.Name + "-staging-deploy", Namespace: sandbox,
-			Labels:      map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: "staging", conveyorv1.LabelJob: "deploy"},
-			Annotations: map[string]string{conveyorv1.AnnotationRun: ns + "/" + run.Name}},
-		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{Name: "x", Image: "busybox"}}}}},
-	}
-	if err := k8s.Create(context.Background(), fake); err != nil {
-		t.Fatal(err)
-	}
+	fake := lookAlikeJob(t, run, sandbox, run.Name+"-staging-deploy")
 	finishJob(t, fake, "", "")
 	NewWithT(t).Eventually(func(g Gomega) {
 		events := &eventsv1.EventList{}
@@ -382,6 +373,24 @@ func TestLookAlikeJobIgnored(t *testing.T) {
 	}).WithTimeout(2 * time.Second).Should(Succeed())
 }
 
+// lookAlikeJob creates, as someone with Job rights in ns, a Job named name
+// that carries the run's labels and annotation for its staging deploy.
+func lookAlikeJob(t *testing.T, run *conveyorv1.PipelineRun, ns, name string) *batchv1.Job {
+	t.Helper()
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: "staging", conveyorv1.LabelJob: "deploy",
+				conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue},
+			Annotations: map[string]string{conveyorv1.AnnotationRun: run.Namespace + "/" + run.Name}},
+		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "x", Image: "busybox"}}}}},
+	}
+	if err := k8s.Create(context.Background(), job); err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
 // A Job made under a stage's own name in its own namespace before the stage
 // is ready (by anyone with Job rights there) neither starts the stage nor is
 // adopted once the stage is triggered: the run says the name is taken, and
@@ -394,16 +403,7 @@ func TestJobNameSquattedAheadOfTime(t *testing.T) {
 	passStage(t, run, "build", "compile")
 	passStage(t, run, "testing", "unit", "lint")
 	waitRun(t, run, conveyorv1.RunWaiting, "staging")
-	squat := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: engine.JobName(ns, run.Name, "staging", "deploy", "staging"), Namespace: "staging",
-			Labels:      map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelStage: "staging", conveyorv1.LabelJob: "deploy", conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue},
-			Annotations: map[string]string{conveyorv1.AnnotationRun: ns + "/" + run.Name}},
-		Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{Name: "x", Image: "busybox"}}}}},
-	}
-	if err := k8s.Create(context.Background(), squat); err != nil {
-		t.Fatal(err)
-	}
+	squat := lookAlikeJob(t, run, "staging", engine.JobName(ns, run.Name, "staging", "deploy", "staging"))
 	finishJob(t, squat, "", "")
 	NewWithT(t).Consistently(func(g Gomega) {
 		g.Expect(stageOf(getRun(t, run), "staging").Phase).To(Equal(conveyorv1.StageWaiting))
