@@ -27,6 +27,8 @@ type PipelineRunReference struct {
 // ApprovalSpec is a person's trigger of a manual stage, or decision on an
 // approval stage. It cannot change once created.
 // +kubebuilder:validation:XValidation:rule="self == oldSelf",message="an Approval cannot be changed: create a new one"
+// +kubebuilder:validation:XValidation:rule="!has(self.overrideFreeze) || !self.overrideFreeze || (has(self.comment) && size(self.comment) > 0)",message="an Approval that overrides a freeze window needs a comment saying why"
+// +kubebuilder:validation:XValidation:rule="!has(self.overrideFreeze) || !self.overrideFreeze || !has(self.decision) || self.decision == 'Approve'",message="overrideFreeze goes with decision Approve"
 type ApprovalSpec struct {
 	// pipelineRunRef names the run, in the Approval's namespace.
 	// +required
@@ -48,6 +50,12 @@ type ApprovalSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Comment string `json:"comment,omitempty"`
+
+	// overrideFreeze deploys a Frozen stage during its Environment's freeze
+	// window: only members of the Environment's overrideGroups may, and the
+	// comment, which says why, is required.
+	// +optional
+	OverrideFreeze bool `json:"overrideFreeze,omitempty"`
 
 	// approver is who created the Approval, as the API server authenticated
 	// them. Conveyor's admission webhook writes it on create; whatever a client

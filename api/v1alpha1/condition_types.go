@@ -65,6 +65,12 @@ const (
 	// ReasonJobNameTaken: a Job Conveyor did not make for the run holds the
 	// name of one of the stage's Jobs; the stage starts once it is deleted.
 	ReasonJobNameTaken = "JobNameTaken"
+	// ReasonFrozen: a deploy stage waits for a freeze window of its
+	// Environment to close.
+	ReasonFrozen = "Frozen"
+	// ReasonEnvironmentPolicy: a deploy stage breaks its Environment's policy
+	// (or its namespace has no Environment): the message names the rule.
+	ReasonEnvironmentPolicy = "EnvironmentPolicy"
 	// ReasonTimeout: the run took longer than its Pipeline's timeout.
 	ReasonTimeout = "Timeout"
 

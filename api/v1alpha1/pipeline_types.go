@@ -107,6 +107,7 @@ type PodMetadata struct {
 
 // JobSpec describes one job of a stage: one container run to completion as a
 // batch/v1 Job.
+// +kubebuilder:validation:XValidation:rule="!has(self.env) || self.env.all(e, !e.name.startsWith('CONVEYOR_'))",message="env may not set CONVEYOR_* variables: Conveyor sets them"
 type JobSpec struct {
 	// name identifies the job within its stage; it is part of the Job's name.
 	// +required

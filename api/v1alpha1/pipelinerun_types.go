@@ -122,7 +122,8 @@ const (
 	RunPending RunPhase = "Pending"
 	// RunRunning: a stage's Jobs are running.
 	RunRunning RunPhase = "Running"
-	// RunWaiting: a manual or approval stage waits for a person.
+	// RunWaiting: a manual or approval stage waits for a person, or a
+	// deploy stage for its Environment (Frozen, Blocked).
 	RunWaiting RunPhase = "Waiting"
 	// RunQueued: a stage waits for its environment, which another run's
 	// stage is deploying to.
@@ -147,7 +148,7 @@ func (p RunPhase) Finished() bool {
 }
 
 // StagePhase is where one stage of a run stands.
-// +kubebuilder:validation:Enum=Pending;Running;Waiting;Queued;Succeeded;Failed;Rejected;Expired;Cancelled
+// +kubebuilder:validation:Enum=Pending;Running;Waiting;Frozen;Blocked;Queued;Succeeded;Failed;Rejected;Expired;Cancelled
 type StagePhase string
 
 const (
@@ -157,6 +158,13 @@ const (
 	StageRunning StagePhase = "Running"
 	// StageWaiting: it waits for a trigger (manual) or a decision (approval).
 	StageWaiting StagePhase = "Waiting"
+	// StageFrozen: a deploy stage that may start waits for a freeze window
+	// of its Environment to close (or for an override).
+	StageFrozen StagePhase = "Frozen"
+	// StageBlocked: a deploy stage that may start breaks its Environment's
+	// policy as it reads now (the message names the rule); it starts once
+	// the policy or the facts allow it.
+	StageBlocked StagePhase = "Blocked"
 	// StageQueued: it may start but its environment is in use by another
 	// run's stage (one deploy at a time per environment); heldBy says whose.
 	StageQueued StagePhase = "Queued"

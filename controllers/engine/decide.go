@@ -42,7 +42,11 @@ type ApprovalFact struct {
 	// empty when not recorded.
 	RunUID  types.UID
 	Comment string
-	Created metav1.Time
+	// Groups are the approver's groups as recorded at admission.
+	Groups []string
+	// OverrideFreeze: the Approval deploys its stage during a freeze window.
+	OverrideFreeze bool
+	Created        metav1.Time
 }
 
 // approverKey is who counts as one approver.
@@ -89,6 +93,9 @@ type Facts struct {
 	// Ledger is what the release ledger says of a tag run: a refused release
 	// or a moved tag stops it, before it starts or in flight.
 	Ledger Ledger
+	// Policy is every Environment and the labels of the run's namespace:
+	// a deploy stage starts only as its Environment allows.
+	Policy Policy
 	// Environments are what is known of the locks of the environments the
 	// run's stages are ready to deploy to, keyed by environment; a stage
 	// ready for an environment not listed here is queued and asks for it.
@@ -262,7 +269,7 @@ func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.St
 	case IsGate(stage):
 		ss = decideGate(stage, old, gateApprovals(run, stage, d.byStage[stage.Name]), f.Now)
 	default:
-		ss, create, acquire = decideJobs(run, stage, old, d.byStage[stage.Name], f)
+		ss, create, acquire = d.decideJobs(stage, old)
 	}
 	if acquire && d.stop == "" {
 		d.p.Acquire = append(d.p.Acquire, LockRequest{Stage: stage.Name, Environment: stage.Environment})
@@ -279,7 +286,8 @@ func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.St
 			ss.Message = fmt.Sprintf("expired: no decision within its waitTimeout of %s, so not approved", stage.WaitTimeout.Duration)
 		}
 	}
-	if d.stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting || ss.Phase == conveyorv1.StageQueued) {
+	if d.stop != "" && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageWaiting || ss.Phase == conveyorv1.StageQueued ||
+		ss.Phase == conveyorv1.StageFrozen || ss.Phase == conveyorv1.StageBlocked) {
 		create = nil
 		d.p.Take = nil
 		d.p.Delete = append(d.p.Delete, stopStage(&ss, d.stop, d.stopMessage, f)...)
@@ -308,6 +316,10 @@ func runPhaseOf(stage *conveyorv1.Stage, phase conveyorv1.StagePhase, stop strin
 		return conveyorv1.RunExpired, conveyorv1.ReasonExpired
 	case conveyorv1.StageQueued:
 		return conveyorv1.RunQueued, conveyorv1.ReasonQueued
+	case conveyorv1.StageFrozen:
+		return conveyorv1.RunWaiting, conveyorv1.ReasonFrozen
+	case conveyorv1.StageBlocked:
+		return conveyorv1.RunWaiting, conveyorv1.ReasonEnvironmentPolicy
 	case conveyorv1.StageCancelled:
 		switch stop {
 		case "":
@@ -585,7 +597,8 @@ func decideGate(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals 
 // stage with an environment waits for that environment's lock (and asks for
 // it: the last result); then every job runs as a Job; a failed Job fails the
 // stage.
-func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, approvals []ApprovalFact, f Facts) (conveyorv1.StageStatus, []JobToCreate, bool) {
+func (d *decider) decideJobs(stage *conveyorv1.Stage, old *conveyorv1.StageStatus) (conveyorv1.StageStatus, []JobToCreate, bool) {
+	run, f, approvals := d.f.Run, d.f, d.byStage[stage.Name]
 	ns := StageNamespace(run.Namespace, stage)
 	ss := conveyorv1.StageStatus{Name: stage.Name, Namespace: ns, StartTime: old.StartTime, Decisions: old.Decisions}
 
@@ -605,6 +618,11 @@ func decideJobs(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conve
 		}
 	}
 	if stage.Environment != "" && !started {
+		gs, held := d.guardDeploy(stage, old, ss)
+		if held {
+			return gs, nil, false
+		}
+		ss = gs
 		if qs, queued, acquire := queueStage(stage, old, ss, f); queued {
 			return qs, nil, acquire
 		}

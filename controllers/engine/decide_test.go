@@ -284,6 +284,9 @@ func decide(f Facts) Plan {
 // observed names the Jobs observed as Conveyor names the Jobs it makes for
 // the run (tests give only their phases), unless a test names them.
 func observed(f Facts) Facts {
+	if f.Policy.Environments == nil {
+		f.Policy = openPolicy()
+	}
 	spec := f.Run.Status.PipelineSpec
 	if spec == nil && f.Pipeline != nil {
 		spec = &f.Pipeline.Spec
@@ -520,7 +523,7 @@ func TestJobMadeAheadOfTimeIgnored(t *testing.T) {
 		{"made after the trigger, with the lock", squat(late), []ApprovalFact{trig}, held, conveyorv1.StageSucceeded, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := Decide(Facts{Run: run, Jobs: tc.jobs, Approvals: tc.approvals, Environments: tc.env, Now: t0})
+			p := Decide(Facts{Run: run, Jobs: tc.jobs, Approvals: tc.approvals, Environments: tc.env, Policy: openPolicy(), Now: t0})
 			var staging *conveyorv1.StageStatus
 			for i := range p.Status.Stages {
 				if p.Status.Stages[i].Name == "staging" {

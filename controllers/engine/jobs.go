@@ -66,7 +66,14 @@ func Env(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, job *conveyorv1.J
 	for _, v := range vars {
 		out = append(out, corev1.EnvVar{Name: v.name, Value: v.value})
 	}
-	return append(out, job.Env...)
+	for _, e := range job.Env {
+		// Conveyor's own variables are not a job's to set (the CRD refuses
+		// them; this holds for a Pipeline that got in another way).
+		if !strings.HasPrefix(e.Name, "CONVEYOR_") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // BuildJob returns the batch/v1 Job for one job of a stage. Jobs in the run's
@@ -116,6 +123,9 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 				},
 			},
 		},
+	}
+	if c.Stage.Environment != "" {
+		RestrictedPod(&job.Spec.Template.Spec)
 	}
 	if c.Job.Timeout != nil {
 		// Whole seconds, rounded up: a deadline is never shorter than asked.

@@ -31,6 +31,10 @@ type ApprovalCase struct {
 	// recorded at admission (the webhooks were not registered): for local
 	// use only (make run).
 	TrustUnrecorded bool
+	// Environment is the Environment of the stage's namespace when the
+	// stage deploys (read at admission): its triggerGroups bound who
+	// triggers, its overrideGroups who overrides a freeze. nil otherwise.
+	Environment *conveyorv1.Environment
 
 	// Filled in by the chain as it goes: the stage named, and its status.
 	stage  *conveyorv1.Stage
@@ -174,7 +178,7 @@ func stageInRun(c *ApprovalCase) *Refusal {
 }
 
 func stageTakesApprovals(c *ApprovalCase) *Refusal {
-	if IsGate(c.stage) || IsManual(c.stage) {
+	if IsGate(c.stage) || IsManual(c.stage) || c.Approval.Spec.OverrideFreeze && c.stage.Environment != "" {
 		return nil
 	}
 	return &Refusal{Reason: conveyorv1.ReasonStageNotManual, Final: true,
@@ -196,11 +200,29 @@ func memberOfGroups(c *ApprovalCase) *Refusal {
 		return nil
 	}
 	groups, act := StageGroups(c.stage)
-	if slices.ContainsFunc(c.User.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
-		return nil
+	member := func(groups []string) bool {
+		return slices.ContainsFunc(c.User.Groups, func(g string) bool { return slices.Contains(groups, g) })
 	}
-	return &Refusal{Reason: conveyorv1.ReasonNotInGroups, Final: true,
-		Message: fmt.Sprintf("user %q may not %s stage %s: only members of the groups %s may", c.User.Username, act, c.stage.Name, strings.Join(groups, ", "))}
+	env := c.Environment
+	switch {
+	case c.Approval.Spec.OverrideFreeze:
+		if env != nil && member(env.Spec.OverrideGroups) {
+			return nil
+		}
+		who := "no one may (the stage's namespace has no Environment)"
+		if env != nil {
+			who = fmt.Sprintf("only members of Environment %s's overrideGroups (%s) may", env.Name, listOr(env.Spec.OverrideGroups, "none"))
+		}
+		return &Refusal{Reason: conveyorv1.ReasonNotInGroups, Final: true,
+			Message: fmt.Sprintf("user %q may not override a freeze window for stage %s: %s", c.User.Username, c.stage.Name, who)}
+	case !member(groups):
+		return &Refusal{Reason: conveyorv1.ReasonNotInGroups, Final: true,
+			Message: fmt.Sprintf("user %q may not %s stage %s: only members of the groups %s may", c.User.Username, act, c.stage.Name, strings.Join(groups, ", "))}
+	case env != nil && IsManual(c.stage) && !member(env.Spec.TriggerGroups):
+		return &Refusal{Reason: conveyorv1.ReasonNotInGroups, Final: true,
+			Message: fmt.Sprintf("user %q may not trigger stage %s: Environment %s lets only members of %s deploy there", c.User.Username, c.stage.Name, env.Name, strings.Join(env.Spec.TriggerGroups, ", "))}
+	}
+	return nil
 }
 
 func separationOfDuties(c *ApprovalCase) *Refusal {
@@ -234,8 +256,15 @@ func stageOpen(c *ApprovalCase) *Refusal {
 // stages before it. Applied at admission; a stored Approval for a stage not
 // reached yet waits (see EvaluateApproval).
 func stageWaits(c *ApprovalCase) *Refusal {
-	if c.User == nil || (c.status != nil && c.status.Phase == conveyorv1.StageWaiting) {
+	if c.User == nil || (c.status != nil && c.status.Phase == conveyorv1.StageWaiting && !c.Approval.Spec.OverrideFreeze) {
 		return nil
+	}
+	if c.Approval.Spec.OverrideFreeze {
+		if c.status != nil && c.status.Phase == conveyorv1.StageFrozen {
+			return nil
+		}
+		return &Refusal{Reason: conveyorv1.ReasonStageNotWaiting,
+			Message: fmt.Sprintf("stage %s of PipelineRun %s is not frozen: an override is for a deploy that waits for a freeze window", c.stage.Name, c.Run.Name)}
 	}
 	where := c.Run.Status.CurrentStage
 	for _, ss := range c.Run.Status.Stages {

@@ -1,0 +1,379 @@
+package engine
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// Environments guard themselves: a stage deploys only to a namespace an
+// Environment names, and only as that Environment's policy allows. The same
+// rules refuse a Pipeline at admission (CheckPipelinePolicy) and block a
+// deploy stage when it is ready to start (the policy may have changed since,
+// or the webhook may have been down): one chain, read in both places.
+
+// Policy is what the environment rules read: every Environment (few, and
+// cluster-scoped) and the labels of the Pipeline's namespace.
+type Policy struct {
+	Environments    []conveyorv1.Environment
+	NamespaceLabels map[string]string
+}
+
+// Breach is a rule of an Environment that a stage breaks.
+type Breach struct {
+	// Environment is the Environment's name ("" when the namespace has none).
+	Environment string
+	// Rule is the policy field broken (pipelines, triggerGroups, ...).
+	Rule    string
+	Message string
+}
+
+func (b *Breach) Error() string { return b.Message }
+
+func breach(env *conveyorv1.Environment, rule, format string, args ...any) *Breach {
+	return &Breach{Environment: env.Name, Rule: rule,
+		Message: fmt.Sprintf("Environment %s (namespace %s), rule %s: ", env.Name, env.Spec.Namespace, rule) + fmt.Sprintf(format, args...)}
+}
+
+// For is the Environment of a namespace: exactly one must name it.
+func (p Policy) For(namespace string) (*conveyorv1.Environment, *Breach) {
+	var found []*conveyorv1.Environment
+	for i := range p.Environments {
+		if p.Environments[i].Spec.Namespace == namespace {
+			found = append(found, &p.Environments[i])
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, &Breach{Rule: "environment", Message: fmt.Sprintf(
+			"no Environment names namespace %s: a stage may deploy only to a namespace an Environment names (ask a platform admin to create one)", namespace)}
+	}
+	names := make([]string, len(found))
+	for i, e := range found {
+		names[i] = e.Name
+	}
+	return nil, &Breach{Environment: names[0], Rule: "namespace", Message: fmt.Sprintf(
+		"namespace %s is named by more than one Environment (%s): deploys there wait until one remains", namespace, strings.Join(names, ", "))}
+}
+
+// Named is the Environment of that name, nil when none.
+func (p Policy) Named(name string) *conveyorv1.Environment {
+	for i := range p.Environments {
+		if p.Environments[i].Name == name {
+			return &p.Environments[i]
+		}
+	}
+	return nil
+}
+
+// CheckPipelinePolicy applies the environment rules to every deploy stage of
+// a Pipeline (admission): the first breach per stage, all stages told.
+func CheckPipelinePolicy(pol Policy, namespace, name string, spec *conveyorv1.PipelineSpec) []*Breach {
+	var out []*Breach
+	for i := range spec.Stages {
+		if b := StagePolicy(pol, namespace, name, spec, i); b != nil {
+			b.Message = fmt.Sprintf("stage %s: %s", spec.Stages[i].Name, b.Message)
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// StagePolicy is the first rule of its Environment that stage i of a
+// Pipeline (namespace/name) breaks; nil when it keeps them all or deploys
+// nowhere.
+func StagePolicy(pol Policy, namespace, name string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	stage := &spec.Stages[i]
+	if stage.Environment == "" {
+		return nil
+	}
+	env, b := pol.For(stage.Environment)
+	if b != nil {
+		return b
+	}
+	for _, rule := range stageRules {
+		if b := rule(env, pol, namespace, name, spec, i); b != nil {
+			return b
+		}
+	}
+	return nil
+}
+
+type stageRule func(env *conveyorv1.Environment, pol Policy, namespace, name string, spec *conveyorv1.PipelineSpec, i int) *Breach
+
+// stageRules are applied in this order; the first breach counts.
+var stageRules = []stageRule{
+	pipelineAllowed,
+	autoAllowed,
+	triggerGroupsNarrow,
+	approvalGateFirst,
+	serviceAccountAllowed,
+	restrictedPods,
+}
+
+func pipelineAllowed(env *conveyorv1.Environment, pol Policy, namespace, name string, _ *conveyorv1.PipelineSpec, _ int) *Breach {
+	sel := env.Spec.Pipelines
+	if sel.NamespaceSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(sel.NamespaceSelector)
+		if err != nil {
+			return breach(env, "pipelines", "namespaceSelector does not parse: %v", err)
+		}
+		if s.Matches(labels.Set(pol.NamespaceLabels)) {
+			return nil
+		}
+	}
+	for _, pattern := range sel.Names {
+		if ok, err := path.Match(pattern, namespace+"/"+name); err == nil && ok {
+			return nil
+		}
+	}
+	return breach(env, "pipelines", "Pipeline %s/%s may not deploy here: its namespace's labels do not match the Environment's namespaceSelector and its name matches none of %s",
+		namespace, name, listOr(sel.Names, "its names (none given)"))
+}
+
+func autoAllowed(env *conveyorv1.Environment, _ Policy, _, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	if IsManual(&spec.Stages[i]) || env.Spec.AllowAuto {
+		return nil
+	}
+	return breach(env, "allowAuto", "a deploy here is triggered by a person: make the stage `when: manual` with triggerGroups among %s", strings.Join(env.Spec.TriggerGroups, ", "))
+}
+
+func triggerGroupsNarrow(env *conveyorv1.Environment, _ Policy, _, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	var wider []string
+	for _, g := range spec.Stages[i].TriggerGroups {
+		if !slices.Contains(env.Spec.TriggerGroups, g) {
+			wider = append(wider, g)
+		}
+	}
+	if len(wider) == 0 {
+		return nil
+	}
+	return breach(env, "triggerGroups", "the stage's triggerGroups may narrow the Environment's (%s), never widen them: %s may not deploy here",
+		strings.Join(env.Spec.TriggerGroups, ", "), strings.Join(wider, ", "))
+}
+
+// approvalGateFirst: an Environment that requires an approval needs, before
+// the deploy stage, an approval stage in every run the deploy stage is in,
+// whose groups are among the Environment's and that asks for as many
+// approvers, with separation of duties unless the Environment waives it.
+func approvalGateFirst(env *conveyorv1.Environment, _ Policy, _, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	want := env.Spec.Approval
+	if want == nil {
+		return nil
+	}
+	deploy := &spec.Stages[i]
+	for _, kind := range []RefKind{RefBranch, RefTag} {
+		if !StageApplies(deploy, kind) {
+			continue
+		}
+		if !slices.ContainsFunc(spec.Stages[:i], func(s conveyorv1.Stage) bool { return StageApplies(&s, kind) && gateCovers(&s, want) }) {
+			return breach(env, "approval", "a deploy here needs an approval stage before it (in %s runs too) with groups among %s, required at least %d%s",
+				kind, strings.Join(want.Groups, ", "), required(want), map[bool]string{true: "", false: " and allowRunRequester off"}[want.AllowRunRequester])
+		}
+	}
+	return nil
+}
+
+// gateCovers reports whether an approval stage asks for what an
+// Environment's approval wants.
+func gateCovers(s *conveyorv1.Stage, want *conveyorv1.EnvironmentApproval) bool {
+	if !IsGate(s) || max(s.Approval.Required, 1) < required(want) || (s.Approval.AllowRunRequester && !want.AllowRunRequester) {
+		return false
+	}
+	for _, g := range s.Approval.Groups {
+		if !slices.Contains(want.Groups, g) {
+			return false
+		}
+	}
+	return true
+}
+
+func required(a *conveyorv1.EnvironmentApproval) int32 { return max(a.Required, 1) }
+
+func serviceAccountAllowed(env *conveyorv1.Environment, _ Policy, _, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	allowed := env.Spec.ServiceAccounts
+	if len(allowed) == 0 {
+		allowed = []string{"default"}
+	}
+	for _, j := range spec.Stages[i].Jobs {
+		sa := j.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		if !slices.Contains(allowed, sa) {
+			return breach(env, "serviceAccounts", "job %s runs as ServiceAccount %s; jobs here may run as %s", j.Name, sa, strings.Join(allowed, ", "))
+		}
+	}
+	return nil
+}
+
+// restrictedPods: jobs in an environment run with the Pod Security
+// restricted profile's settings (RestrictedPod sets them); a job whose
+// securityContext says otherwise is refused rather than silently changed.
+func restrictedPods(env *conveyorv1.Environment, _ Policy, _, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	for _, j := range spec.Stages[i].Jobs {
+		if why := unrestricted(j.SecurityContext); why != "" {
+			return breach(env, "securityContext", "job %s: %s; jobs here run with the Pod Security restricted profile's settings", j.Name, why)
+		}
+	}
+	return nil
+}
+
+// unrestricted says what in a pod's security context the restricted
+// profile forbids, "" when nothing.
+func unrestricted(sc *corev1.PodSecurityContext) string {
+	switch {
+	case sc == nil:
+		return ""
+	case sc.RunAsUser != nil && *sc.RunAsUser == 0:
+		return "runAsUser 0 (root)"
+	case sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot:
+		return "runAsNonRoot false"
+	case sc.SeccompProfile != nil && sc.SeccompProfile.Type == corev1.SeccompProfileTypeUnconfined:
+		return "seccompProfile Unconfined"
+	case len(sc.Sysctls) > 0:
+		return "sysctls"
+	case sc.WindowsOptions != nil && sc.WindowsOptions.HostProcess != nil && *sc.WindowsOptions.HostProcess:
+		return "a Windows host process"
+	}
+	return ""
+}
+
+func listOr(items []string, none string) string {
+	if len(items) == 0 {
+		return none
+	}
+	return strings.Join(items, ", ")
+}
+
+// Promoted reports whether commit was deployed successfully to the
+// Environment named req: by this run (a stage of it that deployed there
+// succeeded), or as its record says. It says why not.
+func Promoted(pol Policy, req, commit string, run []conveyorv1.StageStatus) (bool, string) {
+	env := pol.Named(req)
+	if env == nil {
+		return false, fmt.Sprintf("Environment %s, which it requires first, does not exist", req)
+	}
+	for _, ss := range run {
+		if ss.Namespace == env.Spec.Namespace && ss.Phase == conveyorv1.StageSucceeded {
+			return true, ""
+		}
+	}
+	for _, d := range env.Status.Deploys {
+		if commit != "" && d.Commit == commit {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("commit %s has not been deployed to Environment %s (namespace %s) yet; deploy it there first (the record keeps its latest %d deploys)",
+		orNone(commit), env.Name, env.Spec.Namespace, MaxDeploys)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none given)"
+	}
+	return s
+}
+
+// MaxDeploys is how many deploys an Environment's record keeps.
+const MaxDeploys = 100
+
+// RestrictedPod gives a job's pod in an environment the settings the Pod
+// Security restricted profile asks for: not root, no privilege escalation,
+// no capabilities, the runtime's seccomp profile.
+func RestrictedPod(spec *corev1.PodSpec) {
+	sc := spec.SecurityContext
+	if sc == nil {
+		sc = &corev1.PodSecurityContext{}
+	} else {
+		sc = sc.DeepCopy()
+	}
+	sc.RunAsNonRoot = ptrTo(true)
+	if sc.SeccompProfile == nil {
+		sc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	spec.SecurityContext = sc
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if c.SecurityContext == nil {
+			c.SecurityContext = &corev1.SecurityContext{}
+		}
+		c.SecurityContext.AllowPrivilegeEscalation = ptrTo(false)
+		c.SecurityContext.Privileged = nil
+		c.SecurityContext.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// guardDeploy holds a deploy stage that may start (triggered when manual,
+// not yet queued for its environment's lock) while its Environment does not
+// let it in: Blocked when the policy as it reads now is broken (the rule is
+// named) or the commit skipped an environment it requires first; Frozen in
+// a freeze window, until the window closes or a member of the
+// Environment's overrideGroups overrides it. It returns false when the
+// stage may go on.
+func (d *decider) guardDeploy(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss conveyorv1.StageStatus) (conveyorv1.StageStatus, bool) {
+	run, f := d.f.Run, d.f
+	hold := func(phase conveyorv1.StagePhase, msg string) (conveyorv1.StageStatus, bool) {
+		ss.Phase, ss.Message = phase, msg
+		ss.StartTime = orNow(old.StartTime, f.Now)
+		if old.Phase != phase {
+			ss.StartTime = &f.Now
+		}
+		for _, j := range stage.Jobs {
+			ss.Jobs = append(ss.Jobs, conveyorv1.JobStatus{Name: j.Name, Namespace: ss.Namespace, Phase: conveyorv1.JobPending})
+		}
+		return ss, true
+	}
+	spec := run.Status.PipelineSpec
+	i := slices.IndexFunc(spec.Stages, func(s conveyorv1.Stage) bool { return s.Name == stage.Name })
+	if b := StagePolicy(f.Policy, run.Namespace, run.Spec.PipelineRef.Name, spec, i); b != nil {
+		return hold(conveyorv1.StageBlocked, "blocked: "+b.Message)
+	}
+	env, _ := f.Policy.For(stage.Environment)
+	for _, req := range env.Spec.Requires {
+		if ok, why := Promoted(f.Policy, req, run.Spec.Git.Commit, d.p.Status.Stages); !ok {
+			return hold(conveyorv1.StageBlocked, "blocked: "+breach(env, "requires", "%s", why).Message)
+		}
+	}
+	windows, err := ParseWindows(env)
+	if err != nil {
+		return hold(conveyorv1.StageBlocked, "blocked: "+breach(env, "freezeWindows", "%v: deploys wait until it is fixed", err).Message)
+	}
+	fr := Frozen(windows, f.Now.Time)
+	if fr == nil {
+		return ss, false
+	}
+	if a := overriddenBy(env, d.byStage[stage.Name]); a != nil {
+		// Told in the stage's decisions: who deployed in the freeze, and why.
+		if !slices.ContainsFunc(ss.Decisions, func(x conveyorv1.Decision) bool { return x.Approval == a.Name }) {
+			ss.Decisions = append(slices.Clone(ss.Decisions), a.decision())
+		}
+		return ss, false
+	}
+	d.p.Requeue(fr.Until.Sub(f.Now.Time))
+	return hold(conveyorv1.StageFrozen, FreezeMessage(env, fr))
+}
+
+// overriddenBy is the first Approval of the stage that overrides a freeze
+// from a member of the Environment's overrideGroups (as recorded at
+// admission), nil when none.
+func overriddenBy(env *conveyorv1.Environment, approvals []ApprovalFact) *ApprovalFact {
+	for i, a := range approvals {
+		if a.OverrideFreeze && a.Decision == conveyorv1.DecisionApprove &&
+			slices.ContainsFunc(a.Groups, func(g string) bool { return slices.Contains(env.Spec.OverrideGroups, g) }) {
+			return &approvals[i]
+		}
+	}
+	return nil
+}
