@@ -115,8 +115,8 @@ uninstall: manifests ## Remove the CRDs (and with them every Pipeline, run and A
 
 .PHONY: deploy
 deploy: manifests ## Install Conveyor into the cluster of the current kubeconfig: config/$(OVERLAY) (default) with the manager image $(IMG), and config/environments.
-	kubectl apply --server-side -k config/environments
 	kubectl kustomize config/$(OVERLAY) | sed 's|image: conveyor:dev$$|image: $(IMG)|' | kubectl apply --server-side -f -
+	kubectl apply --server-side -k config/environments
 
 .PHONY: undeploy
 undeploy: ## Remove what config/$(OVERLAY) installed, CRDs included (so every Pipeline, run and Approval); config/environments stays.

@@ -13,8 +13,11 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -30,7 +33,14 @@ func Identity(u authenticationv1.UserInfo) *conveyorv1.UserInfo {
 // It returns nil when allowed, or an error whose message tells the user what
 // is wrong and who may act.
 func CheckApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, user authenticationv1.UserInfo) error {
-	if r := engine.CheckApprovalRules(engine.ApprovalCase{Run: run, Approval: a, User: Identity(user)}); r != nil {
+	return CheckApprovalIn(run, nil, a, user)
+}
+
+// CheckApprovalIn is CheckApproval for a stage that deploys to env (nil
+// when it deploys nowhere): the Environment bounds who triggers it and who
+// overrides its freeze.
+func CheckApprovalIn(run *conveyorv1.PipelineRun, env *conveyorv1.Environment, a *conveyorv1.Approval, user authenticationv1.UserInfo) error {
+	if r := engine.CheckApprovalRules(engine.ApprovalCase{Run: run, Approval: a, User: Identity(user), Environment: env}); r != nil {
 		return r
 	}
 	return nil
@@ -152,6 +162,49 @@ func MayCancel(run *conveyorv1.PipelineRun, user authenticationv1.UserInfo) (boo
 		}
 	}
 	return false, who + ", or a subject granted the verb cancel on pipelineruns"
+}
+
+// CheckPipelineEnvironments refuses a Pipeline whose deploy stages break
+// their Environments' policies, each stage's first breach named with its
+// Environment and rule (what a GitOps sync shows).
+func CheckPipelineEnvironments(pol engine.Policy, p *conveyorv1.Pipeline) error {
+	var errs field.ErrorList
+	breaches := engine.CheckPipelinePolicy(pol, p.Namespace, p.Name, &p.Spec)
+	for _, b := range breaches {
+		for i, s := range p.Spec.Stages {
+			if strings.HasPrefix(b.Message, "stage "+s.Name+": ") {
+				errs = append(errs, field.Forbidden(field.NewPath("spec", "stages").Index(i).Child("environment"), b.Message))
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("Pipeline").GroupKind(), p.Name, errs)
+}
+
+// CheckEnvironment refuses an Environment whose freeze windows do not read
+// (the CRD cannot parse a schedule or a time zone), or whose namespace
+// another Environment names; it warns of required Environments that do not
+// exist (yet).
+func CheckEnvironment(env *conveyorv1.Environment, all []conveyorv1.Environment) (admission.Warnings, *field.Error) {
+	for i, w := range env.Spec.FreezeWindows {
+		if _, err := engine.ParseWindow(w); err != nil {
+			return nil, field.Invalid(field.NewPath("spec", "freezeWindows").Index(i), w.Name, err.Error())
+		}
+	}
+	var warnings admission.Warnings
+	for _, other := range all {
+		if other.Name != env.Name && other.Spec.Namespace == env.Spec.Namespace {
+			return nil, field.Duplicate(field.NewPath("spec", "namespace"), fmt.Sprintf("%s (Environment %s names it already)", env.Spec.Namespace, other.Name))
+		}
+	}
+	for _, req := range env.Spec.Requires {
+		if !slices.ContainsFunc(all, func(e conveyorv1.Environment) bool { return e.Name == req }) {
+			warnings = append(warnings, fmt.Sprintf("Environment %s, which spec.requires names, does not exist: deploys here are blocked until it does", req))
+		}
+	}
+	return warnings, nil
 }
 
 // CheckPipeline refuses what makes a Pipeline unusable beyond the CRD schema.

@@ -17,6 +17,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
 )
 
@@ -26,6 +27,7 @@ import (
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipelinerun,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelineruns,verbs=create;update,versions=v1alpha1,name=vpipelinerun.conveyor.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-pipeline,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=pipelines,verbs=create;update,versions=v1alpha1,name=vpipeline.conveyor.dev,admissionReviewVersions=v1
 
+// +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-environment,mutating=false,failurePolicy=ignore,sideEffects=None,groups=conveyor.dev,resources=environments,verbs=create;update,versions=v1alpha1,name=venvironment.conveyor.dev,admissionReviewVersions=v1
 // +kubebuilder:webhook:path=/validate-conveyor-dev-v1alpha1-release,mutating=false,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=releases,verbs=create;update,versions=v1alpha1,name=vrelease.conveyor.dev,admissionReviewVersions=v1
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
@@ -63,9 +65,14 @@ func Setup(mgr ctrl.Manager) error {
 		return fmt.Errorf("release webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Pipeline{}).
-		WithValidator(pipelineValidator{}).
+		WithValidator(pipelineValidator{reader: reader}).
 		Complete(); err != nil {
 		return fmt.Errorf("pipeline webhooks: %w", err)
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Environment{}).
+		WithValidator(environmentValidator{reader: reader}).
+		Complete(); err != nil {
+		return fmt.Errorf("environment webhooks: %w", err)
 	}
 	return nil
 }
@@ -162,7 +169,11 @@ func (v approvalValidator) ValidateCreate(ctx context.Context, a *conveyorv1.App
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
 			fmt.Errorf("spec.run must be PipelineRun %s as it is (uid %s)", run.Name, run.UID))
 	}
-	if err := CheckApproval(run, a, req.UserInfo); err != nil {
+	env, err := stageEnvironment(ctx, v.reader, run, a.Spec.Stage)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckApprovalIn(run, env, a, req.UserInfo); err != nil {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name, err)
 	}
 	return nil, nil
@@ -297,18 +308,82 @@ func (runValidator) ValidateDelete(context.Context, *conveyorv1.PipelineRun) (ad
 	return nil, nil
 }
 
-// pipelineValidator refuses Pipelines that could never run.
-type pipelineValidator struct{}
-
-func (pipelineValidator) ValidateCreate(_ context.Context, p *conveyorv1.Pipeline) (admission.Warnings, error) {
-	return nil, CheckPipeline(p)
+// stageEvironment is the Environment of the namespace a run's stage deploys
+// to; nil when it deploys nowhere, or no single Environment names it (the
+// deploy is blocked then anyway).
+func stageEnvironment(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun, stage string) (*conveyorv1.Environment, error) {
+	if run == nil || run.Status.PipelineSpec == nil {
+		return nil, nil
+	}
+	for _, s := range run.Status.PipelineSpec.Stages {
+		if s.Name != stage || s.Environment == "" {
+			continue
+		}
+		pol, err := environment.ReadPolicy(ctx, reader, run.Namespace)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		env, _ := pol.For(s.Environment)
+		return env, nil
+	}
+	return nil, nil
 }
 
-func (pipelineValidator) ValidateUpdate(_ context.Context, _, p *conveyorv1.Pipeline) (admission.Warnings, error) {
-	return nil, CheckPipeline(p)
+// pipelineValidator refuses Pipelines that could never run, or whose deploy
+// stages break their Environments' policies.
+type pipelineValidator struct{ reader client.Reader }
+
+func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) error {
+	if err := CheckPipeline(p); err != nil {
+		return err
+	}
+	pol, err := environment.ReadPolicy(ctx, v.reader, p.Namespace)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	return CheckPipelineEnvironments(pol, p)
+}
+
+func (v pipelineValidator) ValidateCreate(ctx context.Context, p *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, v.check(ctx, p)
+}
+
+func (v pipelineValidator) ValidateUpdate(ctx context.Context, _, p *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, v.check(ctx, p)
 }
 
 func (pipelineValidator) ValidateDelete(context.Context, *conveyorv1.Pipeline) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// environmentValidator refuses an Environment whose freeze windows do not
+// read, or whose namespace another Environment already names. Its failure
+// policy is Ignore (the chart creates Environments with the webhook, before
+// the manager serves it): what it refuses also blocks every deploy there
+// (fail closed), and the Environment's Ready condition says why.
+type environmentValidator struct{ reader client.Reader }
+
+func (v environmentValidator) check(ctx context.Context, env *conveyorv1.Environment) (admission.Warnings, error) {
+	all := &conveyorv1.EnvironmentList{}
+	if err := v.reader.List(ctx, all); err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("listing Environments: %w", err))
+	}
+	warnings, err := CheckEnvironment(env, all.Items)
+	if err != nil {
+		return warnings, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("Environment").GroupKind(), env.Name, field.ErrorList{err})
+	}
+	return warnings, nil
+}
+
+func (v environmentValidator) ValidateCreate(ctx context.Context, env *conveyorv1.Environment) (admission.Warnings, error) {
+	return v.check(ctx, env)
+}
+
+func (v environmentValidator) ValidateUpdate(ctx context.Context, _, env *conveyorv1.Environment) (admission.Warnings, error) {
+	return v.check(ctx, env)
+}
+
+func (environmentValidator) ValidateDelete(context.Context, *conveyorv1.Environment) (admission.Warnings, error) {
 	return nil, nil
 }
 

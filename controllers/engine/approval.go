@@ -106,7 +106,12 @@ func approverOf(a *conveyorv1.Approval) string {
 
 // Fact is what the engine needs of an Approval.
 func Fact(a *conveyorv1.Approval) ApprovalFact {
-	return ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), RunUID: runOf(a), Comment: a.Spec.Comment, Created: a.CreationTimestamp}
+	f := ApprovalFact{Name: a.Name, Stage: a.Spec.Stage, Decision: a.Spec.Decision, Approver: approverOf(a), RunUID: runOf(a), Comment: a.Spec.Comment,
+		OverrideFreeze: a.Spec.OverrideFreeze, Created: a.CreationTimestamp}
+	if a.Spec.Approver != nil {
+		f.Groups = a.Spec.Approver.Groups
+	}
+	return f
 }
 
 // runOf is the run UID recorded on an Approval at admission, empty when none is.

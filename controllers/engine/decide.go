@@ -348,7 +348,8 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 	if runPhase.Finished() {
 		st.CompletionTime = orNow(d.f.Run.Status.CompletionTime, d.f.Now)
 	}
-	if runPhase == conveyorv1.RunQueued {
+	if runPhase == conveyorv1.RunQueued || d.p.Reason == conveyorv1.ReasonEnvironmentPolicy {
+		// Blocked: the labels of the run's namespace are not watched.
 		// Events bring a queued run back when its environment frees; this
 		// is in case one is missed.
 		d.p.Requeue(QueuedRecheck)

@@ -377,3 +377,50 @@ func overriddenBy(env *conveyorv1.Environment, approvals []ApprovalFact) *Approv
 	}
 	return nil
 }
+
+// DeploysDone are the deploys a decision completes: stages with an
+// environment that succeed in st and had not in the run's last status
+// (reused stages were recorded by the run that deployed).
+func DeploysDone(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) []conveyorv1.Deploy {
+	if st.PipelineSpec == nil {
+		return nil
+	}
+	was := map[string]conveyorv1.StagePhase{}
+	for _, ss := range run.Status.Stages {
+		was[ss.Name] = ss.Phase
+	}
+	var out []conveyorv1.Deploy
+	for _, stage := range RunStages(st.PipelineSpec, run.Spec.Git) {
+		if stage.Environment == "" {
+			continue
+		}
+		for _, ss := range st.Stages {
+			if ss.Name != stage.Name || ss.Phase != conveyorv1.StageSucceeded || was[ss.Name] == conveyorv1.StageSucceeded || ss.ReusedFrom != "" {
+				continue
+			}
+			d := conveyorv1.Deploy{Pipeline: run.Namespace + "/" + run.Spec.PipelineRef.Name, Run: RunKey(run), RunUID: string(run.UID),
+				Stage: ss.Name, Ref: RefString(run.Spec.Git), Release: run.Spec.Git.Tag, Commit: run.Spec.Git.Commit, At: *orNow(ss.CompletionTime, metav1.Now())}
+			if len(ss.Decisions) > 0 {
+				d.By = ss.Decisions[0].Approver
+			} else if run.Spec.Requester != nil {
+				d.By = run.Spec.Requester.Username
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// RecordDeploy writes a deploy into an Environment's record, newest first,
+// at most MaxDeploys; false when it is there already (a retried write).
+func RecordDeploy(st *conveyorv1.EnvironmentStatus, d conveyorv1.Deploy) bool {
+	if slices.ContainsFunc(st.Deploys, func(x conveyorv1.Deploy) bool { return x.RunUID == d.RunUID && x.Stage == d.Stage }) {
+		return false
+	}
+	st.Deploys = append([]conveyorv1.Deploy{d}, st.Deploys...)
+	if len(st.Deploys) > MaxDeploys {
+		st.Deploys = st.Deploys[:MaxDeploys]
+	}
+	st.LastDeploy = d.DeepCopy()
+	return true
+}

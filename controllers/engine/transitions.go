@@ -53,6 +53,8 @@ var stageEvents = map[conveyorv1.StagePhase]struct {
 	conveyorv1.StageRunning:   {corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s"},
 	conveyorv1.StageWaiting:   {corev1.EventTypeNormal, conveyorv1.EventStageWaiting, "WaitStage", "Stage %s is %s"},
 	conveyorv1.StageQueued:    {corev1.EventTypeNormal, conveyorv1.ReasonQueued, "QueueStage", "Stage %s %s"},
+	conveyorv1.StageFrozen:    {corev1.EventTypeNormal, conveyorv1.ReasonFrozen, "FreezeStage", "Stage %s %s"},
+	conveyorv1.StageBlocked:   {corev1.EventTypeWarning, conveyorv1.ReasonEnvironmentPolicy, "BlockStage", "Stage %s %s"},
 	conveyorv1.StageSucceeded: {corev1.EventTypeNormal, conveyorv1.EventStageSucceeded, "FinishStage", "Stage %s succeeded: %s"},
 	conveyorv1.StageFailed:    {corev1.EventTypeWarning, conveyorv1.EventStageFailed, "FinishStage", "Stage %s failed: %s"},
 	conveyorv1.StageRejected:  {corev1.EventTypeWarning, conveyorv1.ReasonRejected, "FinishStage", "Stage %s %s"},

@@ -5,6 +5,7 @@ package index
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	batchv1 "k8s.io/api/batch/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,6 +27,14 @@ const (
 	// RunQueued indexes unfinished PipelineRuns by the environment a
 	// stage of theirs is queued for.
 	RunQueued = "conveyor.dev/queued-for"
+	// RunHeld indexes unfinished PipelineRuns by the environment a deploy
+	// stage of theirs is Frozen or Blocked in.
+	RunHeld = "conveyor.dev/held-in"
+	// RunDeploying indexes unfinished PipelineRuns by the environment a
+	// deploy stage of theirs runs in.
+	RunDeploying = "conveyor.dev/deploying-to"
+	// EnvironmentNamespace indexes Environments by spec.namespace.
+	EnvironmentNamespace = "spec.namespace"
 )
 
 // Setup registers the field indexes the reconcilers use.
@@ -57,5 +66,35 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by queued environment: %w", err)
 	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunHeld, func(o client.Object) []string {
+		return stagesIn(o.(*conveyorv1.PipelineRun), conveyorv1.StageFrozen, conveyorv1.StageBlocked)
+	}); err != nil {
+		return fmt.Errorf("indexing PipelineRuns by held environment: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunDeploying, func(o client.Object) []string {
+		return stagesIn(o.(*conveyorv1.PipelineRun), conveyorv1.StageRunning)
+	}); err != nil {
+		return fmt.Errorf("indexing PipelineRuns by environment deployed to: %w", err)
+	}
+	if err := idx.IndexField(ctx, &conveyorv1.Environment{}, EnvironmentNamespace, func(o client.Object) []string {
+		return []string{o.(*conveyorv1.Environment).Spec.Namespace}
+	}); err != nil {
+		return fmt.Errorf("indexing Environments by namespace: %w", err)
+	}
 	return nil
+}
+
+// stagesIn are the environments where an unfinished run has a deploy stage
+// in one of the phases.
+func stagesIn(run *conveyorv1.PipelineRun, phases ...conveyorv1.StagePhase) []string {
+	if run.Status.Phase.Finished() {
+		return nil
+	}
+	var out []string
+	for _, ss := range run.Status.Stages {
+		if ss.Namespace != "" && ss.Namespace != run.Namespace && slices.Contains(phases, ss.Phase) {
+			out = append(out, ss.Namespace)
+		}
+	}
+	return out
 }

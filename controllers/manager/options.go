@@ -97,14 +97,16 @@ func slimFinishedRun(obj any) (any, error) {
 }
 
 // slimApproval keeps of a cached Approval's recorded approver the username,
-// the only part the reconcilers read (groups are checked at admission).
+// the only part the reconcilers read (groups are checked at admission), but
+// for an override of a freeze window: a deploy checks its approver's groups
+// against the Environment's overrideGroups as they read when it starts.
 func slimApproval(obj any) (any, error) {
 	a, ok := obj.(*conveyorv1.Approval)
 	if !ok {
 		return obj, nil
 	}
 	a.ManagedFields = nil
-	if a.Spec.Approver != nil {
+	if a.Spec.Approver != nil && !a.Spec.OverrideFreeze {
 		a.Spec.Approver = &conveyorv1.UserInfo{Username: intern(a.Spec.Approver.Username)}
 	}
 	a.Spec.Stage = intern(a.Spec.Stage)

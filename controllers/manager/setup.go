@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	"github.com/conveyor-dev/conveyor/controllers/approval"
+	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/pipeline"
 	"github.com/conveyor-dev/conveyor/controllers/pipelinerun"
@@ -37,6 +38,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 		return err
 	}
 	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller); err != nil {
+		return err
+	}
+	if err := (&environment.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
 	return (&approval.Reconciler{Client: mgr.GetClient(), TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller)

@@ -56,11 +56,15 @@ var queuedDeploys = &queuedCollector{
 	desc: prometheus.NewDesc("conveyor_environment_queued_deploys",
 		"Stages queued for an environment another run is deploying to (one deploy at a time per environment), by environment.",
 		[]string{"environment"}, nil),
+	frozen: prometheus.NewDesc("conveyor_environment_frozen_deploys",
+		"Deploy stages waiting for a freeze window of their environment to close, by environment.",
+		[]string{"environment"}, nil),
 	seen: map[string]bool{},
 }
 
 type queuedCollector struct {
 	desc    *prometheus.Desc
+	frozen  *prometheus.Desc
 	mu      sync.Mutex
 	reader  client.Reader
 	elected <-chan struct{}
@@ -75,7 +79,7 @@ func (c *queuedCollector) use(reader client.Reader, elected <-chan struct{}) {
 	c.reader, c.elected = reader, elected
 }
 
-func (c *queuedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *queuedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.frozen }
 
 func (c *queuedCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
@@ -92,14 +96,22 @@ func (c *queuedCollector) Collect(ch chan<- prometheus.Metric) {
 	if err := c.reader.List(context.Background(), runs, client.UnsafeDisableDeepCopy); err != nil {
 		return
 	}
-	counts := map[string]int{}
+	counts, frozen := map[string]int{}, map[string]int{}
 	for i := range runs.Items {
-		if env := engine.QueuedEnvironment(&runs.Items[i]); env != "" {
+		run := &runs.Items[i]
+		if env := engine.QueuedEnvironment(run); env != "" {
 			counts[env]++
 			c.seen[env] = true
+		}
+		for _, ss := range run.Status.Stages {
+			if ss.Phase == conveyorv1.StageFrozen && !run.Status.Phase.Finished() {
+				frozen[ss.Namespace]++
+				c.seen[ss.Namespace] = true
+			}
 		}
 	}
 	for env := range c.seen {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[env]), env)
+		ch <- prometheus.MustNewConstMetric(c.frozen, prometheus.GaugeValue, float64(frozen[env]), env)
 	}
 }

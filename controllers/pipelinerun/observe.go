@@ -3,6 +3,7 @@ package pipelinerun
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	batchv1 "k8s.io/api/batch/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -11,6 +12,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
 )
@@ -21,7 +23,7 @@ import (
 // it, and the locks of the environments it is ready to deploy to.
 func (r *Reconciler) observe(ctx context.Context, run *conveyorv1.PipelineRun) (engine.Facts, error) {
 	facts := engine.Facts{Run: run, Jobs: map[string]engine.JobObservation{}, Now: r.Now(), TrustUnrecordedApprovers: r.TrustUnrecordedApprovers}
-	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLedger, r.observeLocks}
+	steps := []func(context.Context, *engine.Facts) error{r.observeStart, r.observeJobs, r.observeApprovals, r.observeLedger, r.observePolicy, r.observeLocks}
 	for _, step := range steps {
 		if err := step(ctx, &facts); err != nil {
 			return facts, err
@@ -69,6 +71,27 @@ func (r *Reconciler) observeLedger(ctx context.Context, f *engine.Facts) error {
 	l, err := ledger.Read(ctx, r.Client, f.Run)
 	f.Ledger = l
 	return err
+}
+
+// observePolicy reads, for a run that has not finished and deploys
+// somewhere, every Environment and its namespace's labels (from the cache:
+// Environments are few; a policy changed since brings the run back).
+func (r *Reconciler) observePolicy(ctx context.Context, f *engine.Facts) error {
+	if f.Run.Status.Phase.Finished() || !deploys(f) {
+		return nil
+	}
+	pol, err := environment.ReadPolicy(ctx, r.Client, f.Run.Namespace)
+	f.Policy = pol
+	return err
+}
+
+// deploys reports whether the run's Pipeline has a stage with an environment.
+func deploys(f *engine.Facts) bool {
+	spec := f.Run.Status.PipelineSpec
+	if spec == nil && f.Pipeline != nil {
+		spec = &f.Pipeline.Spec
+	}
+	return spec != nil && slices.ContainsFunc(spec.Stages, func(s conveyorv1.Stage) bool { return s.Environment != "" })
 }
 
 // observeJobs reads the run's Jobs from the cache, and from the API server

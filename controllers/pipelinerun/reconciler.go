@@ -23,6 +23,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
 	"github.com/conveyor-dev/conveyor/controllers/status"
@@ -74,6 +75,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// ledger: a tag run's verdicts and deploys, before anything acts on them.
 	if !plan.Unchanged {
 		if err := ledger.Record(ctx, r.Client, r.Recorder, run, &plan.Status, facts.Ledger); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := environment.Record(ctx, r.Client, r.APIReader, run, &plan.Status, facts.Policy); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -163,6 +167,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
 		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
+		Watches(&conveyorv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.environmentToHeldRuns)).
 		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
 		Complete(r)
 }
@@ -199,6 +204,30 @@ func (r *Reconciler) releaseToRuns(ctx context.Context, o client.Object) []recon
 	return r.runsOf(ctx, rel.Namespace, rel.Spec.PipelineRef.Name, func(run *conveyorv1.PipelineRun) bool {
 		return run.Spec.Git.Tag != ""
 	})
+}
+
+// environmentToHeldRuns maps an Environment to the runs whose deploy stages
+// it may let go: those Frozen or Blocked anywhere (a policy changed, a
+// freeze lifted, a deploy recorded that another environment requires).
+// Environments are few; held runs fewer.
+func (r *Reconciler) environmentToHeldRuns(ctx context.Context, _ client.Object) []reconcile.Request {
+	envs := &conveyorv1.EnvironmentList{}
+	if err := r.List(ctx, envs); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing Environments")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, env := range envs.Items {
+		runs := &conveyorv1.PipelineRunList{}
+		if err := r.List(ctx, runs, client.MatchingFields{index.RunHeld: env.Spec.Namespace}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing held runs", "namespace", env.Spec.Namespace)
+			continue
+		}
+		for i := range runs.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&runs.Items[i])})
+		}
+	}
+	return reqs
 }
 
 // runsOf are the unfinished runs of a Pipeline that match.

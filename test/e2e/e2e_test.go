@@ -102,6 +102,10 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if err := openSandbox(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "creating the sandbox environment:", err)
+		return 1
+	}
 	for _, u := range localcluster.DefaultUsers {
 		if personas[u.Name], err = cluster.Client(u.Name, opts); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -157,8 +161,26 @@ func TestSeedStory(t *testing.T) {
 	}
 }
 
+// sandbox is an environment whose Environment lets any Pipeline deploy by
+// itself: the tests of how deploys run (not of who may deploy) use it.
+const sandbox = "sandbox"
+
+// openSandbox creates the sandbox namespace, lets the manager run Jobs there,
+// and creates its Environment.
+func openSandbox(ctx context.Context) error {
+	if err := cluster.AllowJobs(ctx, sandbox); err != nil {
+		return err
+	}
+	return admin.Create(ctx, &conveyorv1.Environment{ObjectMeta: metav1.ObjectMeta{Name: sandbox}, Spec: conveyorv1.EnvironmentSpec{
+		Namespace:     sandbox,
+		Pipelines:     conveyorv1.PipelineSelector{NamespaceSelector: &metav1.LabelSelector{}},
+		TriggerGroups: []string{"devops"},
+		AllowAuto:     true,
+	}})
+}
+
 // pipeline creates a one-off Pipeline in a new namespace: a build stage in the
-// run's namespace, then a deploy stage in namespace staging, with the given
+// run's namespace, then a deploy stage in namespace sandbox, with the given
 // pod metadata on the deploy job.
 func pipeline(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
 	t.Helper()
@@ -172,7 +194,7 @@ func pipelineIn(t *testing.T, deployPod *conveyorv1.PodMetadata) string {
 		Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
 		Stages: []conveyorv1.Stage{
 			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Image: "golang:1.26"}}},
-			{Name: "deploy", Environment: "staging", Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3", PodMetadata: deployPod}}},
+			{Name: "deploy", Environment: sandbox, Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3", PodMetadata: deployPod}}},
 		},
 	})
 }
@@ -283,7 +305,7 @@ func TestPodDeletedMidRun(t *testing.T) {
 	var pod corev1.Pod
 	NewWithT(t).Eventually(func(g Gomega) {
 		pods := &corev1.PodList{}
-		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace(sandbox),
 			client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).NotTo(BeEmpty())
 		pod = pods.Items[0]
@@ -409,7 +431,7 @@ func TestCancelDeletesPods(t *testing.T) {
 	run := startRun(t, ns)
 	NewWithT(t).Eventually(func(g Gomega) {
 		pods := &corev1.PodList{}
-		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"),
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace(sandbox),
 			client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).NotTo(BeEmpty())
 		g.Expect(pods.Items[0].Status.Phase).To(Equal(corev1.PodRunning))
@@ -428,7 +450,7 @@ func TestCancelDeletesPods(t *testing.T) {
 			g.Expect(j.Labels[conveyorv1.LabelStage]).To(Equal("build"), "Job %s/%s still exists", j.Namespace, j.Name)
 		}
 		pods := &corev1.PodList{}
-		g.Expect(admin.List(context.Background(), pods, client.InNamespace("staging"), client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
+		g.Expect(admin.List(context.Background(), pods, client.InNamespace(sandbox), client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)})).To(Succeed())
 		g.Expect(pods.Items).To(BeEmpty())
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
 	deploy := got.Status.Stages[1]

@@ -17,15 +17,16 @@ import (
 
 // Two tag runs reach production at the same time: one deploys, the other is
 // Queued with the holder named, then deploys after it. A watch of the
-// production namespace checks, for the whole test, that their Jobs (run by the
-// real Job controller, pods by kwok) never overlapped.
+// environment's namespace (sandbox, where any Pipeline may deploy by itself)
+// checks, for the whole test, that their Jobs (run by the real Job
+// controller, pods by kwok) never overlapped.
 func TestOneDeployAtATimeInProduction(t *testing.T) {
 	wc, err := client.NewWithWatch(cluster.RestConfig("admin"), client.Options{Scheme: localcluster.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	overlap, err := envcheck.Watch(ctx, wc, "production")
+	overlap, err := envcheck.Watch(ctx, wc, sandbox)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestOneDeployAtATimeInProduction(t *testing.T) {
 		Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
 		Stages: []conveyorv1.Stage{
 			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Image: "golang:1.26"}}},
-			{Name: "production", Environment: "production", Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3", PodMetadata: slow("8s")}}},
+			{Name: "production", Environment: sandbox, Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3", PodMetadata: slow("8s")}}},
 		},
 	}))
 	var runs []*conveyorv1.PipelineRun

@@ -291,7 +291,7 @@ func TestChartMatchesConfig(t *testing.T) {
 			paths = [][]string{{"webhooks"}}
 		case "Service":
 			paths = [][]string{{"spec", "ports"}, {"spec", "selector"}}
-		case "NetworkPolicy":
+		case "NetworkPolicy", "Environment":
 			paths = [][]string{{"spec"}}
 		case "Deployment":
 			paths = [][]string{

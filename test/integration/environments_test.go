@@ -29,7 +29,7 @@ func deployPipeline(t *testing.T, ns, name string, queue conveyorv1.EnvironmentQ
 		Spec: conveyorv1.PipelineSpec{
 			EnvironmentQueue: queue,
 			Refs:             conveyorv1.PipelineRefs{Branches: []string{"*"}},
-			Stages: []conveyorv1.Stage{{Name: "deploy", Environment: "staging",
+			Stages: []conveyorv1.Stage{{Name: "deploy", Environment: queueEnv,
 				Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3"}}}},
 		},
 	}
@@ -64,7 +64,7 @@ func watchStaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	o, err := envcheck.Watch(ctx, wc, "staging")
+	o, err := envcheck.Watch(ctx, wc, queueEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,20 +110,20 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 	c := deployRun(t, ns, "web", "web-c")
 	holderA := ns + "/web-a"
 	queued := waitQueued(t, b, holderA)
-	if msg := readyMessage(queued); !strings.Contains(msg, "environment staging is in use by run "+holderA+" (stage deploy)") {
+	if msg := readyMessage(queued); !strings.Contains(msg, "environment "+queueEnv+" is in use by run "+holderA+" (stage deploy)") {
 		t.Errorf("queued run's Ready message: %q", msg)
 	}
 	waitQueued(t, c, holderA)
 
 	lease := &coordinationv1.Lease{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "staging", Name: conveyorv1.EnvironmentLease}, lease); err != nil {
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
 		t.Fatal(err)
 	}
 	if ptr.Deref(lease.Spec.HolderIdentity, "") != holderA || lease.Annotations["conveyor.dev/stage"] != "deploy" {
 		t.Fatalf("lease holder %q stage %q", ptr.Deref(lease.Spec.HolderIdentity, ""), lease.Annotations["conveyor.dev/stage"])
 	}
 	NewWithT(t).Eventually(func() float64 {
-		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"})
+		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": queueEnv})
 	}).WithTimeout(10 * time.Second).Should(BeEquivalentTo(2))
 
 	// a ends: b, the older of the queued, deploys; c now waits for b.
@@ -136,7 +136,7 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 		t.Errorf("deploying stage: heldBy %q start %v (Job created %v)", st.HeldBy, st.StartTime, jobB.CreationTimestamp)
 	}
 	NewWithT(t).Eventually(func() float64 {
-		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"})
+		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": queueEnv})
 	}).WithTimeout(10 * time.Second).Should(BeEquivalentTo(1))
 
 	// b fails: the environment is free again all the same, and c deploys.
@@ -145,16 +145,16 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
 	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
 	// The Lease names the last deploy; its stage ended, so staging is free.
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "staging", Name: conveyorv1.EnvironmentLease}, lease); err != nil {
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
 		t.Fatal(err)
 	}
 	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-c" {
 		t.Errorf("lease holder after the queue emptied: %q", holder)
 	}
-	if n := sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": "staging"}); n != 0 {
+	if n := sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": queueEnv}); n != 0 {
 		t.Errorf("queued deploys after the queue emptied: %v", n)
 	}
-	if n := sample(t, "conveyor_environment_queue_wait_seconds", map[string]string{"environment": "staging"}); n < 2 {
+	if n := sample(t, "conveyor_environment_queue_wait_seconds", map[string]string{"environment": queueEnv}); n < 2 {
 		t.Errorf("queue waits observed: %v, want at least 2", n)
 	}
 }
@@ -201,7 +201,7 @@ func TestEnvironmentStaleLock(t *testing.T) {
 	ns := newNamespace(t)
 	deployPipeline(t, ns, "web", "")
 	stale := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "staging", Name: conveyorv1.EnvironmentLease,
+		ObjectMeta: metav1.ObjectMeta{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease,
 			Labels:      map[string]string{conveyorv1.LabelRunUID: "gone"},
 			Annotations: map[string]string{"conveyor.dev/stage": "deploy"}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(ns + "/deleted-run")},

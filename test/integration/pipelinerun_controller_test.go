@@ -291,7 +291,9 @@ func TestPipelineEditedMidRun(t *testing.T) {
 		cur := &conveyorv1.Pipeline{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(p), cur)).To(Succeed())
 		cur.Spec.Stages[1].Jobs = []conveyorv1.JobSpec{{Name: "integration", Image: "busybox"}}
-		cur.Spec.Stages[2].When = conveyorv1.WhenAuto
+		// (An Environment lets no stage deploy by itself: staging now runs
+		// in the run's own namespace.)
+		cur.Spec.Stages[2].When, cur.Spec.Stages[2].Environment, cur.Spec.Stages[2].TriggerGroups = conveyorv1.WhenAuto, "", nil
 		g.Expect(k8s.Update(context.Background(), cur)).To(Succeed())
 	}).Should(Succeed())
 	t.Log("Edited the Pipeline: testing runs job integration, staging is automatic")
@@ -361,6 +363,7 @@ func TestEnvironmentNamespaceAndCleanup(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
 	envNS := "qa-" + ns
+	openEnvironment(t, envNS)
 	p := &conveyorv1.Pipeline{}
 	p.Name, p.Namespace = "shop", ns
 	p.Spec = conveyorv1.PipelineSpec{

@@ -33,6 +33,8 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
+	"github.com/conveyor-dev/conveyor/test/framework/manifests"
+	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
 
 var (
@@ -40,7 +42,7 @@ var (
 	cfg *rest.Config
 	k8s client.Client
 	// environments are the seed's deploy namespaces, shared by all tests.
-	environments = []string{"staging", "pre-production", "production"}
+	environments = []string{"staging", "pre-production", "production", queueEnv}
 )
 
 func TestMain(m *testing.M) {
@@ -70,6 +72,22 @@ func runSuite(m *testing.M) int {
 	}
 	for _, ns := range environments {
 		if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := k8s.Create(context.Background(), openEnvironmentFor(queueEnv)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The Environments Conveyor ships guard the seed's deploys.
+	shipped, err := manifests.ReadFile("../../config/environments/seed_environments.yaml")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for _, u := range shipped {
+		if err := k8s.Create(context.Background(), u); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -172,15 +190,44 @@ func endRuns(t *testing.T) {
 // createNamespace creates a namespace by name.
 func createNamespace(t *testing.T, name string) {
 	t.Helper()
-	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+	if err := k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: productionAllowed}}); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// queueEnv is an environment any Pipeline deploys to by itself: for the
+// tests of the one-deploy-at-a-time queue.
+const queueEnv = "review"
+
+// openEnvironmentFor is an Environment that lets any Pipeline deploy to
+// namespace ns, by itself or triggered by any persona.
+func openEnvironmentFor(ns string) *conveyorv1.Environment {
+	return &conveyorv1.Environment{ObjectMeta: metav1.ObjectMeta{Name: ns}, Spec: conveyorv1.EnvironmentSpec{
+		Namespace:     ns,
+		Pipelines:     conveyorv1.PipelineSelector{NamespaceSelector: &metav1.LabelSelector{}},
+		TriggerGroups: []string{"developers", "devops", "testers", "release-engineers"},
+		AllowAuto:     true,
+	}}
+}
+
+// openEnvironment creates openEnvironmentFor(ns) for one test.
+func openEnvironment(t *testing.T, ns string) {
+	t.Helper()
+	env := openEnvironmentFor(ns)
+	if err := k8s.Create(context.Background(), env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), env) })
+}
+
+// productionAllowed labels a namespace whose Pipelines the shipped
+// production Environment lets deploy.
+var productionAllowed = map[string]string{story.ProductionLabel: "allowed"}
+
 // newNamespace creates a namespace for one test.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-", Labels: productionAllowed}}
 	if err := k8s.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
@@ -196,19 +243,26 @@ func seedPipeline(t *testing.T, ns string) *conveyorv1.Pipeline {
 // seedPipelineWith creates the seed's Pipeline as change makes it.
 func seedPipelineWith(t *testing.T, ns string, change func(*conveyorv1.Pipeline)) *conveyorv1.Pipeline {
 	t.Helper()
+	p := seedPipelineFrom(t)
+	p.Namespace = ns
+	if change != nil {
+		change(p)
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// seedPipelineFrom reads the seed's Pipeline from config/samples.
+func seedPipelineFrom(t *testing.T) *conveyorv1.Pipeline {
+	t.Helper()
 	data, err := os.ReadFile("../../config/samples/pipeline.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &conveyorv1.Pipeline{}
 	if err := yaml.UnmarshalStrict(data, p); err != nil {
-		t.Fatal(err)
-	}
-	p.Namespace = ns
-	if change != nil {
-		change(p)
-	}
-	if err := k8s.Create(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -422,8 +422,11 @@ func TestJobNameSquattedAheadOfTime(t *testing.T) {
 	if err := k8s.Delete(context.Background(), squat, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
+	// Gone, or already replaced by Conveyor's own Job under the name.
 	NewWithT(t).Eventually(func() bool {
-		return isNotFound(k8s.Get(context.Background(), client.ObjectKeyFromObject(squat), &batchv1.Job{}))
+		j := &batchv1.Job{}
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(squat), j)
+		return isNotFound(err) || err == nil && j.UID != squat.UID
 	}).WithTimeout(10 * time.Second).Should(BeTrue())
 	real := waitJob(t, run, "staging", "deploy")
 	if real.UID == squat.UID {

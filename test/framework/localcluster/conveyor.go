@@ -76,6 +76,10 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 	if err := waitCRDs(ctx, admin, crds); err != nil {
 		return err
 	}
+	// The Environments Conveyor ships: the seed's rules guard the deploys.
+	if err := applyFile(ctx, admin, filepath.Join(root, "config/environments/seed_environments.yaml"), nil); err != nil {
+		return err
+	}
 	user := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: ManagerUser}}
 	for _, role := range []string{"conveyor-manager", "conveyor-cert-rotation"} {
 		if err := create(ctx, admin, &rbacv1.ClusterRoleBinding{

@@ -27,6 +27,10 @@ import (
 // Namespace holds the story's Pipeline and runs.
 const Namespace = "shop-ci"
 
+// ProductionLabel on a namespace lets its Pipelines deploy to the shipped
+// production Environment.
+const ProductionLabel = "conveyor.dev/production"
+
 // Story acts on a cluster as the personas.
 type Story struct {
 	// Admin sets the scene (namespace, Pipeline, role bindings).
@@ -54,7 +58,10 @@ func (s *Story) say(format string, args ...any) { fmt.Fprintf(s.Out, format+"\n"
 // SetScene creates the story's namespace, binds the persona roles to the
 // seed's groups there, and applies the seed's Pipeline from config/samples.
 func (s *Story) SetScene(ctx context.Context) error {
-	if err := s.Admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); client.IgnoreAlreadyExists(err) != nil {
+	// A cluster admin lets the story's Pipelines deploy to production (the
+	// shipped production Environment selects namespaces by this label).
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{ProductionLabel: "allowed"}}}
+	if err := s.Admin.Create(ctx, ns); client.IgnoreAlreadyExists(err) != nil {
 		return err
 	}
 	bindings, err := os.ReadFile(s.Root + "/config/rbac/persona_bindings_example.yaml")

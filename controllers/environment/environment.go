@@ -1,0 +1,71 @@
+// Package environment reads and writes Environments: the policy the
+// environment rules read (for admission and for a run's deploy stages), the
+// record of each Environment's deploys, and its status (who deploys there
+// now, whether it is frozen, whether its policy reads).
+package environment
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
+)
+
+// +kubebuilder:rbac:groups=conveyor.dev,resources=environments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=conveyor.dev,resources=environments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+
+// ReadPolicy reads every Environment and the labels of the namespace a
+// Pipeline lives in: what the environment rules read.
+func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.Policy, error) {
+	envs := &conveyorv1.EnvironmentList{}
+	if err := c.List(ctx, envs); err != nil {
+		return engine.Policy{}, fmt.Errorf("listing Environments: %w", err)
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.Get(ctx, types.NamespacedName{Name: namespace}, ns); client.IgnoreNotFound(err) != nil {
+		return engine.Policy{}, fmt.Errorf("reading namespace %s: %w", namespace, err)
+	}
+	return engine.Policy{Environments: envs.Items, NamespaceLabels: ns.Labels}, nil
+}
+
+// Record writes the deploys a run's decision completes into their
+// Environments' records (engine.DeploysDone), before the run's status says
+// so: a deploy told is a deploy recorded. Read from the API server and
+// retried on conflict: many runs write one Environment.
+func Record(ctx context.Context, c client.Client, reader client.Reader, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
+	for _, d := range engine.DeploysDone(run, st) {
+		ns := ""
+		for _, ss := range st.Stages {
+			if ss.Name == d.Stage {
+				ns = ss.Namespace
+			}
+		}
+		env, breach := pol.For(ns)
+		if breach != nil {
+			continue // no Environment to record in (deleted while it deployed)
+		}
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			fresh := &conveyorv1.Environment{}
+			if err := reader.Get(ctx, types.NamespacedName{Name: env.Name}, fresh); err != nil {
+				return err
+			}
+			if !engine.RecordDeploy(&fresh.Status, d) {
+				return nil
+			}
+			return c.Status().Update(ctx, fresh)
+		})
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording the deploy of stage %s in Environment %s: %w", d.Stage, env.Name, err)
+		}
+	}
+	return nil
+}
