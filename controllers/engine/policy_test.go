@@ -96,7 +96,9 @@ func TestStagePolicy(t *testing.T) {
 		}, "approval", ""},
 		{"fewer approvers than the environment wants", func(_ *conveyorv1.PipelineSpec, p *Policy) { p.Environments[2].Spec.Approval.Required = 2 }, "approval", "at least 2"},
 		{"production in branch runs without a gate there", func(s *conveyorv1.PipelineSpec, _ *Policy) { stage(s, "production").Refs = conveyorv1.RefsAll }, "approval", "branch runs"},
-		{"another ServiceAccount", func(s *conveyorv1.PipelineSpec, _ *Policy) { stage(s, "production").Jobs[0].ServiceAccountName = "admin" }, "serviceAccounts", "runs as ServiceAccount admin"},
+		{"another ServiceAccount", func(s *conveyorv1.PipelineSpec, _ *Policy) {
+			stage(s, "production").Jobs[0].ServiceAccountName = "admin"
+		}, "serviceAccounts", "runs as ServiceAccount admin"},
 		{"an allowed ServiceAccount", func(s *conveyorv1.PipelineSpec, p *Policy) {
 			stage(s, "production").Jobs[0].ServiceAccountName = "deployer"
 			p.Environments[2].Spec.ServiceAccounts = []string{"deployer"}
@@ -150,6 +152,15 @@ func TestDeployGuard(t *testing.T) {
 	}
 	if p.Status.Phase != conveyorv1.RunWaiting {
 		t.Fatalf("a blocked run waits, got %s", p.Status.Phase)
+	}
+
+	// A freeze window that does not read (it got past the webhook, whose
+	// failure policy is Ignore) blocks every deploy there: fail closed.
+	broken := openPolicy()
+	broken.Environments[0].Spec.FreezeWindows = []conveyorv1.FreezeWindow{{Name: "typo", Schedule: "0 18 * * fri-", Duration: &metav1.Duration{Duration: time.Hour}}}
+	p = decide(Facts{Run: newRun(branch), Jobs: tested, Approvals: []ApprovalFact{staging}, Policy: broken, Now: t0})
+	if ss := stageStatus(p, "staging"); ss.Phase != conveyorv1.StageBlocked || !strings.Contains(ss.Message, "rule freezeWindows: freeze window typo") || len(p.Create) != 0 {
+		t.Fatalf("unreadable window: got %s (%s)", ss.Phase, ss.Message)
 	}
 
 	// A commit never deployed to staging may not go to pre-production, in a

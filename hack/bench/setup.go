@@ -13,6 +13,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -23,6 +24,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
+	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
 
 // setUp starts kube-apiserver and etcd, the driver's client and cache, and
@@ -82,9 +84,15 @@ func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest
 // createWorld creates the namespaces and Pipelines of every phase.
 func (b *bench) createWorld(ctx context.Context) error {
 	for _, ns := range append([]string{"bench", "react", "floor"}, localcluster.Environments...) {
-		if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		// The shipped production Environment takes Pipelines from namespaces
+		// labelled for it.
+		labels := map[string]string{"conveyor.dev/production": "allowed"}
+		if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}); err != nil {
 			return err
 		}
+	}
+	if err := b.environments(ctx, ""); err != nil {
+		return err
 	}
 	for _, ns := range []string{"bench", "react"} {
 		if err := b.seedPipeline(ctx, ns); err != nil {
@@ -99,6 +107,9 @@ func (b *bench) createWorld(ctx context.Context) error {
 			if err := b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: lanePrefix(i) + env}}); err != nil {
 				return err
 			}
+		}
+		if err := b.environments(ctx, lanePrefix(i)); err != nil {
+			return err
 		}
 		if err := b.lanePipeline(ctx, "bench", fmt.Sprintf("shop-%d", i), lanePrefix(i)); err != nil {
 			return err
@@ -237,6 +248,29 @@ func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error
 		}
 	}
 	return b.c.Create(ctx, p)
+}
+
+// environments creates the shipped Environments (the seed's rules) with
+// their names and namespaces prefixed, as lanePipeline prefixes its stages'.
+func (b *bench) environments(ctx context.Context, prefix string) error {
+	objs, err := manifests.ReadFile(filepath.Join(b.o.root, "config/environments/seed_environments.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, u := range objs {
+		env := &conveyorv1.Environment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, env); err != nil {
+			return err
+		}
+		env.Name, env.Spec.Namespace = prefix+env.Name, prefix+env.Spec.Namespace
+		for i := range env.Spec.Requires {
+			env.Spec.Requires[i] = prefix + env.Spec.Requires[i]
+		}
+		if err := b.c.Create(ctx, env); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // lanePrefix is the prefix of the environments of throughput lane i.

@@ -153,7 +153,10 @@ func TestSeedStory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []conveyorv1.RunPhase{conveyorv1.RunSucceeded, conveyorv1.RunSucceeded, conveyorv1.RunRejected}
+	want := []conveyorv1.RunPhase{conveyorv1.RunSucceeded, conveyorv1.RunSucceeded, conveyorv1.RunRejected, conveyorv1.RunSucceeded}
+	if len(res.Runs) != len(want) {
+		t.Fatalf("the story played %d runs, want %d", len(res.Runs), len(want))
+	}
 	for i, r := range res.Runs {
 		if r.Status.Phase != want[i] {
 			t.Errorf("run %s ended %s, want %s", r.Name, r.Status.Phase, want[i])

@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -114,6 +115,29 @@ func TestPipelineRefusedByEnvironment(t *testing.T) {
 	}
 	// The seed's Pipeline keeps every rule in a namespace let into production.
 	seedPipeline(t, labelled)
+
+	// No persona may loosen an Environment, or make one for a namespace of
+	// its own: they are the cluster admins'.
+	for who := range personas {
+		if who == "ada" {
+			continue // a cluster admin
+		}
+		env := &conveyorv1.Environment{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: "production"}, env); err != nil {
+			t.Fatal(err)
+		}
+		env.Spec.AllowAuto = true
+		if err := as(who).Update(context.Background(), env); !apierrors.IsForbidden(err) {
+			t.Errorf("%s updating Environment production: want Forbidden, got %v", who, err)
+		}
+		mine := openEnvironmentFor(labelled)
+		if err := as(who).Create(context.Background(), mine); !apierrors.IsForbidden(err) {
+			t.Errorf("%s creating an Environment: want Forbidden, got %v", who, err)
+		}
+		if err := as(who).Status().Update(context.Background(), env); !apierrors.IsForbidden(err) {
+			t.Errorf("%s writing Environment production's status (its deploy record): want Forbidden, got %v", who, err)
+		}
+	}
 }
 
 // A policy edited while a run is in flight is checked again when the deploy

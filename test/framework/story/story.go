@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/yaml"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -60,9 +62,12 @@ func (s *Story) say(format string, args ...any) { fmt.Fprintf(s.Out, format+"\n"
 func (s *Story) SetScene(ctx context.Context) error {
 	// A cluster admin lets the story's Pipelines deploy to production (the
 	// shipped production Environment selects namespaces by this label).
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{ProductionLabel: "allowed"}}}
-	if err := s.Admin.Create(ctx, ns); client.IgnoreAlreadyExists(err) != nil {
-		return err
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}
+	if _, err := controllerutil.CreateOrPatch(ctx, s.Admin, ns, func() error {
+		metav1.SetMetaDataLabel(&ns.ObjectMeta, ProductionLabel, "allowed")
+		return nil
+	}); err != nil {
+		return fmt.Errorf("labelling namespace %s for production: %w", Namespace, err)
 	}
 	bindings, err := os.ReadFile(s.Root + "/config/rbac/persona_bindings_example.yaml")
 	if err != nil {
@@ -80,12 +85,8 @@ func (s *Story) SetScene(ctx context.Context) error {
 			return err
 		}
 	}
-	data, err := os.ReadFile(s.Root + "/config/samples/pipeline.yaml")
+	p, err := s.seedPipeline()
 	if err != nil {
-		return err
-	}
-	p := &conveyorv1.Pipeline{}
-	if err := yaml.UnmarshalStrict(data, p); err != nil {
 		return err
 	}
 	p.Namespace = Namespace
@@ -101,7 +102,10 @@ func (s *Story) SetScene(ctx context.Context) error {
 // reaches production, and a release that is refused.
 func (s *Story) Play(ctx context.Context) (*Result, error) {
 	res := &Result{}
-	for _, act := range []func(context.Context) (*conveyorv1.PipelineRun, error){s.featureBranch, s.release, s.refusedRelease} {
+	if err := s.outsider(ctx); err != nil {
+		return res, err
+	}
+	for _, act := range []func(context.Context) (*conveyorv1.PipelineRun, error){s.featureBranch, s.release, s.refusedRelease, s.frozenRelease} {
 		run, err := act(ctx)
 		if err != nil {
 			return res, err
@@ -198,6 +202,146 @@ func (s *Story) refusedRelease(ctx context.Context) (*conveyorv1.PipelineRun, er
 		return nil, err
 	}
 	return s.get(ctx, run)
+}
+
+// outsider: a team whose namespace was never let into production applies
+// the same Pipeline; the production Environment refuses it at admission.
+func (s *Story) outsider(ctx context.Context) error {
+	s.say("\n== Prologue: a team outside %s applies the same Pipeline ==", Namespace)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-"}}
+	if err := s.Admin.Create(ctx, ns); err != nil {
+		return err
+	}
+	p, err := s.seedPipeline()
+	if err != nil {
+		return err
+	}
+	p.Namespace = ns.Name
+	err = s.Admin.Create(ctx, p)
+	const want = "Environment production (namespace production), rule pipelines"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		return fmt.Errorf("a Pipeline in namespace %s aimed at production: want a refusal naming %q, got %v", ns.Name, want, err)
+	}
+	s.say("Pipeline %s/%s: REFUSED by the API server: %s", ns.Name, p.Name, reason(err))
+	return nil
+}
+
+// frozenRelease: the platform's admins freeze production; a release that
+// reaches it waits as Frozen; a developer may not override the freeze; a
+// release engineer does, saying why, and it deploys.
+func (s *Story) frozenRelease(ctx context.Context) (*conveyorv1.PipelineRun, error) {
+	s.say("\n== Act 4: production is frozen for the end of the quarter; rita tags v1.5.0 ==")
+	lift, err := s.freeze(ctx, "production", conveyorv1.FreezeWindow{Name: "quarter-end", Reason: "end-of-quarter freeze",
+		Start: &metav1.Time{Time: time.Now().Add(-time.Minute)}, End: &metav1.Time{Time: time.Now().Add(time.Hour)}})
+	if err != nil {
+		return nil, err
+	}
+	defer lift()
+	run, err := s.throughPreProduction(ctx, conveyorv1.GitRef{Tag: "v1.5.0", Commit: "5e6f7a8b"})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "rob", run, "approve", conveyorv1.DecisionApprove, "security fix verified"); err != nil {
+		return nil, err
+	}
+	if err := s.waitFor(ctx, run, conveyorv1.RunWaiting, "production"); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "omar", run, "production", conveyorv1.DecisionApprove, "ship it"); err != nil {
+		return nil, err
+	}
+	if err := s.waitStage(ctx, run, "production", conveyorv1.StageFrozen); err != nil {
+		return nil, err
+	}
+	if err := s.noJobs(ctx, run, "production"); err != nil {
+		return nil, err
+	}
+	if _, err := s.override(ctx, "dana", run, "production", "please"); err == nil || !strings.Contains(err.Error(), "may not override a freeze window") {
+		return nil, fmt.Errorf("dana overriding the freeze: want a refusal, got %v", err)
+	} else {
+		s.say("dana tries to override the freeze: REFUSED by the API server: %s", reason(err))
+	}
+	a, err := s.override(ctx, "rob", run, "production", "the security fix cannot wait for the quarter")
+	if err != nil {
+		return nil, fmt.Errorf("rob overriding the freeze was refused: %w", err)
+	}
+	s.say("rob overrides the freeze %q: accepted (Approval %s)", a.Spec.Comment, a.Name)
+	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "production"); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, run)
+}
+
+// freeze adds a freeze window to an Environment, as its admins would; lift
+// takes it away again.
+func (s *Story) freeze(ctx context.Context, name string, w conveyorv1.FreezeWindow) (lift func(), err error) {
+	edit := func(change func(*conveyorv1.EnvironmentSpec)) error {
+		env := &conveyorv1.Environment{}
+		if err := s.Admin.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			return err
+		}
+		change(&env.Spec)
+		return s.Admin.Update(ctx, env)
+	}
+	if err := edit(func(e *conveyorv1.EnvironmentSpec) { e.FreezeWindows = append(e.FreezeWindows, w) }); err != nil {
+		return nil, fmt.Errorf("freezing Environment %s: %w", name, err)
+	}
+	s.say("The platform admins add freeze window %s to Environment %s until %s (%s)", w.Name, name, w.End.UTC().Format(time.RFC3339), w.Reason)
+	return func() {
+		err := edit(func(e *conveyorv1.EnvironmentSpec) {
+			e.FreezeWindows = slices.DeleteFunc(e.FreezeWindows, func(x conveyorv1.FreezeWindow) bool { return x.Name == w.Name })
+		})
+		if err != nil {
+			s.say("lifting freeze window %s: %v", w.Name, err)
+			return
+		}
+		s.say("The platform admins lift freeze window %s", w.Name)
+	}, nil
+}
+
+// override asks, as who, to deploy a Frozen stage now.
+func (s *Story) override(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage, comment string) (*conveyorv1.Approval, error) {
+	a := &conveyorv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-override-", Namespace: run.Namespace},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name},
+			Stage: stage, Decision: conveyorv1.DecisionApprove, Comment: comment, OverrideFreeze: true},
+	}
+	return a, s.As[who].Create(ctx, a)
+}
+
+// waitStage waits until a stage of the run is in phase, and tells its message.
+func (s *Story) waitStage(ctx context.Context, run *conveyorv1.PipelineRun, stage string, phase conveyorv1.StagePhase) error {
+	deadline := time.Now().Add(s.Timeout)
+	for {
+		cur, err := s.get(ctx, run)
+		if err != nil {
+			return err
+		}
+		for _, st := range cur.Status.Stages {
+			if st.Name == stage && st.Phase == phase {
+				s.say("  %s  %-15s %-9s %s", cur.Name, st.Name, st.Phase, st.Message)
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("run %s: stage %s never became %s", run.Name, stage, phase)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// seedPipeline reads the seed's Pipeline from config/samples.
+func (s *Story) seedPipeline() (*conveyorv1.Pipeline, error) {
+	data, err := os.ReadFile(s.Root + "/config/samples/pipeline.yaml")
+	if err != nil {
+		return nil, err
+	}
+	p := &conveyorv1.Pipeline{}
+	return p, yaml.UnmarshalStrict(data, p)
 }
 
 // throughPreProduction starts a tag run as rita and takes it to the approve
