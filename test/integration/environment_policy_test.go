@@ -134,6 +134,12 @@ func TestPipelineRefusedByEnvironment(t *testing.T) {
 		if err := as(who).Create(context.Background(), mine); !apierrors.IsForbidden(err) {
 			t.Errorf("%s creating an Environment: want Forbidden, got %v", who, err)
 		}
+		if err := as(who).Get(context.Background(), client.ObjectKey{Name: "production"}, &conveyorv1.Environment{}); err != nil {
+			t.Errorf("%s reading Environment production: %v", who, err)
+		}
+		if err := as(who).Delete(context.Background(), env); !apierrors.IsForbidden(err) {
+			t.Errorf("%s deleting Environment production: want Forbidden, got %v", who, err)
+		}
 		if err := as(who).Status().Update(context.Background(), env); !apierrors.IsForbidden(err) {
 			t.Errorf("%s writing Environment production's status (its deploy record): want Forbidden, got %v", who, err)
 		}

@@ -3,16 +3,14 @@ package integration_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
 
 // personas are the test users and their groups, as the API server
@@ -45,19 +43,12 @@ func as(who string) client.Client {
 // binds each persona's group to its role, and makes a client per persona.
 func setupPersonas() error {
 	ctx := context.Background()
-	data, err := os.ReadFile("../../config/rbac/personas.yaml")
+	objs, err := manifests.ReadFile("../../config/rbac/personas.yaml")
 	if err != nil {
 		return err
 	}
-	for _, doc := range strings.Split(string(data), "\n---\n") {
-		role := &rbacv1.ClusterRole{}
-		if err := yaml.UnmarshalStrict([]byte(doc), role); err != nil {
-			return err
-		}
-		if role.Name == "" {
-			continue
-		}
-		if err := k8s.Create(ctx, role); err != nil {
+	for _, o := range objs {
+		if err := k8s.Create(ctx, o); err != nil {
 			return err
 		}
 	}
