@@ -169,13 +169,8 @@ func MayCancel(run *conveyorv1.PipelineRun, user authenticationv1.UserInfo) (boo
 // Environment and rule (what a GitOps sync shows).
 func CheckPipelineEnvironments(pol engine.Policy, p *conveyorv1.Pipeline) error {
 	var errs field.ErrorList
-	breaches := engine.CheckPipelinePolicy(pol, p.Namespace, p.Name, &p.Spec)
-	for _, b := range breaches {
-		for i, s := range p.Spec.Stages {
-			if strings.HasPrefix(b.Message, "stage "+s.Name+": ") {
-				errs = append(errs, field.Forbidden(field.NewPath("spec", "stages").Index(i).Child("environment"), b.Message))
-			}
-		}
+	for _, b := range engine.CheckPipelinePolicy(pol, p.Namespace, p.Name, &p.Spec) {
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "stages").Index(b.Stage).Child("environment"), b.Message))
 	}
 	if len(errs) == 0 {
 		return nil

@@ -308,7 +308,7 @@ func (runValidator) ValidateDelete(context.Context, *conveyorv1.PipelineRun) (ad
 	return nil, nil
 }
 
-// stageEvironment is the Environment of the namespace a run's stage deploys
+// stageEnvironment is the Environment of the namespace a run's stage deploys
 // to; nil when it deploys nowhere, or no single Environment names it (the
 // deploy is blocked then anyway).
 func stageEnvironment(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun, stage string) (*conveyorv1.Environment, error) {

@@ -349,9 +349,9 @@ func (d *decider) finish(stages []conveyorv1.Stage, runPhase conveyorv1.RunPhase
 		st.CompletionTime = orNow(d.f.Run.Status.CompletionTime, d.f.Now)
 	}
 	if runPhase == conveyorv1.RunQueued || d.p.Reason == conveyorv1.ReasonEnvironmentPolicy {
-		// Blocked: the labels of the run's namespace are not watched.
 		// Events bring a queued run back when its environment frees; this
-		// is in case one is missed.
+		// is in case one is missed. A Blocked run is looked at again too:
+		// the labels of its namespace are not watched.
 		d.p.Requeue(QueuedRecheck)
 	}
 	d.p.Health = RunHealth(runPhase)

@@ -33,6 +33,8 @@ type Breach struct {
 	// Rule is the policy field broken (pipelines, triggerGroups, ...).
 	Rule    string
 	Message string
+	// Stage is the index of the stage in the Pipeline's spec.
+	Stage int
 }
 
 func (b *Breach) Error() string { return b.Message }
@@ -82,6 +84,7 @@ func CheckPipelinePolicy(pol Policy, namespace, name string, spec *conveyorv1.Pi
 	for i := range spec.Stages {
 		if b := StagePolicy(pol, namespace, name, spec, i); b != nil {
 			b.Message = fmt.Sprintf("stage %s: %s", spec.Stages[i].Name, b.Message)
+			b.Stage = i
 			out = append(out, b)
 		}
 	}

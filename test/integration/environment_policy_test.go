@@ -330,3 +330,17 @@ func expectEvent(t *testing.T, ns, run, reason string) {
 		g.Expect(found).To(BeTrue(), "a %s Event on run %s", reason, run)
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
+
+// An Environment whose freeze window does not read, or that names a
+// namespace another Environment names, is refused at admission.
+func TestEnvironmentRefusedAtAdmission(t *testing.T) {
+	startManager(t)
+	bad := openEnvironmentFor("e-" + newNamespace(t))
+	bad.Spec.FreezeWindows = []conveyorv1.FreezeWindow{{Name: "typo", Schedule: "0 18 * * fri-", Duration: &metav1.Duration{Duration: time.Hour}}}
+	expectRefused(t, k8s.Create(context.Background(), bad), "spec.freezeWindows[0]: Invalid value: \"typo\": freeze window typo: schedule")
+	bad.Spec.FreezeWindows[0].Schedule, bad.Spec.FreezeWindows[0].TimeZone = "0 18 * * 5", "Mars/Olympus"
+	expectRefused(t, k8s.Create(context.Background(), bad), "unknown time zone \"Mars/Olympus\"")
+	twin := openEnvironmentFor("production")
+	twin.Name = "production-twin"
+	expectRefused(t, k8s.Create(context.Background(), twin), "production (Environment production names it already)")
+}
