@@ -3,6 +3,8 @@ package integration_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,6 +31,9 @@ var personas = map[string]struct {
 }
 
 var personaClients = map[string]client.Client{}
+
+// personaKubeconfigs are kubeconfig files, one per persona, for the kubectl plugin.
+var personaKubeconfigs = map[string]string{}
 
 // as returns a client that acts as the named persona.
 func as(who string) client.Client {
@@ -62,6 +67,15 @@ func setupPersonas() error {
 			return err
 		}
 		personaClients[name] = c
+		kubeconfig, err := user.KubeConfig()
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(env.ControlPlane.APIServer.CertDir, name+".kubeconfig")
+		if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+			return err
+		}
+		personaKubeconfigs[name] = path
 		if p.role == "" {
 			continue
 		}
