@@ -65,12 +65,16 @@ test-assets: ## Build kube-apiserver and etcd from source into bin/k8s/<version>
 	hack/build-k8s.sh kube-apiserver etcd
 
 .PHONY: test
-test: manifests generate vet cluster-assets fuzz ## Run every test: envtest (kube-apiserver + etcd) and end-to-end (a local control plane), after a short fuzz run.
+test: manifests generate vet cluster-assets browser fuzz ## Run every test: envtest (kube-apiserver + etcd), the dashboard in headless Chromium, and end-to-end (a local control plane), after a short fuzz run.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" E2E_BIN_DIR="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -timeout 30m -v ./... 2>&1 | hack/test-summary.sh
 
 .PHONY: e2e
 e2e: cluster-assets ## Run the end-to-end suite alone against a local control plane.
 	E2E_BIN_DIR="$(K8S_BIN)" go test $(GO_TEST_FLAGS) -timeout 30m -v ./test/e2e/ 2>&1 | hack/test-summary.sh
+
+.PHONY: browser
+browser: ## Install Debian's headless Chromium for the dashboard's browser test (once).
+	hack/install-browser.sh
 
 .PHONY: fuzz
 fuzz: ## Fuzz the admission rules and the release ledger briefly (FUZZTIME executions each; corpora in controllers/*/testdata/fuzz).
@@ -84,8 +88,12 @@ fuzz: ## Fuzz the admission rules and the release ledger briefly (FUZZTIME execu
 cluster-assets: ## Build the local cluster's binaries (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) and helm once.
 	hack/build-k8s.sh kube-apiserver etcd kube-controller-manager kube-scheduler kwok helm
 
+.PHONY: demo-assets
+demo-assets: ## Build what the local cluster of make demo needs (kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok) once.
+	hack/build-k8s.sh kube-apiserver etcd kube-controller-manager kube-scheduler kwok
+
 .PHONY: demo
-demo: build cluster-assets ## Start a local cluster, install Conveyor and play the seed's story (KEEP=1 keeps it up).
+demo: build plugin demo-assets ## Start a local cluster, install Conveyor and play the seed's story (KEEP=1 keeps it up).
 	go run ./hack/demo --bin-dir "$(K8S_BIN)" --manager "$(LOCALBIN)/manager" $(if $(KEEP),--keep)
 
 ##@ Benchmark
@@ -99,6 +107,14 @@ bench: build test-assets ## Measure reaction, throughput, API writes and memory 
 .PHONY: build
 build: manifests generate ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager .
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-conveyor (put bin/ on PATH: kubectl conveyor --help).
+	go build -o $(LOCALBIN)/kubectl-conveyor ./cmd/kubectl-conveyor
+
+.PHONY: plugin-release
+plugin-release: ## Build the plugin's archives and krew manifest into bin/dist (VERSION, RELEASE_URL).
+	hack/krew-release.sh $(VERSION) $(RELEASE_URL)
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster of the current kubeconfig.

@@ -9,11 +9,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/conveyor-dev/conveyor/cmd/kubectl-conveyor/cli"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
@@ -84,8 +88,15 @@ func run(ctx context.Context, binDir, managerBin, root string, keep bool) (err e
 	if err := s.SetScene(ctx); err != nil {
 		return err
 	}
-	if _, err := s.Play(ctx); err != nil {
+	res, err := s.Play(ctx)
+	if err != nil {
 		return err
+	}
+	// What a person types to see where the releases stand: the plugin, as rita.
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stdout}
+	for _, args := range [][]string{{"list"}, {"get", res.Runs[len(res.Runs)-1].Name}, {"history", "shop"}} {
+		fmt.Printf("\n$ kubectl --context rita conveyor %s\n", strings.Join(args, " "))
+		cli.Main(append([]string{"--kubeconfig", cluster.Kubeconfig, "--context", "rita", "-n", story.Namespace}, args...), streams)
 	}
 	fmt.Printf("\nThe story took %s.\n", time.Since(start).Round(time.Second))
 	if !keep {
@@ -100,12 +111,19 @@ The cluster stays up until Ctrl-C. Point kubectl at it:
   kubectl get jobs -A -l app.kubernetes.io/managed-by=conveyor
   kubectl --context dana create -f config/samples/pipelinerun-branch.yaml -n %s
 
+The kubectl plugin (bin/kubectl-conveyor; put bin/ on PATH for "kubectl conveyor"):
+
+  export PATH=$PWD/bin:$PATH
+  kubectl --context dana conveyor start shop --tag v1.5.0 --commit 5eed5ee -n %s
+  kubectl --context rita conveyor list -n %s
+  kubectl --context rita conveyor dashboard -n %s     # prints the page's address; open it in a browser
+
 Contexts (one per persona): admin, dana (developers), tess (testers), omar (devops),
 rita and rob (release-engineers). Component logs: %s/logs
 
 The push receiver listens on http://127.0.0.1:%d/hooks/gitlab and /hooks/github
 (see docs/receiver.md to give the Pipeline a repository and a secret).
-`, cluster.Kubeconfig, story.Namespace, story.Namespace, cluster.Dir, ports[2])
+`, cluster.Kubeconfig, story.Namespace, story.Namespace, story.Namespace, story.Namespace, story.Namespace, cluster.Dir, ports[2])
 	<-ctx.Done()
 	fmt.Println("\nStopping the cluster")
 	return nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,12 +25,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/cmd/kubectl-conveyor/cli"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
@@ -161,6 +164,53 @@ func TestSeedStory(t *testing.T) {
 		if r.Status.Phase != want[i] {
 			t.Errorf("run %s ended %s, want %s", r.Name, r.Status.Phase, want[i])
 		}
+	}
+	pluginLooksBack(t, res.Runs)
+}
+
+// kubectlConveyor runs the plugin against the local cluster as the persona
+// (its kubeconfig context), in the story's namespace.
+func kubectlConveyor(t *testing.T, who string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	all := append([]string{"--kubeconfig", cluster.Kubeconfig, "--context", who, "-n", story.Namespace, "--color", "never"}, args...)
+	code = cli.Main(all, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	t.Logf("%s$ kubectl conveyor %s  (exit %d)\n%s%s", who, strings.Join(args, " "), code, out.String(), errOut.String())
+	return out.String(), errOut.String(), code
+}
+
+// pluginLooksBack reads the story's runs with the plugin, as the personas.
+func pluginLooksBack(t *testing.T, runs []conveyorv1.PipelineRun) {
+	release := runs[1]
+	out, _, code := kubectlConveyor(t, "tess", "list")
+	for _, r := range runs {
+		if !strings.Contains(out, r.Name) {
+			t.Errorf("list lacks %s", r.Name)
+		}
+	}
+	out, _, code2 := kubectlConveyor(t, "rita", "get", release.Name)
+	for _, want := range []string{"✔ Succeeded at production", "requested by", "approved by rita", "triggered by", "✔ deploy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the release's graph lacks %q", want)
+		}
+	}
+	if code != 0 || code2 != 0 {
+		t.Errorf("list/get exited %d/%d", code, code2)
+	}
+	_, errOut, code := kubectlConveyor(t, "dana", "trigger", release.Name, "production")
+	if code != 1 || !strings.Contains(errOut, "Error from server (Forbidden)") {
+		t.Errorf("dana triggering a finished release's production: exit %d, %q; want exit 1 and the webhook's refusal", code, errOut)
+	}
+	out, _, _ = kubectlConveyor(t, "rita", "history", "shop")
+	if !strings.Contains(out, "Approved") || !strings.Contains(out, "Refused") {
+		t.Errorf("history lacks the releases' verdicts:\n%s", out)
+	}
+	// The production deploy's pod lives in namespace production: the plugin
+	// finds it there (kwok, the fake kubelet, serves no log stream, so the
+	// line says so).
+	_, errOut, code = kubectlConveyor(t, "omar", "logs", release.Name, "production")
+	if code != 0 || !strings.Contains(errOut, "[production/deploy]") {
+		t.Errorf("logs of production: exit %d, %q; want the pod of production/deploy found", code, errOut)
 	}
 }
 

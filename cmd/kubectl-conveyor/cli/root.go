@@ -109,6 +109,15 @@ func (o *Options) colour() bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// OptionsFor are the options of a command run with --kubeconfig kubeconfig
+// and -n namespace (for callers that are not the command line: tests).
+func OptionsFor(kubeconfig, namespace string, streams genericiooptions.IOStreams) *Options {
+	o := &Options{Flags: genericclioptions.NewConfigFlags(true), Streams: streams, Colour: "never"}
+	o.Flags.KubeConfig = &kubeconfig
+	o.Flags.Namespace = &namespace
+	return o
+}
+
 // NewCommand is the kubectl-conveyor command with every subcommand.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &Options{Flags: genericclioptions.NewConfigFlags(true), Streams: streams}

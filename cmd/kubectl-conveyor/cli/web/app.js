@@ -95,13 +95,15 @@ function runCard(run) {
   card.dataset.namespace = run.namespace;
   card.dataset.phase = run.phase;
   const where = run.currentStage ? ` at ${run.currentStage}` : "";
-  card.querySelector(".run-head").replaceChildren(
+  const head = [
     el("span", { class: "phase" }, `${run.symbol} ${run.phase}${where}`),
     el("span", { class: "name" }, run.name),
     el("span", { class: "ref" }, run.ref + (run.commit ? ` @ ${run.commit.slice(0, 8)}` : "")),
     run.requester ? el("span", { class: "req" }, `requested by ${run.requester}`) : null,
     run.rerunOf ? el("span", { class: "req" }, `rerun of ${run.rerunOf}`) : null,
-    (run.actions || []).map(a => el("button", { class: a, "data-action": a, onclick: () => act(run, a, "", card) }, label(a))));
+    ...(run.actions || []).map(a => el("button", { class: a, "data-action": a, onclick: () => act(run, a, "", card) }, label(a))),
+  ];
+  card.querySelector(".run-head").replaceChildren(...head.filter(Boolean));
   const graph = [];
   (run.stages || []).forEach((s, i) => {
     if (i > 0) graph.push(el("span", { class: "arrow" }, "→"));
