@@ -189,7 +189,7 @@ func pluginLooksBack(t *testing.T, runs []conveyorv1.PipelineRun) {
 		}
 	}
 	out, _, code2 := kubectlConveyor(t, "rita", "get", release.Name)
-	for _, want := range []string{"✔ Succeeded at production", "requested by", "approved by rita", "triggered by", "✔ deploy"} {
+	for _, want := range []string{"✔ Succeeded at production", "requested by", "approved by rob", "triggered by omar", "✔ deploy"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the release's graph lacks %q", want)
 		}
@@ -207,7 +207,11 @@ func pluginLooksBack(t *testing.T, runs []conveyorv1.PipelineRun) {
 	}
 	// The production deploy's pod lives in namespace production: the plugin
 	// finds it there (kwok, the fake kubelet, serves no log stream, so the
-	// line says so).
+	// line says so). dana may not read production's pods.
+	_, errOut, code = kubectlConveyor(t, "dana", "logs", release.Name, "production")
+	if code != 1 || !strings.Contains(errOut, "forbidden") {
+		t.Errorf("dana reading production's logs: exit %d, %q; want exit 1, forbidden", code, errOut)
+	}
 	_, errOut, code = kubectlConveyor(t, "omar", "logs", release.Name, "production")
 	if code != 0 || !strings.Contains(errOut, "[production/deploy]") {
 		t.Errorf("logs of production: exit %d, %q; want the pod of production/deploy found", code, errOut)

@@ -75,6 +75,10 @@ type Dashboard struct {
 // namespace when all is set.
 func NewDashboard(o *Options, all bool) (*Dashboard, error) {
 	d := &Dashboard{o: o}
+	// Made once here: the page's requests share it.
+	if _, err := o.Client(); err != nil {
+		return nil, err
+	}
 	if !all {
 		ns, err := o.Namespace()
 		if err != nil {

@@ -81,6 +81,9 @@ func (s *Story) SetScene(ctx context.Context) error {
 		if rb.Name == "" {
 			continue
 		}
+		if err := s.Admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: rb.Namespace}}); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
 		if err := s.Admin.Create(ctx, rb); client.IgnoreAlreadyExists(err) != nil {
 			return err
 		}
