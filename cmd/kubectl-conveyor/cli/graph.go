@@ -32,19 +32,31 @@ type cell struct {
 // right, each with its status, its jobs beneath, and who decided it or what it
 // waits for. colour adds ANSI colours (for a terminal).
 func Graph(w io.Writer, v RunView, colour bool) error {
-	paint := func(style, s string) string {
-		if !colour || style == "" {
-			return s
-		}
-		return style + s + reset
-	}
+	p := painter(colour)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s/%s   Pipeline %s   %s", paint(bold, "PipelineRun"), v.Namespace, v.Name, v.Pipeline, v.Ref)
+	writeHeader(&b, v, p)
+	writeColumns(&b, stageColumns(v.Stages), p)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+type painter bool
+
+func (p painter) paint(style, s string) string {
+	if !p || style == "" {
+		return s
+	}
+	return style + s + reset
+}
+
+// writeHeader writes the run's name, ref, phase and who asked for it.
+func writeHeader(b *strings.Builder, v RunView, p painter) {
+	fmt.Fprintf(b, "%s %s/%s   Pipeline %s   %s", p.paint(bold, "PipelineRun"), v.Namespace, v.Name, v.Pipeline, v.Ref)
 	if v.Commit != "" {
-		fmt.Fprintf(&b, " @ %s", short(v.Commit))
+		fmt.Fprintf(b, " @ %s", short(v.Commit))
 	}
 	b.WriteString("\n")
-	line := paint(colours[v.Phase], v.Symbol+" "+v.Phase)
+	line := p.paint(colours[v.Phase], v.Symbol+" "+v.Phase)
 	if v.CurrentStage != "" {
 		line += " at " + v.CurrentStage
 	}
@@ -59,13 +71,15 @@ func Graph(w io.Writer, v RunView, colour bool) error {
 	}
 	b.WriteString(line + "\n")
 	if v.Message != "" && v.Finished {
-		b.WriteString(paint(dim, v.Message) + "\n")
+		b.WriteString(p.paint(dim, v.Message) + "\n")
 	}
 	b.WriteString("\n")
+}
 
-	columns := make([][]cell, len(v.Stages))
-	widths := make([]int, len(v.Stages))
-	for i, s := range v.Stages {
+// stageColumns are the cells of each stage's column, top to bottom.
+func stageColumns(stages []StageView) [][]cell {
+	columns := make([][]cell, len(stages))
+	for i, s := range stages {
 		col := []cell{{s.Name, bold}, {s.Symbol + " " + s.Phase, colours[s.Phase]}}
 		for _, j := range s.Jobs {
 			text := "  " + j.Symbol + " " + j.Name
@@ -83,35 +97,40 @@ func Graph(w io.Writer, v RunView, colour bool) error {
 			}
 		}
 		columns[i] = col
+	}
+	return columns
+}
+
+// writeColumns lays the columns side by side, padded to their widths, with
+// arrows between the stage names.
+func writeColumns(b *strings.Builder, columns [][]cell, p painter) {
+	widths := make([]int, len(columns))
+	rows := 0
+	for i, col := range columns {
+		rows = max(rows, len(col))
 		for _, c := range col {
 			widths[i] = max(widths[i], utf8.RuneCountInString(c.text))
 		}
 	}
-	rows := 0
-	for _, c := range columns {
-		rows = max(rows, len(c))
-	}
 	for r := 0; r < rows; r++ {
 		var out strings.Builder
 		for i, col := range columns {
-			sep := "   "
-			if r == 0 && i < len(columns)-1 {
-				sep = " → "
-			}
 			c := cell{}
 			if r < len(col) {
 				c = col[r]
 			}
-			pad := widths[i] - utf8.RuneCountInString(c.text)
-			out.WriteString(paint(c.style, c.text))
-			if i < len(columns)-1 {
-				out.WriteString(strings.Repeat(" ", pad) + sep)
+			out.WriteString(p.paint(c.style, c.text))
+			if i == len(columns)-1 {
+				break
 			}
+			sep := "   "
+			if r == 0 {
+				sep = " → "
+			}
+			out.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c.text)) + sep)
 		}
 		b.WriteString(strings.TrimRight(out.String(), " ") + "\n")
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // wrap breaks s into lines of at most width runes, at spaces where it can.
