@@ -9,15 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
-	"k8s.io/cli-runtime/pkg/genericiooptions"
-
+	"golang.org/x/term"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/conveyor-dev/conveyor/cmd/kubectl-conveyor/cli"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 	"github.com/conveyor-dev/conveyor/test/framework/story"
 )
@@ -76,27 +73,17 @@ func run(ctx context.Context, binDir, managerBin, root string, keep bool) (err e
 	if err != nil {
 		return err
 	}
-	s := &story.Story{Admin: admin, As: map[string]client.Client{}, Out: os.Stdout, Root: root, Timeout: 3 * time.Minute}
-	for _, u := range localcluster.DefaultUsers {
-		if s.As[u.Name], err = cluster.Client(u.Name, &client.Options{Scheme: localcluster.Scheme()}); err != nil {
-			return err
-		}
-	}
+	fmt.Println("Every persona acts with the kubectl plugin, one kubeconfig context each (kubectl --context dana conveyor ...).")
+	s := &story.Story{Admin: admin, Kubeconfig: cluster.Kubeconfig, Colour: term.IsTerminal(int(os.Stdout.Fd())),
+		Out: os.Stdout, Root: root, Timeout: 3 * time.Minute}
 	if err := cluster.AllowJobs(ctx, story.Namespace); err != nil {
 		return err
 	}
 	if err := s.SetScene(ctx); err != nil {
 		return err
 	}
-	res, err := s.Play(ctx)
-	if err != nil {
+	if _, err := s.Play(ctx); err != nil {
 		return err
-	}
-	// What a person types to see where the releases stand: the plugin, as rita.
-	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stdout}
-	for _, args := range [][]string{{"list"}, {"get", res.Runs[len(res.Runs)-1].Name}, {"history", "shop"}} {
-		fmt.Printf("\n$ kubectl --context rita conveyor %s\n", strings.Join(args, " "))
-		cli.Main(append([]string{"--kubeconfig", cluster.Kubeconfig, "--context", "rita", "-n", story.Namespace}, args...), streams)
 	}
 	fmt.Printf("\nThe story took %s.\n", time.Since(start).Round(time.Second))
 	if !keep {

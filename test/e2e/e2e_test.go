@@ -144,7 +144,7 @@ func TestSeedStory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the story takes minutes")
 	}
-	s := &story.Story{Admin: admin, As: personas, Out: &tlog{t: t}, Root: root, Timeout: 3 * time.Minute}
+	s := &story.Story{Admin: admin, Kubeconfig: cluster.Kubeconfig, Out: &tlog{t: t}, Root: root, Timeout: 3 * time.Minute}
 	ctx := context.Background()
 	if err := cluster.AllowJobs(ctx, story.Namespace); err != nil {
 		t.Fatal(err)
@@ -206,15 +206,22 @@ func pluginLooksBack(t *testing.T, runs []conveyorv1.PipelineRun) {
 		t.Errorf("history lacks the releases' verdicts:\n%s", out)
 	}
 	// The production deploy's pod lives in namespace production: the plugin
-	// finds it there (kwok, the fake kubelet, serves no log stream, so the
-	// line says so). dana may not read production's pods.
+	// reads its log there, through the API server and the fake Node's kubelet
+	// server (kwok serves localcluster.ContainerLog for every container).
+	// dana may not read production's pods.
 	_, errOut, code = kubectlConveyor(t, "dana", "logs", release.Name, "production")
 	if code != 1 || !strings.Contains(errOut, "forbidden") {
 		t.Errorf("dana reading production's logs: exit %d, %q; want exit 1, forbidden", code, errOut)
 	}
-	_, errOut, code = kubectlConveyor(t, "omar", "logs", release.Name, "production")
-	if code != 0 || !strings.Contains(errOut, "[production/deploy]") {
-		t.Errorf("logs of production: exit %d, %q; want the pod of production/deploy found", code, errOut)
+	out, errOut, code = kubectlConveyor(t, "omar", "logs", release.Name, "production")
+	if want := "[production/deploy] " + localcluster.ContainerLog; code != 0 || !strings.Contains(out, want) || errOut != "" {
+		t.Errorf("logs of production: exit %d, stdout %q, stderr %q; want the line %q", code, out, errOut, want)
+	}
+	out, _, code = kubectlConveyor(t, "omar", "logs", release.Name)
+	for _, stage := range []string{"build", "testing", "staging", "pre-production", "production"} {
+		if !strings.Contains(out, "["+stage+"/") {
+			t.Errorf("logs of the whole run (exit %d) lack stage %s:\n%s", code, stage, out)
+		}
 	}
 }
 

@@ -57,14 +57,16 @@ stages that start later, until the run finishes.`,
 }
 
 type logReader struct {
-	o                *Options
-	cs               kubernetes.Interface
-	run, stage, job  string
-	follow           bool
-	seen             map[string]bool
-	mu               sync.Mutex // one line at a time on the output
-	wg               sync.WaitGroup
-	printedAny, told bool
+	o               *Options
+	cs              kubernetes.Interface
+	run, stage, job string
+	follow          bool
+	seen            map[string]bool
+	mu              sync.Mutex // one line at a time on the output
+	wg              sync.WaitGroup
+	told            bool
+	// unread counts the containers whose logs the API server did not give.
+	unread int
 }
 
 // source is one pod of one job of the run.
@@ -118,6 +120,9 @@ func (l *logReader) read(ctx context.Context) error {
 	l.wg.Wait()
 	if len(l.seen) == 0 {
 		fmt.Fprintf(l.o.Streams.ErrOut, "No pods of pipelinerun %s%s (its Jobs have not started, or their pods are gone).\n", l.run, l.where())
+	}
+	if l.unread > 0 {
+		return fmt.Errorf("the logs of %d container(s) could not be read (see above)", l.unread)
 	}
 	return nil
 }
@@ -203,6 +208,9 @@ func (l *logReader) stream(ctx context.Context, s source) error {
 		rc, err := req.Stream(ctx)
 		if err != nil {
 			l.say(l.o.Streams.ErrOut, prefix, fmt.Sprintf("no logs (pod %s/%s): %v", s.pod.Namespace, s.pod.Name, err))
+			l.mu.Lock()
+			l.unread++
+			l.mu.Unlock()
 			continue
 		}
 		err = l.copyLines(rc, prefix)

@@ -100,11 +100,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
-	etcdPort, etcdPeer, apiPort := ports[0], ports[1], ports[2]
+	etcdPort, etcdPeer, apiPort, kubeletPort := ports[0], ports[1], ports[2], ports[3]
 	c.Server = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
 	if err := c.writeSecrets(append([]User{{Name: "admin", Groups: []string{"system:masters"}}}, o.Users...)); err != nil {
@@ -141,6 +141,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		"--service-account-signing-key-file", filepath.Join(c.Dir, "sa.key"),
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--allow-privileged", "--endpoint-reconciler-type=none",
+		// kwok's kubelet server answers on the fake Node's InternalIP (127.0.0.1).
+		"--kubelet-preferred-address-types", "InternalIP",
 	); err != nil {
 		return nil, err
 	}
@@ -170,8 +172,16 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	); err != nil {
 		return nil, err
 	}
+	logsConfig, err := writeContainerLogs(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	// kwok serves the kubelet's API (container logs) on the fake Node's
+	// address and port, so kubectl logs works through the API server.
 	kwokArgs := []string{"--kubeconfig", kubeconfig, "--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake", "--server-address="}
+		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+		"--server-address", fmt.Sprintf("127.0.0.1:%d", kubeletPort), "--node-ip", "127.0.0.1",
+		"--node-port", fmt.Sprint(kubeletPort), "--config", logsConfig}
 	for _, f := range o.StageFiles {
 		kwokArgs = append(kwokArgs, "--config", f)
 	}
@@ -327,6 +337,30 @@ func (c *Cluster) kubeconfig(current string) *clientcmdapi.Config {
 func (c *Cluster) writeKubeconfig() error {
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	return clientcmd.WriteToFile(*c.kubeconfig("admin"), c.Kubeconfig)
+}
+
+// ContainerLog is what every container on the fake Node logs: kwok runs no
+// program, so it serves this file (the container runtime's log format) as
+// each container's log.
+const ContainerLog = "conveyor local cluster: this container ran on kwok's fake Node (no program runs here)"
+
+// writeContainerLogs writes the log every container serves and the kwok
+// ClusterLogs configuration that serves it; it returns the configuration's path.
+func writeContainerLogs(dir string) (string, error) {
+	logFile := filepath.Join(dir, "container.log")
+	line := time.Now().UTC().Format(time.RFC3339Nano) + " stdout F " + ContainerLog + "\n"
+	if err := os.WriteFile(logFile, []byte(line), 0o600); err != nil {
+		return "", err
+	}
+	config := filepath.Join(dir, "kwok-logs.yaml")
+	return config, os.WriteFile(config, []byte(`apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: every-container
+spec:
+  selector: {}
+  logs:
+  - logsFile: `+logFile+"\n"), 0o600)
 }
 
 // createNode registers the fake Node that kwok plays the kubelet of.

@@ -1,16 +1,21 @@
 // Package story plays the seed's release story against a cluster running
 // Conveyor, as the personas, and fails as soon as anything happens that the
-// seed's rules forbid. `make demo` prints it; the end-to-end suite asserts it.
+// seed's rules forbid. The personas act as a person would: with the kubectl
+// plugin (kubectl conveyor), one kubeconfig context each, and the story shows
+// every command and what it printed. `make demo` prints it; the end-to-end
+// suite asserts it.
 package story
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -18,11 +23,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/yaml"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/cmd/kubectl-conveyor/cli"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
@@ -35,10 +42,14 @@ const ProductionLabel = "conveyor.dev/production"
 
 // Story acts on a cluster as the personas.
 type Story struct {
-	// Admin sets the scene (namespace, Pipeline, role bindings).
+	// Admin sets the scene (namespace, Pipeline, role bindings), plays the
+	// platform admins (freeze windows) and watches the runs.
 	Admin client.Client
-	// As are clients acting as each persona (dana, tess, omar, rita, rob).
-	As map[string]client.Client
+	// Kubeconfig has a context per persona (dana, tess, omar, rita, rob):
+	// the personas act with kubectl conveyor --context <persona>.
+	Kubeconfig string
+	// Colour draws the plugin's graphs in colour.
+	Colour bool
 	// Out receives the story as it happens.
 	Out io.Writer
 	// Root is the repository root (config/ is read from it).
@@ -115,8 +126,7 @@ func (s *Story) Play(ctx context.Context) (*Result, error) {
 		}
 		res.Runs = append(res.Runs, *run)
 	}
-	s.summary(res)
-	return res, nil
+	return res, s.summary(ctx)
 }
 
 // featureBranch: a developer's push runs build and testing; a developer
@@ -145,7 +155,7 @@ func (s *Story) featureBranch(ctx context.Context) (*conveyorv1.PipelineRun, err
 	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "pre-production"); err != nil {
 		return nil, err
 	}
-	return s.get(ctx, run)
+	return s.ended(ctx, "dana", run)
 }
 
 // release: a release engineer's tag goes through pre-production; the tagger
@@ -155,6 +165,9 @@ func (s *Story) release(ctx context.Context) (*conveyorv1.PipelineRun, error) {
 	s.say("\n== Act 2: rita (release-engineers) tags v1.4.0 ==")
 	run, err := s.throughPreProduction(ctx, conveyorv1.GitRef{Tag: "v1.4.0", Commit: "3f2a9c1d"})
 	if err != nil {
+		return nil, err
+	}
+	if err := s.show(ctx, "rita", run); err != nil {
 		return nil, err
 	}
 	if err := s.refuse(ctx, "rita", run, "approve", conveyorv1.DecisionApprove, "separation of duties"); err != nil {
@@ -181,7 +194,11 @@ func (s *Story) release(ctx context.Context) (*conveyorv1.PipelineRun, error) {
 	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "production"); err != nil {
 		return nil, err
 	}
-	return s.get(ctx, run)
+	// The deploy ran in namespace production; omar reads its log from here.
+	if _, err := s.kubectl(ctx, "omar", "logs", run.Name, "production"); err != nil {
+		return nil, err
+	}
+	return s.ended(ctx, "rita", run)
 }
 
 // refusedRelease: a release engineer refuses ("not approve") a tag; the run
@@ -204,7 +221,7 @@ func (s *Story) refusedRelease(ctx context.Context) (*conveyorv1.PipelineRun, er
 	if err := s.noJobs(ctx, run, "production"); err != nil {
 		return nil, err
 	}
-	return s.get(ctx, run)
+	return s.ended(ctx, "rita", run)
 }
 
 // outsider: a team whose namespace was never let into production applies
@@ -259,20 +276,19 @@ func (s *Story) frozenRelease(ctx context.Context) (*conveyorv1.PipelineRun, err
 	if err := s.noJobs(ctx, run, "production"); err != nil {
 		return nil, err
 	}
+	if err := s.show(ctx, "rob", run); err != nil {
+		return nil, err
+	}
 	if _, err := s.override(ctx, "dana", run, "production", "please"); err == nil || !strings.Contains(err.Error(), "may not override a freeze window") {
 		return nil, fmt.Errorf("dana overriding the freeze: want a refusal, got %v", err)
-	} else {
-		s.say("dana tries to override the freeze: REFUSED by the API server: %s", reason(err))
 	}
-	a, err := s.override(ctx, "rob", run, "production", "the security fix cannot wait for the quarter")
-	if err != nil {
+	if _, err := s.override(ctx, "rob", run, "production", "the security fix cannot wait for the quarter"); err != nil {
 		return nil, fmt.Errorf("rob overriding the freeze was refused: %w", err)
 	}
-	s.say("rob overrides the freeze %q: accepted (Approval %s)", a.Spec.Comment, a.Name)
 	if err := s.waitFor(ctx, run, conveyorv1.RunSucceeded, "production"); err != nil {
 		return nil, err
 	}
-	return s.get(ctx, run)
+	return s.ended(ctx, "rita", run)
 }
 
 // freeze adds a freeze window to an Environment, as its admins would; lift
@@ -304,12 +320,7 @@ func (s *Story) freeze(ctx context.Context, name string, w conveyorv1.FreezeWind
 
 // override asks, as who, to deploy a Frozen stage now.
 func (s *Story) override(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage, comment string) (*conveyorv1.Approval, error) {
-	a := &conveyorv1.Approval{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-override-", Namespace: run.Namespace},
-		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name},
-			Stage: stage, Decision: conveyorv1.DecisionApprove, Comment: comment, OverrideFreeze: true},
-	}
-	return a, s.As[who].Create(ctx, a)
+	return s.decide(ctx, who, "override", run, stage, comment)
 }
 
 // waitStage waits until a stage of the run is in phase, and tells its message.
@@ -370,48 +381,108 @@ func (s *Story) throughPreProduction(ctx context.Context, git conveyorv1.GitRef)
 }
 
 func (s *Story) startRun(ctx context.Context, who string, git conveyorv1.GitRef) (*conveyorv1.PipelineRun, error) {
-	run := &conveyorv1.PipelineRun{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-" + strings.NewReplacer(".", "-", "_", "-").Replace(refName(git)) + "-", Namespace: Namespace},
-		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: git},
+	args := []string{"start", "shop", "--tag", git.Tag}
+	if git.Branch != "" {
+		args = []string{"start", "shop", "--branch", git.Branch}
 	}
-	if err := s.As[who].Create(ctx, run); err != nil {
-		return nil, fmt.Errorf("%s creating a run for %s: %w", who, engine.RefString(git), err)
+	out, err := s.kubectl(ctx, who, append(args, "--commit", git.Commit)...)
+	if err != nil {
+		return nil, fmt.Errorf("%s starting a run for %s: %w", who, engine.RefString(git), err)
 	}
-	s.say("%s created PipelineRun %s for %s (commit %s); recorded requester: %s", who, run.Name, engine.RefString(git), git.Commit, run.Spec.Requester.Username)
+	m := createdRun.FindStringSubmatch(out)
+	if m == nil {
+		return nil, fmt.Errorf("kubectl conveyor start printed no run name: %q", out)
+	}
+	run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: m[1]}}
+	if run, err = s.get(ctx, run); err != nil {
+		return nil, err
+	}
+	s.say("  (requester recorded by the API server: %s)", run.Spec.Requester.Username)
 	return run, nil
 }
 
-// allow creates an Approval as who and expects the API server to accept it.
+var (
+	createdRun      = regexp.MustCompile(`pipelinerun/(\S+) created`)
+	createdApproval = regexp.MustCompile(`approval/(\S+) created`)
+)
+
+// kubectl runs kubectl conveyor as who, showing the command as typed and
+// what it printed; a non-zero exit is an error with what it printed on stderr.
+func (s *Story) kubectl(ctx context.Context, who string, args ...string) (string, error) {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
+		if strings.ContainsAny(a, " :'\"") {
+			quoted[i] = strconv.Quote(a)
+		}
+	}
+	s.say("\n$ kubectl --context %s conveyor %s", who, strings.Join(quoted, " "))
+	colour := "never"
+	if s.Colour {
+		colour = "always"
+	}
+	var out, errOut bytes.Buffer
+	all := append([]string{"--kubeconfig", s.Kubeconfig, "--context", who, "-n", Namespace, "--color", colour}, args...)
+	code := cli.MainContext(ctx, all, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	fmt.Fprint(s.Out, out.String()+errOut.String())
+	if code != 0 {
+		return out.String(), fmt.Errorf("exit %d: %s", code, strings.TrimSpace(errOut.String()))
+	}
+	return out.String(), nil
+}
+
+// ended draws the finished run's graph as who sees it and returns the run.
+func (s *Story) ended(ctx context.Context, who string, run *conveyorv1.PipelineRun) (*conveyorv1.PipelineRun, error) {
+	if err := s.show(ctx, who, run); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, run)
+}
+
+// show draws the run's graph as who sees it.
+func (s *Story) show(ctx context.Context, who string, run *conveyorv1.PipelineRun) error {
+	_, err := s.kubectl(ctx, who, "get", run.Name)
+	return err
+}
+
+// allow decides a stage as who and expects the API server to accept it.
 func (s *Story) allow(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, comment string) error {
-	a, err := s.approval(ctx, who, run, stage, d, comment)
-	if err != nil {
+	if _, err := s.decide(ctx, who, verb(stage, d), run, stage, comment); err != nil {
 		return fmt.Errorf("%s %s %s was refused: %w", who, verb(stage, d), stage, err)
 	}
-	s.say("%s %s stage %s %q: accepted (Approval %s; approver recorded by the API server: %s)", who, verb(stage, d)+"s", stage, comment, a.Name, a.Spec.Approver.Username)
 	return nil
 }
 
-// refuse creates an Approval as who and expects the API server to refuse it
+// refuse decides a stage as who and expects the API server to refuse it
 // with a message containing want.
 func (s *Story) refuse(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, want string) error {
-	_, err := s.approval(ctx, who, run, stage, d, "")
+	_, err := s.decide(ctx, who, verb(stage, d), run, stage, "")
 	if err == nil {
 		return fmt.Errorf("the API server let %s %s stage %s of %s", who, verb(stage, d), stage, run.Name)
 	}
 	if !strings.Contains(err.Error(), want) {
 		return fmt.Errorf("%s %s %s was refused, but not for the expected reason (%q): %w", who, verb(stage, d), stage, want, err)
 	}
-	s.say("%s tries to %s stage %s: REFUSED by the API server: %s", who, verb(stage, d), stage, reason(err))
 	return nil
 }
 
-func (s *Story) approval(ctx context.Context, who string, run *conveyorv1.PipelineRun, stage string, d conveyorv1.ApprovalDecision, comment string) (*conveyorv1.Approval, error) {
-	a := &conveyorv1.Approval{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-" + stage + "-", Namespace: run.Namespace},
-		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name},
-			Stage: stage, Decision: d, Comment: comment},
+// decide runs kubectl conveyor VERB RUN STAGE [-m comment] as who (verb is
+// trigger, approve, reject or override) and returns the Approval it created.
+func (s *Story) decide(ctx context.Context, who, verb string, run *conveyorv1.PipelineRun, stage, comment string) (*conveyorv1.Approval, error) {
+	args := []string{verb, run.Name, stage}
+	if comment != "" {
+		args = append(args, "-m", comment)
 	}
-	return a, s.As[who].Create(ctx, a)
+	out, err := s.kubectl(ctx, who, args...)
+	if err != nil {
+		return nil, err
+	}
+	m := createdApproval.FindStringSubmatch(out)
+	if m == nil {
+		return nil, fmt.Errorf("kubectl conveyor %s printed no Approval name: %q", verb, out)
+	}
+	a := &conveyorv1.Approval{}
+	return a, s.Admin.Get(ctx, client.ObjectKey{Namespace: run.Namespace, Name: m[1]}, a)
 }
 
 // waitFor waits until the run is in phase at stage, telling every stage
@@ -495,25 +566,14 @@ func (s *Story) get(ctx context.Context, run *conveyorv1.PipelineRun) (*conveyor
 	return cur, s.Admin.Get(ctx, client.ObjectKeyFromObject(run), cur)
 }
 
-// summary prints the runs as a table, with who triggered or decided each stage.
-func (s *Story) summary(res *Result) {
-	s.say("\n== Summary ==")
-	w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RUN\tREF\tREQUESTER\tPHASE\tSTAGE\tDURATION\tDECISIONS")
-	for _, r := range res.Runs {
-		var ds []string
-		for _, st := range r.Status.Stages {
-			for _, d := range st.Decisions {
-				ds = append(ds, fmt.Sprintf("%s:%s(%s)", st.Name, d.Approver, d.Decision))
-			}
-		}
-		dur := "-"
-		if r.Status.StartTime != nil && r.Status.CompletionTime != nil {
-			dur = r.Status.CompletionTime.Sub(r.Status.StartTime.Time).Round(time.Second).String()
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Status.Ref, r.Spec.Requester.Username, r.Status.Phase, r.Status.CurrentStage, dur, strings.Join(ds, " "))
+// summary shows, as rita, where the story's runs and releases stand.
+func (s *Story) summary(ctx context.Context) error {
+	s.say("\n== Where the releases stand ==")
+	if _, err := s.kubectl(ctx, "rita", "list"); err != nil {
+		return err
 	}
-	w.Flush()
+	_, err := s.kubectl(ctx, "rita", "history", "shop")
+	return err
 }
 
 // verb is what an Approval does in the seed's pipeline, where "approve" is
