@@ -82,6 +82,35 @@ type RecordedRun struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Commit string `json:"commit,omitempty"`
+
+	// values are the run's parameters and the results its jobs had written
+	// when the Approval was made: what it approves (each value cut at 256
+	// characters here; valuesDigest covers them whole).
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +listType=atomic
+	Values []ApprovedValue `json:"values,omitempty"`
+
+	// valuesDigest is sha256 over values, whole: a stage counts the Approval
+	// only while the run's values have this digest (a rerun whose build wrote
+	// another image digest needs a new approval). Empty when the run had none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=71
+	ValuesDigest string `json:"valuesDigest,omitempty"`
+}
+
+// ApprovedValue is one value an Approval approves.
+type ApprovedValue struct {
+	// ref is the value's reference: params.NAME or
+	// stages.STAGE.jobs.JOB.results.NAME.
+	// +required
+	// +kubebuilder:validation:MaxLength=256
+	Ref string `json:"ref"`
+
+	// value is the value, cut at 256 characters.
+	// +required
+	// +kubebuilder:validation:MaxLength=260
+	Value string `json:"value"`
 }
 
 // UserInfo is a user as the API server authenticated them.
@@ -136,6 +165,7 @@ type ApprovalStatus struct {
 // +kubebuilder:printcolumn:name="Approver",type=string,JSONPath=`.spec.approver.username`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Values",type=string,priority=1,JSONPath=`.spec.run.valuesDigest`
 
 // Approval triggers a manual stage of a PipelineRun, or gives the approve /
 // not-approve decision on an approval stage.

@@ -28,6 +28,10 @@ const (
 	ReasonPipelineNotFound = "PipelineNotFound"
 	// ReasonRefNotAllowed: the run's branch or tag matches none of the Pipeline's patterns.
 	ReasonRefNotAllowed = "RefNotAllowed"
+	// ReasonInvalidParams: the run's params do not match its Pipeline's.
+	ReasonInvalidParams = "InvalidParams"
+	// ReasonResultMissing: a job succeeded without writing a result it declares.
+	ReasonResultMissing = "ResultMissing"
 	// ReasonProgressing: a stage of the run is running.
 	ReasonProgressing = "Progressing"
 	// ReasonWaitingForTrigger: a manual stage waits for an Approval from its trigger groups.

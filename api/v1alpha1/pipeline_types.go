@@ -187,6 +187,62 @@ type JobSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10
 	Retries *int32 `json:"retries,omitempty"`
+
+	// results are small named values the job writes for later stages (an
+	// image digest): lines NAME=VALUE in the file named by the environment
+	// variable CONVEYOR_RESULTS (the container's termination message: 4096
+	// bytes in all). The manager reads them when the job succeeds and records
+	// them in the run's status; a declared result left unwritten fails the job.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=name
+	Results []ResultSpec `json:"results,omitempty"`
+}
+
+// ParamSpec declares a parameter of a Pipeline's runs.
+// +kubebuilder:validation:XValidation:rule="!has(self.default) || !has(self.enum) || self.default in self.enum",message="the default must be one of enum"
+type ParamSpec struct {
+	// name is how jobs refer to the parameter: $(params.NAME).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_-]*$`
+	Name string `json:"name"`
+
+	// description says what the parameter is for (kubectl explain, the plugin).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Description string `json:"description,omitempty"`
+
+	// default is the value of a run that gives none; without a default the
+	// parameter must be given.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Default *string `json:"default,omitempty"`
+
+	// enum are the values allowed; any value when empty.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=4096
+	// +listType=set
+	Enum []string `json:"enum,omitempty"`
+}
+
+// ResultSpec declares a result a job writes for the stages after it.
+type ResultSpec struct {
+	// name is how later stages refer to the result:
+	// $(stages.STAGE.jobs.JOB.results.NAME).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_-]*$`
+	Name string `json:"name"`
+
+	// description says what the result is.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Description string `json:"description,omitempty"`
 }
 
 // Stage is one step of a Pipeline. Stages run strictly in order; the jobs of
@@ -373,6 +429,16 @@ type PipelineSpec struct {
 	// source is the repository whose pushes start runs through the push receiver.
 	// +optional
 	Source *PipelineSource `json:"source,omitempty"`
+
+	// params are the values a run gives (its spec.params): a parameter without
+	// a default must be given, and a run may give no other. Jobs read a value
+	// as $(params.NAME) in their image, command, args and env values, and as
+	// the environment variable CONVEYOR_PARAM_<NAME> (upper case, - as _).
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=name
+	Params []ParamSpec `json:"params,omitempty"`
 
 	// stages run in the order given.
 	// +required

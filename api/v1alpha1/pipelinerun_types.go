@@ -48,7 +48,7 @@ type GitRef struct {
 
 // PipelineRunSpec says which Pipeline to run for which git ref. It cannot change
 // once the run exists.
-// +kubebuilder:validation:XValidation:rule="self.pipelineRef == oldSelf.pipelineRef && self.git == oldSelf.git && has(self.trigger) == has(oldSelf.trigger) && (!has(self.trigger) || self.trigger == oldSelf.trigger) && has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester) && has(self.rerunOf) == has(oldSelf.rerunOf) && (!has(self.rerunOf) || self.rerunOf == oldSelf.rerunOf)",message="spec is immutable but for cancelled: create a new PipelineRun instead"
+// +kubebuilder:validation:XValidation:rule="self.pipelineRef == oldSelf.pipelineRef && self.git == oldSelf.git && has(self.trigger) == has(oldSelf.trigger) && (!has(self.trigger) || self.trigger == oldSelf.trigger) && has(self.requester) == has(oldSelf.requester) && (!has(self.requester) || self.requester == oldSelf.requester) && has(self.rerunOf) == has(oldSelf.rerunOf) && (!has(self.rerunOf) || self.rerunOf == oldSelf.rerunOf) && has(self.params) == has(oldSelf.params) && (!has(self.params) || self.params == oldSelf.params)",message="spec is immutable but for cancelled: create a new PipelineRun instead"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.cancelled) || !oldSelf.cancelled || (has(self.cancelled) && self.cancelled)",message="a cancelled run stays cancelled"
 type PipelineRunSpec struct {
 	// pipelineRef names the Pipeline to run, in the run's namespace.
@@ -83,11 +83,48 @@ type PipelineRunSpec struct {
 	// +optional
 	Cancelled bool `json:"cancelled,omitempty"`
 
+	// params are the run's values of its Pipeline's params. Conveyor's
+	// admission webhook refuses a parameter the Pipeline does not declare, a
+	// missing one without a default and a value outside the declared enum.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=name
+	Params []Param `json:"params,omitempty"`
+
 	// requester is who created the run, as the API server authenticated them.
 	// Conveyor's admission webhook writes it on create; whatever a client puts
 	// here is replaced.
 	// +optional
 	Requester *UserInfo `json:"requester,omitempty"`
+}
+
+// Param is a parameter's value.
+type Param struct {
+	// name is the parameter's name, as its Pipeline declares it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// value is the parameter's value, taken literally: $(...) in it is not
+	// substituted.
+	// +required
+	// +kubebuilder:validation:MaxLength=4096
+	Value string `json:"value"`
+}
+
+// Result is a value a job wrote.
+type Result struct {
+	// name is the result's name, as its job declares it.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// value is what the job wrote.
+	// +required
+	// +kubebuilder:validation:MaxLength=4096
+	Value string `json:"value"`
 }
 
 // Trigger is the git event that started a run.
@@ -255,6 +292,12 @@ type JobStatus struct {
 	// failedAttempts is how many of those pods failed.
 	// +optional
 	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// results are what the job wrote, read from its pod when it succeeded.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Results []Result `json:"results,omitempty"`
 }
 
 // Decision is an Approval taken into account by a stage.
@@ -357,6 +400,13 @@ type PipelineRunStatus struct {
 	// pipelineGeneration is the generation of the Pipeline that was snapshotted.
 	// +optional
 	PipelineGeneration int64 `json:"pipelineGeneration,omitempty"`
+
+	// params are the values the run's jobs receive: the ones given and the
+	// defaults of the others, fixed when the run starts.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Params []Param `json:"params,omitempty"`
 
 	// pipelineSpec is the snapshot of the Pipeline's spec taken when the run
 	// started; edits to the Pipeline do not change a run in flight.

@@ -46,13 +46,16 @@ func CheckApprovalIn(run *conveyorv1.PipelineRun, env *conveyorv1.Environment, a
 	return nil
 }
 
-// RecordRun is what an Approval records of its run: its UID and commit; nil
-// when the run does not exist.
+// RecordRun is what an Approval records of its run: its UID and commit, and
+// the values it approves (the run's parameters and the results written so
+// far) with their digest; nil when the run does not exist.
 func RecordRun(run *conveyorv1.PipelineRun) *conveyorv1.RecordedRun {
 	if run == nil {
 		return nil
 	}
-	return &conveyorv1.RecordedRun{UID: string(run.UID), Commit: run.Spec.Git.Commit}
+	vars := engine.Vars(run.Status.Params, run.Status.Stages)
+	return &conveyorv1.RecordedRun{UID: string(run.UID), Commit: run.Spec.Git.Commit,
+		Values: engine.ApprovedValues(vars), ValuesDigest: engine.ValuesDigest(vars)}
 }
 
 // CheckApprovalUpdate refuses any change to an Approval's spec, the recorded

@@ -228,6 +228,9 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err := CheckRun(pipeline, run); err != nil {
 		return nil, forbidden(run.Name, err)
 	}
+	if _, errs := engine.ResolveParams(&pipeline.Spec, run.Spec.Params); len(errs) > 0 {
+		return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, errs)
+	}
 	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
 		return nil, forbidden(run.Name, err)
 	}

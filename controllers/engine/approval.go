@@ -111,6 +111,9 @@ func Fact(a *conveyorv1.Approval) ApprovalFact {
 	if a.Spec.Approver != nil {
 		f.Groups = a.Spec.Approver.Groups
 	}
+	if a.Spec.Run != nil {
+		f.ValuesDigest = a.Spec.Run.ValuesDigest
+	}
 	return f
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -27,6 +28,11 @@ type JobObservation struct {
 	StartTime, CompletionTime *metav1.Time
 	// Attempts is how many pods the Job started; FailedAttempts how many failed.
 	Attempts, FailedAttempts int32
+	// ResultsRead says the results of a succeeded Job that declares some
+	// were read: ResultsMessage is its pod's termination message ("" when no
+	// succeeded pod was found).
+	ResultsRead    bool
+	ResultsMessage string
 }
 
 // ApprovalFact is what was seen of one Approval of the run.
@@ -47,6 +53,9 @@ type ApprovalFact struct {
 	// OverrideFreeze: the Approval deploys its stage during a freeze window.
 	OverrideFreeze bool
 	Created        metav1.Time
+	// ValuesDigest is the digest of the run's values the Approval approved
+	// (recorded at admission); it counts only while the run's are the same.
+	ValuesDigest string
 }
 
 // approverKey is who counts as one approver.
@@ -108,10 +117,14 @@ func JobKey(stage, job string) string { return stage + "/" + job }
 
 // JobToCreate is a Job the plan wants to exist.
 type JobToCreate struct {
-	Stage     conveyorv1.Stage
+	Stage conveyorv1.Stage
+	// Job is the job with its references to parameters and results replaced.
 	Job       conveyorv1.JobSpec
 	Name      string
 	Namespace string
+	// Values are the run's parameters and earlier results as environment
+	// variables (CONVEYOR_PARAM_*, CONVEYOR_RESULT_*).
+	Values []corev1.EnvVar
 }
 
 // Plan is the decision: the run's status as it should read and the Jobs to create.
@@ -215,6 +228,7 @@ func Decide(f Facts) Plan {
 	st.Ref = RefString(run.Spec.Git)
 	st.PipelineSpec = run.Status.PipelineSpec
 	st.PipelineGeneration = run.Status.PipelineGeneration
+	st.Params = run.Status.Params
 	st.StartTime = orNow(run.Status.StartTime, f.Now)
 	d.stop, d.stopMessage = stopReason(run, f.Now, &d.p)
 	if reason, err := ReleaseBar(run, f.Ledger); d.stop == "" && err != nil {
@@ -266,10 +280,16 @@ func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.St
 		return pendingStage(run, stage)
 	case old.ReusedFrom != "":
 		return *old // a rerun's result of the run it reruns
+	}
+	stale := d.dropStale(stage.Name)
+	switch {
 	case IsGate(stage):
 		ss = decideGate(stage, old, gateApprovals(run, stage, d.byStage[stage.Name]), f.Now)
 	default:
 		ss, create, acquire = d.decideJobs(stage, old)
+	}
+	if ss.Phase == conveyorv1.StageWaiting && len(stale) > 0 {
+		ss.Message += fmt.Sprintf("; Approval %s approved other values than the run's now: decide again", strings.Join(stale, ", "))
 	}
 	if acquire && d.stop == "" {
 		d.p.Acquire = append(d.p.Acquire, LockRequest{Stage: stage.Name, Environment: stage.Environment})
@@ -294,6 +314,25 @@ func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.St
 	}
 	d.p.Create = append(d.p.Create, create...)
 	return ss
+}
+
+// dropStale leaves out of a stage's Approvals the Approves made for other
+// values than the run has before the stage now (its parameters and the
+// results of the stages before it): an approval covers exactly what ships.
+// It returns the names of those left out. A Reject always counts.
+func (d *decider) dropStale(stage string) []string {
+	digest := ValuesDigest(Vars(d.p.Status.Params, d.p.Status.Stages))
+	var kept []ApprovalFact
+	var stale []string
+	for _, a := range d.byStage[stage] {
+		if a.Decision == conveyorv1.DecisionApprove && a.ValuesDigest != digest {
+			stale = append(stale, a.Name)
+			continue
+		}
+		kept = append(kept, a)
+	}
+	d.byStage[stage] = kept
+	return stale
 }
 
 // runPhaseOf is the run's phase and reason while stage, the first that has
@@ -633,7 +672,7 @@ func (d *decider) decideJobs(stage *conveyorv1.Stage, old *conveyorv1.StageStatu
 		ss.StartTime = &f.Now
 	}
 	ss.StartTime = orNow(ss.StartTime, f.Now)
-	create := jobStatuses(run, stage, old, &ss, f)
+	create := jobStatuses(run, stage, old, &ss, f, d.p.Status.Params, d.p.Status.Stages)
 	summarizeJobs(stage, old, &ss, f.Now)
 	return ss, create, false
 }
@@ -658,8 +697,11 @@ func firstApprove(approvals []ApprovalFact) *ApprovalFact {
 
 // jobStatuses fills in the status of each job of a started stage: as
 // recorded once finished (a deleted Job undoes nothing), else as its Job is
-// observed; a job without a Job is to be created.
-func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss *conveyorv1.StageStatus, f Facts) []JobToCreate {
+// observed, with the results a succeeded one wrote; a job without a Job is
+// to be created, with the run's parameters and the results of the stages
+// before (earlier) in its spec and environment.
+func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss *conveyorv1.StageStatus, f Facts,
+	params []conveyorv1.Param, earlier []conveyorv1.StageStatus) []JobToCreate {
 	oldJobs := map[string]conveyorv1.JobStatus{}
 	for _, js := range old.Jobs {
 		oldJobs[js.Name] = js
@@ -680,14 +722,57 @@ func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conv
 			if js.Phase == conveyorv1.JobRunning && js.FailedAttempts > 0 {
 				js.Message = fmt.Sprintf("attempt %d of %d (%d failed)", js.Attempts, 1+retries(&j), js.FailedAttempts)
 			}
+			if js.Phase == conveyorv1.JobSucceeded && len(j.Results) > 0 {
+				readResults(&js, &j, obs)
+			}
 		default:
+			vars := Vars(params, earlier)
+			expanded, err := ExpandJob(j, vars)
+			if err != nil {
+				js.Phase, js.Reason, js.Message, js.CompletionTime = conveyorv1.JobFailed, conveyorv1.ReasonInvalidSpec, err.Error(), &f.Now
+				break
+			}
 			js.Phase = conveyorv1.JobPending
 			js.Message = "creating Job"
-			create = append(create, JobToCreate{Stage: *stage, Job: j, Name: name, Namespace: ss.Namespace})
+			create = append(create, JobToCreate{Stage: *stage, Job: expanded, Name: name, Namespace: ss.Namespace, Values: ValueEnv(vars, &j)})
 		}
 		ss.Jobs = append(ss.Jobs, js)
 	}
 	return create
+}
+
+// resultsNote tells the results a stage's jobs wrote, each value cut short:
+// the stage's message, and so its Event and the graph, show them.
+func resultsNote(jobs []conveyorv1.JobStatus) string {
+	var parts []string
+	for _, js := range jobs {
+		for _, r := range js.Results {
+			v := r.Value
+			if len(v) > 72 {
+				v = v[:69] + "..."
+			}
+			parts = append(parts, js.Name+"."+r.Name+"="+v)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; results " + strings.Join(parts, ", ")
+}
+
+// readResults records the results a succeeded job wrote; one that wrote
+// none of a declared result fails (reason ResultMissing), and one whose
+// pod was not read yet stays Running.
+func readResults(js *conveyorv1.JobStatus, j *conveyorv1.JobSpec, obs JobObservation) {
+	if !obs.ResultsRead {
+		js.Phase, js.Message, js.CompletionTime = conveyorv1.JobRunning, "reading the results the job wrote", nil
+		return
+	}
+	results, err := ParseResults(j.Results, obs.ResultsMessage)
+	js.Results = results
+	if err != nil {
+		js.Phase, js.Reason, js.Message = conveyorv1.JobFailed, conveyorv1.ReasonResultMissing, err.Error()
+	}
 }
 
 // summarizeJobs sets a started stage's phase from its jobs: Failed when one
@@ -717,7 +802,7 @@ func summarizeJobs(stage *conveyorv1.Stage, old *conveyorv1.StageStatus, ss *con
 		ss.CompletionTime = orNow(old.CompletionTime, now)
 	case len(running) == 0:
 		ss.Phase = conveyorv1.StageSucceeded
-		ss.Message = fmt.Sprintf("%d job(s) succeeded", len(stage.Jobs))
+		ss.Message = fmt.Sprintf("%d job(s) succeeded", len(stage.Jobs)) + resultsNote(ss.Jobs)
 		ss.CompletionTime = orNow(old.CompletionTime, now)
 	default:
 		ss.Phase = conveyorv1.StageRunning

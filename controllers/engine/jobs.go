@@ -97,7 +97,13 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		Command:    c.Job.Command,
 		Args:       c.Job.Args,
 		WorkingDir: c.Job.WorkingDir,
-		Env:        Env(run, &c.Stage, &c.Job),
+		Env:        append(Env(run, &c.Stage, &c.Job), c.Values...),
+	}
+	if len(c.Job.Results) > 0 {
+		// The results file is the termination message (File: what the job
+		// wrote there, never the end of its log).
+		container.TerminationMessagePath = ResultsFile
+		container.TerminationMessagePolicy = corev1.TerminationMessageReadFile
 	}
 	if c.Job.Resources != nil {
 		container.Resources = *c.Job.Resources

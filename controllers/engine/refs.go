@@ -37,7 +37,8 @@ func RefString(git conveyorv1.GitRef) string {
 }
 
 // ValidatePipeline reports what makes a Pipeline unusable beyond what the CRD
-// schema already refuses: today, glob patterns that do not parse.
+// schema already refuses: glob patterns that do not parse, and references
+// ($(params.x), $(stages.s.jobs.j.results.r)) to nothing the runs will have.
 func ValidatePipeline(spec *conveyorv1.PipelineSpec) error {
 	var bad []string
 	for _, p := range append(append([]string{}, spec.Refs.Branches...), spec.Refs.Tags...) {
@@ -48,7 +49,7 @@ func ValidatePipeline(spec *conveyorv1.PipelineSpec) error {
 	if len(bad) > 0 {
 		return fmt.Errorf("invalid ref patterns %s: patterns use Go path.Match syntax (*, ?, [a-z])", strings.Join(bad, ", "))
 	}
-	return nil
+	return checkReferences(spec).ToAggregate()
 }
 
 // RefAllowed reports whether the Pipeline's patterns allow the run's ref. When

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -36,6 +38,9 @@ func CheckRerun(run, source *conveyorv1.PipelineRun) *field.Error {
 	case source.Spec.Git != run.Spec.Git:
 		return invalid("PipelineRun %s ran %s at commit %q; a rerun runs the same ref and commit, and this one is %s at commit %q",
 			name, RefString(source.Spec.Git), source.Spec.Git.Commit, RefString(run.Spec.Git), run.Spec.Git.Commit)
+	case !equality.Semantic.DeepEqual(paramMap(source.Spec.Params), paramMap(run.Spec.Params)):
+		return invalid("PipelineRun %s ran with other params (%s); a rerun gives the same params, and this one gives %s: start a new run to change them",
+			name, paramList(source.Spec.Params), paramList(run.Spec.Params))
 	}
 	return nil
 }
@@ -85,4 +90,23 @@ func decidedBy(ss *conveyorv1.StageStatus, run *conveyorv1.PipelineRun, stage *c
 		}
 	}
 	return false
+}
+
+func paramMap(ps []conveyorv1.Param) map[string]string {
+	m := map[string]string{}
+	for _, p := range ps {
+		m[p.Name] = p.Value
+	}
+	return m
+}
+
+func paramList(ps []conveyorv1.Param) string {
+	if len(ps) == 0 {
+		return "none"
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.Name + "=" + strconv.Quote(p.Value)
+	}
+	return strings.Join(out, ", ")
 }

@@ -66,6 +66,10 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 	if err := RefAllowed(&pipeline.Spec, run.Spec.Git); err != nil {
 		return failForGood(p, conveyorv1.ReasonRefNotAllowed, err, f), nil
 	}
+	params, errs := ResolveParams(&pipeline.Spec, run.Spec.Params)
+	if len(errs) > 0 {
+		return failForGood(p, conveyorv1.ReasonInvalidParams, errs.ToAggregate(), f), nil
+	}
 	var reused []conveyorv1.StageStatus
 	if run.Spec.RerunOf != "" {
 		if fe := CheckRerun(run, f.RerunSource); fe != nil {
@@ -76,7 +80,7 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 	if reason, err := ReleaseBar(run, f.Ledger); err != nil {
 		return failForGood(p, reason, err, f), nil
 	}
-	p.Status.PipelineGeneration, p.Status.Stages = pipeline.Generation, reused
+	p.Status.PipelineGeneration, p.Status.Stages, p.Status.Params = pipeline.Generation, reused, params
 	return p, pipeline.Spec.DeepCopy()
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -124,7 +125,64 @@ func (r *Reconciler) observeJobs(ctx context.Context, f *engine.Facts) error {
 			r.observeJob(f, job)
 		}
 	}
+	return r.observeResults(ctx, f)
+}
+
+// observeResults reads, for each Job seen succeeded whose job declares
+// results and whose status does not hold them yet, the termination message
+// of its succeeded pod (from the API server: pods are not cached).
+func (r *Reconciler) observeResults(ctx context.Context, f *engine.Facts) error {
+	run := f.Run
+	if run.Status.PipelineSpec == nil {
+		return nil
+	}
+	recorded := map[string]bool{}
+	for _, ss := range run.Status.Stages {
+		for _, js := range ss.Jobs {
+			recorded[engine.JobKey(ss.Name, js.Name)] = js.Phase == conveyorv1.JobSucceeded || js.Phase == conveyorv1.JobFailed
+		}
+	}
+	for _, st := range run.Status.PipelineSpec.Stages {
+		for _, j := range st.Jobs {
+			key := engine.JobKey(st.Name, j.Name)
+			obs, seen := f.Jobs[key]
+			if !seen || len(j.Results) == 0 || obs.Phase != conveyorv1.JobSucceeded || recorded[key] {
+				continue
+			}
+			msg, err := r.terminationMessage(ctx, obs)
+			if err != nil {
+				return err
+			}
+			obs.ResultsRead, obs.ResultsMessage = true, msg
+			f.Jobs[key] = obs
+		}
+	}
 	return nil
+}
+
+// terminationMessage is the termination message of a Job's succeeded pod
+// (its newest), "" when it has none.
+func (r *Reconciler) terminationMessage(ctx context.Context, obs engine.JobObservation) (string, error) {
+	pods := &corev1.PodList{}
+	if err := r.APIReader.List(ctx, pods, client.InNamespace(obs.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(obs.UID)}); err != nil {
+		return "", fmt.Errorf("reading the results of Job %s/%s from its pods: %w", obs.Namespace, obs.Name, err)
+	}
+	var newest *corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase == corev1.PodSucceeded && (newest == nil || newest.CreationTimestamp.Before(&p.CreationTimestamp)) {
+			newest = p
+		}
+	}
+	if newest == nil {
+		return "", nil
+	}
+	for _, cs := range newest.Status.ContainerStatuses {
+		if cs.State.Terminated != nil {
+			return cs.State.Terminated.Message, nil
+		}
+	}
+	return "", nil
 }
 
 // observeJob notes a Job of the run; one left by an earlier run of the same

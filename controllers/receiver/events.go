@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 // Push is what Conveyor needs of a push event, whoever sent it.
@@ -21,8 +23,33 @@ type Push struct {
 	Branch, Tag string
 	Commit      string
 	Pusher      string
+	// CloneURL is the repository's HTTP clone URL.
+	CloneURL string
 	// Deleted is true when the push deleted the ref.
 	Deleted bool
+}
+
+// Parameters the receiver fills in a pushed run when its Pipeline declares them.
+const (
+	// ParamPusher is the git user who pushed.
+	ParamPusher = "pusher"
+	// ParamRepository is the pushed repository's clone URL (HTTP).
+	ParamRepository = "repository"
+)
+
+// PushParams are the values a pushed run gives: those of ParamPusher and
+// ParamRepository, for each the Pipeline declares. A parameter without a
+// default that the receiver does not know leaves the run refused at
+// admission, and the push skipped with the API server's message.
+func PushParams(spec *conveyorv1.PipelineSpec, push Push) []conveyorv1.Param {
+	known := map[string]string{ParamPusher: push.Pusher, ParamRepository: push.CloneURL}
+	var out []conveyorv1.Param
+	for _, p := range spec.Params {
+		if v, ok := known[p.Name]; ok && v != "" {
+			out = append(out, conveyorv1.Param{Name: p.Name, Value: v})
+		}
+	}
+	return out
 }
 
 // errUnsupported marks an event type the receiver does not handle.
@@ -76,7 +103,7 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 			return nil, fmt.Errorf("malformed GitLab payload: %w", err)
 		}
 		p.Repositories = []string{e.Project.PathWithNamespace, e.Project.WebURL, e.Project.GitHTTPURL, e.Project.GitSSHURL}
-		p.Commit, p.Pusher = e.After, e.UserUsername
+		p.Commit, p.Pusher, p.CloneURL = e.After, e.UserUsername, e.Project.GitHTTPURL
 		p.Deleted = e.After == zeroSHA || (e.CheckoutSHA == nil && e.After == "")
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
@@ -92,6 +119,7 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 		}
 		p.Repositories = []string{e.Repository.FullName, e.Repository.HTMLURL, e.Repository.CloneURL, e.Repository.SSHURL}
 		p.Commit, p.Pusher, p.Deleted = e.After, e.Pusher.Name, e.Deleted || e.After == zeroSHA
+		p.CloneURL = e.Repository.CloneURL
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
 		}

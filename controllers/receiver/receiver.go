@@ -232,10 +232,15 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 				PipelineRef: conveyorv1.PipelineReference{Name: p.Name},
 				Git:         git,
 				Trigger:     &conveyorv1.Trigger{Provider: push.Provider, Event: push.Event, Delivery: push.Delivery, Pusher: push.Pusher},
+				Params:      PushParams(&p.Spec, *push),
 			},
 		}
 		if user := engine.Pusher(&p.Spec, push.Pusher); user != "" {
 			run.Spec.Requester = &conveyorv1.UserInfo{Username: user}
+		}
+		if _, errs := engine.ResolveParams(&p.Spec, run.Spec.Params); len(errs) > 0 {
+			res.Skipped = append(res.Skipped, key+": a push gives only the parameters pusher and repository: "+errs.ToAggregate().Error())
+			continue
 		}
 		err := r.create(ctx, run)
 		switch {

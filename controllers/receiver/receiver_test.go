@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -303,4 +304,43 @@ func TestRunName(t *testing.T) {
 	if a == b || !strings.HasPrefix(a, "shop-feature-login-page-") || len(long) > 52 {
 		t.Fatalf("names %q %q %q", a, b, long)
 	}
+}
+
+// The receiver fills the parameters it knows (pusher, repository) of a
+// Pipeline that declares them; a required parameter it does not know skips
+// the push with the API server's message.
+func TestPushFillsKnownParams(t *testing.T) {
+	p := pipeline(t, "acme/shop", secret)
+	p.Spec.Params = []conveyorv1.ParamSpec{{Name: receiver.ParamPusher}, {Name: receiver.ParamRepository}, {Name: "region", Default: ptr.To("eu-west-1")}}
+	updatePipeline(t, p)
+	code, res := post(t, "gitlab", "gitlab-push.json", "Push Hook", gitlabToken(secret))
+	if code != http.StatusAccepted || len(res.Runs) != 1 {
+		t.Fatalf("push: %d %+v", code, res)
+	}
+	run := runsIn(t, p.Namespace)[0]
+	want := []conveyorv1.Param{{Name: "pusher", Value: "dana"}, {Name: "repository", Value: "https://gitlab.example.com/acme/shop.git"}}
+	if len(run.Spec.Params) != 2 || run.Spec.Params[0] != want[0] || run.Spec.Params[1] != want[1] {
+		t.Fatalf("the pushed run's params %+v, want %+v", run.Spec.Params, want)
+	}
+
+	p.Spec.Params = append(p.Spec.Params, conveyorv1.ParamSpec{Name: "ticket"})
+	updatePipeline(t, p)
+	code, res = post(t, "github", "github-push.json", "push", githubSignature(secret))
+	if len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0], "parameter ticket has no default") {
+		t.Fatalf("a push to a Pipeline with a parameter the receiver cannot fill: %d %+v", code, res)
+	}
+}
+
+// updatePipeline writes the Pipeline's spec and waits until the receiver's
+// cache holds it.
+func updatePipeline(t *testing.T, p *conveyorv1.Pipeline) {
+	t.Helper()
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := &conveyorv1.Pipeline{}
+		g.Expect(cached.Get(context.Background(), client.ObjectKeyFromObject(p), got)).To(Succeed())
+		g.Expect(got.Generation).To(Equal(p.Generation))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 }

@@ -87,6 +87,11 @@ func stageColumns(stages []StageView) [][]cell {
 				text += fmt.Sprintf(" (%d tries)", j.Attempts)
 			}
 			col = append(col, cell{text, colours[j.Phase]})
+			for _, r := range j.Results {
+				for _, l := range wrap(r, maxColumn-4) {
+					col = append(col, cell{"    " + l, dim})
+				}
+			}
 		}
 		if s.Kind != "auto" && len(s.Jobs) == 0 {
 			col = append(col, cell{"  (" + s.Kind + ")", dim})

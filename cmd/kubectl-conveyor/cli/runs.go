@@ -24,13 +24,15 @@ import (
 func newStartCommand(o *Options) *cobra.Command {
 	var git conveyorv1.GitRef
 	var name string
+	var params []string
 	cmd := &cobra.Command{
-		Use:   "start PIPELINE (--tag TAG --commit SHA | --branch BRANCH [--commit SHA])",
+		Use:   "start PIPELINE (--tag TAG --commit SHA | --branch BRANCH [--commit SHA]) [-p NAME=VALUE]...",
 		Short: "Start a run of a Pipeline for a tag or a branch",
 		Long: `start creates a PipelineRun of the Pipeline for a tag (a release: it names its
 commit) or a branch. The API server records you as the run's requester.`,
 		Example: `  kubectl conveyor start shop --tag v1.4.0 --commit 3f2a9c1
-  kubectl conveyor start shop --branch feature_login --commit 9b1e4d2`,
+  kubectl conveyor start shop --branch feature_login --commit 9b1e4d2
+  kubectl conveyor start shop --tag v1.4.0 --commit 3f2a9c1 -p ticket=CHG-1042 -p region=us-east-1`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: o.completePipelines,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -41,6 +43,13 @@ commit) or a branch. The API server records you as the run's requester.`,
 			run := &conveyorv1.PipelineRun{
 				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 				Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: args[0]}, Git: git},
+			}
+			for _, p := range params {
+				n, v, ok := strings.Cut(p, "=")
+				if !ok || n == "" {
+					return fmt.Errorf("-p %q: give a parameter as NAME=VALUE", p)
+				}
+				run.Spec.Params = append(run.Spec.Params, conveyorv1.Param{Name: n, Value: v})
 			}
 			if name == "" {
 				run.GenerateName = runPrefix(args[0], git)
@@ -56,6 +65,7 @@ commit) or a branch. The API server records you as the run's requester.`,
 	cmd.Flags().StringVar(&git.Branch, "branch", "", "The branch to build.")
 	cmd.Flags().StringVar(&git.Commit, "commit", "", "The commit SHA the ref points to.")
 	cmd.Flags().StringVar(&name, "name", "", "The run's name (generated from the Pipeline and ref when empty).")
+	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "A parameter of the Pipeline, NAME=VALUE (repeat for more); the value is taken literally.")
 	cmd.MarkFlagsMutuallyExclusive("tag", "branch")
 	cmd.MarkFlagsOneRequired("tag", "branch")
 	return cmd
@@ -494,7 +504,7 @@ func (o *Options) rerun(ctx context.Context, ns, name string) (*conveyorv1.Pipel
 	}
 	run := &conveyorv1.PipelineRun{
 		ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, GenerateName: runPrefix(old.Spec.PipelineRef.Name, old.Spec.Git)},
-		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: old.Spec.PipelineRef, Git: old.Spec.Git, RerunOf: old.Name},
+		Spec:       conveyorv1.PipelineRunSpec{PipelineRef: old.Spec.PipelineRef, Git: old.Spec.Git, Params: old.Spec.Params, RerunOf: old.Name},
 	}
 	return run, c.Create(ctx, run)
 }

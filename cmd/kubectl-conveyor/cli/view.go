@@ -66,6 +66,8 @@ type JobView struct {
 	JobName   string `json:"jobName,omitempty"`
 	Attempts  int32  `json:"attempts,omitempty"`
 	Message   string `json:"message,omitempty"`
+	// Results are what the job wrote, as NAME=VALUE.
+	Results []string `json:"results,omitempty"`
 }
 
 // symbols mark a phase in the graph; colours add to them on a terminal and
@@ -171,8 +173,16 @@ func stageView(def conveyorv1.Stage, ss conveyorv1.StageStatus) StageView {
 	seen := map[string]bool{}
 	for _, j := range ss.Jobs {
 		seen[j.Name] = true
-		sv.Jobs = append(sv.Jobs, JobView{Name: j.Name, Phase: string(j.Phase), Symbol: symbol(string(j.Phase)),
-			Namespace: j.Namespace, JobName: j.JobName, Attempts: j.Attempts, Message: j.Message})
+		jv := JobView{Name: j.Name, Phase: string(j.Phase), Symbol: symbol(string(j.Phase)),
+			Namespace: j.Namespace, JobName: j.JobName, Attempts: j.Attempts, Message: j.Message}
+		for _, r := range j.Results {
+			v := []rune(r.Value)
+			if len(v) > 60 {
+				v = append(v[:57], []rune("...")...)
+			}
+			jv.Results = append(jv.Results, r.Name+"="+string(v))
+		}
+		sv.Jobs = append(sv.Jobs, jv)
 	}
 	for _, j := range def.Jobs {
 		if !seen[j.Name] {

@@ -12,6 +12,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"embed"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -182,7 +183,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
 		"--server-address", fmt.Sprintf("127.0.0.1:%d", kubeletPort), "--node-ip", "127.0.0.1",
 		"--node-port", fmt.Sprint(kubeletPort), "--config", logsConfig}
-	for _, f := range o.StageFiles {
+	ours, err := writeStages(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range append(o.StageFiles, ours...) {
 		kwokArgs = append(kwokArgs, "--config", f)
 	}
 	if err := c.start("kwok", bin("kwok"), kwokArgs...); err != nil {
@@ -337,6 +342,31 @@ func (c *Cluster) kubeconfig(current string) *clientcmdapi.Config {
 func (c *Cluster) writeKubeconfig() error {
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	return clientcmd.WriteToFile(*c.kubeconfig("admin"), c.Kubeconfig)
+}
+
+//go:embed stages/*.yaml
+var stages embed.FS
+
+// writeStages writes the local cluster's own kwok Stages (stages/) into
+// dir and returns their paths.
+func writeStages(dir string) ([]string, error) {
+	entries, err := stages.ReadDir("stages")
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for _, e := range entries {
+		data, err := stages.ReadFile("stages/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		p := filepath.Join(dir, "stage-"+e.Name())
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			return nil, err
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
 }
 
 // ContainerLog is what every container on the fake Node logs: kwok runs no

@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// A build's result travels down the pipeline on a real cluster: the build's
+// pod ends with the termination message a job that wrote its results file
+// leaves (kwok plays the kubelet: see the local cluster's
+// pod-complete-with-message stage), the manager reads it from the pod, and
+// the deploy in namespace sandbox runs the digest the build wrote, in the
+// region the run chose.
+func TestResultReachesTheDeploy(t *testing.T) {
+	ns := allowJobs(t, appIn(t, conveyorv1.PipelineSpec{
+		Refs:   conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
+		Params: []conveyorv1.ParamSpec{{Name: "region", Default: ptr.To("eu-west-1")}},
+		Stages: []conveyorv1.Stage{
+			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "image", Image: "builder",
+				Results: []conveyorv1.ResultSpec{{Name: "digest"}},
+				PodMetadata: &conveyorv1.PodMetadata{Annotations: map[string]string{
+					"pod-complete.stage.kwok.x-k8s.io/weight": "0",
+					"conveyor.dev/fake-termination-message":   "# the build's results\ndigest=sha256:5eed\n",
+				}}}}},
+			{Name: "deploy", Environment: sandbox, Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "registry.local/app@$(stages.build.jobs.image.results.digest)",
+				Args: []string{"upgrade", "--set", "region=$(params.region)"}}}},
+		},
+	}))
+	run := startRun(t, ns)
+	got := waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
+	})
+	build := got.Status.Stages[0].Jobs[0]
+	if len(build.Results) != 1 || build.Results[0].Value != "sha256:5eed" {
+		t.Fatalf("the build's results in the run's status: %+v", build.Results)
+	}
+	var deployImage, deployArgs string
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, j := range jobsOf(g, got) {
+			if j.Labels[conveyorv1.LabelStage] == "deploy" {
+				c := j.Spec.Template.Spec.Containers[0]
+				deployImage, deployArgs = c.Image, strings.Join(c.Args, " ")
+			}
+		}
+		g.Expect(deployImage).NotTo(BeEmpty())
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	if deployImage != "registry.local/app@sha256:5eed" || deployArgs != "upgrade --set region=eu-west-1" {
+		t.Errorf("the deploy ran %s %s", deployImage, deployArgs)
+	}
+	// The pod in sandbox is the one the Job controller made from that spec.
+	pods := podsOf(t, "sandbox", got)
+	if len(pods) == 0 || pods[0] != "registry.local/app@sha256:5eed" {
+		t.Errorf("the deploy's pods ran images %v", pods)
+	}
+	t.Logf("Run %s: build wrote digest %s; deploy ran %s %s", got.Name, build.Results[0].Value, deployImage, deployArgs)
+}
+
+// podsOf are the images of the run's pods in namespace ns.
+func podsOf(t *testing.T, ns string, run *conveyorv1.PipelineRun) []string {
+	t.Helper()
+	list := &corev1.PodList{}
+	if err := admin.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID)}); err != nil {
+		t.Fatal(err)
+	}
+	var images []string
+	for _, p := range list.Items {
+		images = append(images, p.Spec.Containers[0].Image)
+	}
+	return images
+}

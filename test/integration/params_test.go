@@ -1,0 +1,201 @@
+package integration_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// digestPipeline: build writes the image digest it built; deploy runs that
+// digest in the region a run chooses, for the change ticket it names.
+func digestPipeline(ns string) *conveyorv1.Pipeline {
+	return &conveyorv1.Pipeline{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns},
+		Spec: conveyorv1.PipelineSpec{
+			Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
+			Params: []conveyorv1.ParamSpec{
+				{Name: "region", Default: ptr.To("eu-west-1"), Enum: []string{"eu-west-1", "us-east-1"}},
+				{Name: "ticket", Description: "the change ticket"},
+			},
+			Stages: []conveyorv1.Stage{
+				{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "image", Image: "builder",
+					Results: []conveyorv1.ResultSpec{{Name: "digest", Description: "the image digest built"}}}}},
+				{Name: "deploy", Jobs: []conveyorv1.JobSpec{{Name: "rollout", Image: "registry.local/shop@$(stages.build.jobs.image.results.digest)",
+					Args: []string{"--region=$(params.region)", "--ticket=$(params.ticket)"}}}},
+			},
+		},
+	}
+}
+
+func runWithParams(c client.Client, ns string, params ...conveyorv1.Param) (*conveyorv1.PipelineRun, error) {
+	run := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "shop-", Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"},
+			Git: conveyorv1.GitRef{Branch: "feature_x", Commit: "abc1234"}, Params: params},
+	}
+	return run, c.Create(context.Background(), run)
+}
+
+// succeedWithResults makes the Job's pod succeed with the termination
+// message a job writes to $CONVEYOR_RESULTS (as the kubelet reports it),
+// then the Job, as the Job controller would.
+func succeedWithResults(t *testing.T, job *batchv1.Job, message string) {
+	t.Helper()
+	ctx := context.Background()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Namespace: job.Namespace,
+			Labels: map[string]string{batchv1.ControllerUidLabel: string(job.UID), batchv1.JobNameLabel: job.Name}},
+		Spec: job.Spec.Template.Spec,
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	pod.Status = corev1.PodStatus{Phase: corev1.PodSucceeded, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: pod.Spec.Containers[0].Name, Image: pod.Spec.Containers[0].Image,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: message, FinishedAt: now}},
+	}}}
+	if err := k8s.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	finishJob(t, job, "", "")
+}
+
+// TestParamsAndResults: parameters are checked at admission and reach the
+// jobs; the build's digest, read from its pod, is recorded in the run's
+// status and reaches the deploy's image; a build that wrote no digest fails
+// saying so.
+func TestParamsAndResults(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t)
+	ctx := context.Background()
+
+	// A Pipeline referring to what its runs will not have is refused.
+	bad := digestPipeline(ns)
+	bad.Spec.Stages[1].Jobs[0].Args = append(bad.Spec.Stages[1].Jobs[0].Args, "--zone=$(params.zone)")
+	err := k8s.Create(ctx, bad)
+	if err == nil || !strings.Contains(err.Error(), `"$(params.zone)": no parameter of the Pipeline has that name`) {
+		t.Fatalf("a Pipeline referring to an unknown parameter: %v", err)
+	}
+	if err := k8s.Create(ctx, digestPipeline(ns)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Runs whose params do not fit are refused, as dana would meet it.
+	for _, c := range []struct {
+		params []conveyorv1.Param
+		want   string
+	}{
+		{nil, "spec.params: Required value: parameter ticket has no default"},
+		{[]conveyorv1.Param{{Name: "ticket", Value: "CHG-1"}, {Name: "zone", Value: "b"}}, `spec.params[1].name: Unsupported value: "zone"`},
+		{[]conveyorv1.Param{{Name: "ticket", Value: "CHG-1"}, {Name: "region", Value: "mars"}}, `Unsupported value: "mars": supported values: "eu-west-1", "us-east-1"`},
+	} {
+		if _, err := runWithParams(as("dana"), ns, c.params...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run with params %v: %v, want %q", c.params, err, c.want)
+		}
+	}
+
+	run, err := runWithParams(as("dana"), ns, conveyorv1.Param{Name: "ticket", Value: "CHG-7 $(params.region)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The params are part of the immutable spec.
+	patched := run.DeepCopy()
+	patched.Spec.Params[0].Value = "CHG-8"
+	if err := as("dana").Update(ctx, patched); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("changing a run's params: %v, want a refusal", err)
+	}
+
+	build := waitJob(t, run, "build", "image")
+	c := build.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["CONVEYOR_PARAM_REGION"] != "eu-west-1" || env["CONVEYOR_PARAM_TICKET"] != "CHG-7 $$(params.region)" || env["CONVEYOR_RESULTS"] != "/dev/termination-log" {
+		t.Errorf("the build's environment: %v", env)
+	}
+	succeedWithResults(t, build, "digest=sha256:feedbeef\n")
+
+	rollout := waitJob(t, run, "deploy", "rollout").Spec.Template.Spec.Containers[0]
+	if rollout.Image != "registry.local/shop@sha256:feedbeef" || strings.Join(rollout.Args, " ") != "--region=eu-west-1 --ticket=CHG-7 $$(params.region)" {
+		t.Errorf("the deploy runs %s %q", rollout.Image, rollout.Args)
+	}
+	got := waitRun(t, run, conveyorv1.RunRunning, "deploy")
+	if r := stageOf(got, "build").Jobs[0].Results; len(r) != 1 || r[0].Name != "digest" || r[0].Value != "sha256:feedbeef" {
+		t.Errorf("the run's status records results %+v", r)
+	}
+	if len(got.Status.Params) != 2 || got.Status.Params[0] != (conveyorv1.Param{Name: "region", Value: "eu-west-1"}) {
+		t.Errorf("the run's status records params %+v", got.Status.Params)
+	}
+
+	// A build that succeeds without writing its digest fails, saying so.
+	// This time dana starts it with the plugin.
+	start := []string{"start", "shop", "--branch", "feature_x", "--commit", "abc1234"}
+	pluginRefused(t, "dana", ns, `Unsupported value: "zone"`, append(start, "-p", "ticket=CHG-9", "-p", "zone=b")...)
+	pluginRefused(t, "dana", ns, "give a parameter as NAME=VALUE", append(start, "-p", "ticket")...)
+	second := runFrom(t, ns, pluginOK(t, "dana", ns, append(start, "-p", "ticket=CHG-9")...))
+	succeedWithResults(t, waitJob(t, second, "build", "image"), "built, but forgot the digest\n")
+	failed := waitRun(t, second, conveyorv1.RunFailed, "build")
+	js := stageOf(failed, "build").Jobs[0]
+	if js.Reason != conveyorv1.ReasonResultMissing || !strings.Contains(js.Message, "the job wrote no result digest") {
+		t.Errorf("the build without a digest: %s: %s", js.Reason, js.Message)
+	}
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, second, "deploy")).To(BeEmpty())
+	}).WithTimeout(2 * 1e9).Should(Succeed())
+}
+
+// TestApprovalRecordsWhatItApproves: the Approval of a gate after the build
+// records the run's values (the digest built) and their digest, whatever the
+// approver wrote there; the deploy after it runs that digest.
+func TestApprovalRecordsWhatItApproves(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t)
+	ctx := context.Background()
+	p := digestPipeline(ns)
+	p.Spec.Stages = append([]conveyorv1.Stage{p.Spec.Stages[0],
+		{Name: "approve", Approval: &conveyorv1.ApprovalGate{Groups: []string{"release-engineers"}, Required: 1}}}, p.Spec.Stages[1:]...)
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	run, err := runWithParams(as("dana"), ns, conveyorv1.Param{Name: "ticket", Value: "CHG-11"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	succeedWithResults(t, waitJob(t, run, "build", "image"), "digest=sha256:abcd\n")
+	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+
+	// rob writes values of his own into spec.run: the API server's record wins.
+	a := &conveyorv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-approve-", Namespace: ns},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "approve", Decision: conveyorv1.DecisionApprove,
+			Run: &conveyorv1.RecordedRun{UID: string(run.UID), ValuesDigest: "sha256:forged", Values: []conveyorv1.ApprovedValue{{Ref: "params.ticket", Value: "CHG-0"}}}},
+	}
+	if err := as("rob").Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	want := []conveyorv1.ApprovedValue{
+		{Ref: "params.region", Value: "eu-west-1"}, {Ref: "params.ticket", Value: "CHG-11"},
+		{Ref: "stages.build.jobs.image.results.digest", Value: "sha256:abcd"},
+	}
+	if got := a.Spec.Run.Values; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("the Approval records values %+v, want %+v", got, want)
+	}
+	if d := a.Spec.Run.ValuesDigest; !strings.HasPrefix(d, "sha256:") || d == "sha256:forged" {
+		t.Errorf("the Approval records digest %q", d)
+	}
+	rollout := waitJob(t, run, "deploy", "rollout").Spec.Template.Spec.Containers[0]
+	if rollout.Image != "registry.local/shop@sha256:abcd" {
+		t.Errorf("the deploy after the approval runs %s", rollout.Image)
+	}
+}
