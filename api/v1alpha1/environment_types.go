@@ -169,6 +169,29 @@ type EnvironmentSpec struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	// +listType=set
 	OverrideGroups []string `json:"overrideGroups,omitempty"`
+
+	// mounts are the Secrets and ConfigMaps of the namespace that deploy jobs
+	// may mount (volumes, projected sources) or pull images with: none when
+	// empty. A Pipeline may not reach into the environment's other Secrets.
+	// +optional
+	Mounts *EnvironmentMounts `json:"mounts,omitempty"`
+}
+
+// EnvironmentMounts lists what deploy jobs may mount in an environment.
+type EnvironmentMounts struct {
+	// secrets are Secret names.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	Secrets []string `json:"secrets,omitempty"`
+
+	// configMaps are ConfigMap names.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=set
+	ConfigMaps []string `json:"configMaps,omitempty"`
 }
 
 // Deploy is one successful deploy to an Environment.

@@ -188,6 +188,30 @@ type JobSpec struct {
 	// +kubebuilder:validation:Maximum=10
 	Retries *int32 `json:"retries,omitempty"`
 
+	// volumes are the job's pod's volumes: Secrets, ConfigMaps, projected
+	// volumes and emptyDirs anywhere, PersistentVolumeClaims only in the
+	// run's own namespace. A job of a stage with an environment mounts only
+	// the Secrets and ConfigMaps its Environment's mounts list: they are
+	// objects of the environment's namespace, where its pod runs.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=name
+	Volumes []JobVolume `json:"volumes,omitempty"`
+
+	// volumeMounts mount the volumes into the job's container.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
+	// imagePullSecrets name Secrets of the namespace the job runs in to pull
+	// its image with (in an environment: Secrets its Environment's mounts list).
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
 	// results are small named values the job writes for later stages (an
 	// image digest): lines NAME=VALUE in the file named by the environment
 	// variable CONVEYOR_RESULTS (the container's termination message: 4096
@@ -229,6 +253,39 @@ type ParamSpec struct {
 	Enum []string `json:"enum,omitempty"`
 }
 
+// JobVolume is a volume of a job's pod: exactly one source.
+// +kubebuilder:validation:XValidation:rule="[has(self.secret), has(self.configMap), has(self.projected), has(self.emptyDir), has(self.persistentVolumeClaim)].filter(x, x).size() == 1",message="a volume has exactly one of secret, configMap, projected, emptyDir, persistentVolumeClaim"
+type JobVolume struct {
+	// name is the volume's name, as volumeMounts refer to it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// secret mounts a Secret of the namespace the job runs in.
+	// +optional
+	Secret *corev1.SecretVolumeSource `json:"secret,omitempty"`
+
+	// configMap mounts a ConfigMap of the namespace the job runs in.
+	// +optional
+	ConfigMap *corev1.ConfigMapVolumeSource `json:"configMap,omitempty"`
+
+	// projected mounts Secrets, ConfigMaps, the downward API and service
+	// account tokens together.
+	// +optional
+	Projected *corev1.ProjectedVolumeSource `json:"projected,omitempty"`
+
+	// emptyDir is scratch space that lives as long as the pod.
+	// +optional
+	EmptyDir *corev1.EmptyDirVolumeSource `json:"emptyDir,omitempty"`
+
+	// persistentVolumeClaim mounts a claim of the run's namespace: only a
+	// stage without an environment may (a claim belongs to one namespace).
+	// +optional
+	PersistentVolumeClaim *corev1.PersistentVolumeClaimVolumeSource `json:"persistentVolumeClaim,omitempty"`
+}
+
 // ResultSpec declares a result a job writes for the stages after it.
 type ResultSpec struct {
 	// name is how later stages refer to the result:
@@ -252,6 +309,7 @@ type ResultSpec struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.approval) || !has(self.when) || self.when == 'auto'",message="an approval stage always waits for its approvers: leave when unset"
 // +kubebuilder:validation:XValidation:rule="!has(self.when) || self.when != 'manual' || (has(self.triggerGroups) && size(self.triggerGroups) > 0)",message="a manual stage needs triggerGroups: the groups whose members may trigger it"
 // +kubebuilder:validation:XValidation:rule="!has(self.jobs) || self.jobs.all(j, self.jobs.exists_one(k, k.name == j.name))",message="job names must be unique within a stage"
+// +kubebuilder:validation:XValidation:rule="!has(self.environment) || !has(self.jobs) || self.jobs.all(j, !has(j.volumes) || j.volumes.all(v, !has(v.persistentVolumeClaim)))",message="a job of a stage with an environment cannot mount a persistentVolumeClaim: a claim belongs to the run's namespace, and the job's pod runs in the environment's"
 // +kubebuilder:validation:XValidation:rule="!has(self.waitTimeout) || has(self.approval) || (has(self.when) && self.when == 'manual')",message="waitTimeout is for stages that wait for a person: approval stages and manual stages"
 // +kubebuilder:validation:XValidation:rule="!has(self.waitTimeout) || duration(self.waitTimeout) >= duration('1s')",message="waitTimeout must be at least 1s"
 // +kubebuilder:validation:XValidation:rule="!has(self.jobs) || self.jobs.all(j, !has(j.timeout) || duration(j.timeout) >= duration('1s'))",message="a job's timeout must be at least 1s"

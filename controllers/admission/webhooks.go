@@ -65,7 +65,7 @@ func Setup(mgr ctrl.Manager) error {
 		return fmt.Errorf("release webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Pipeline{}).
-		WithValidator(pipelineValidator{reader: reader}).
+		WithValidator(pipelineValidator{reader: reader, client: mgr.GetClient()}).
 		Complete(); err != nil {
 		return fmt.Errorf("pipeline webhooks: %w", err)
 	}
@@ -292,17 +292,22 @@ func forbidden(name string, err error) error {
 // granted asks the API server's authorizer whether the request's user may do
 // verb on the run (a custom verb, as approve on CertificateSigningRequests).
 func (v runValidator) granted(ctx context.Context, req admission.Request, verb string, run *conveyorv1.PipelineRun) (bool, error) {
+	return allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: run.Namespace, Name: run.Name, Verb: verb,
+		Group: conveyorv1.GroupVersion.Group, Resource: "pipelineruns"})
+}
+
+// allowed asks the API server's authorizer (a SubjectAccessReview) whether
+// the request's user may do what attrs say.
+func allowed(ctx context.Context, c client.Client, req admission.Request, attrs authorizationv1.ResourceAttributes) (bool, error) {
 	extra := map[string]authorizationv1.ExtraValue{}
 	for k, vs := range req.UserInfo.Extra {
 		extra[k] = authorizationv1.ExtraValue(vs)
 	}
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra,
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: run.Namespace, Name: run.Name, Verb: verb,
-			Group: conveyorv1.GroupVersion.Group, Resource: "pipelineruns"},
+		User: req.UserInfo.Username, UID: req.UserInfo.UID, Groups: req.UserInfo.Groups, Extra: extra, ResourceAttributes: &attrs,
 	}}
-	if err := v.client.Create(ctx, sar); err != nil {
-		return false, fmt.Errorf("asking whether %q may %s PipelineRun %s: %w", req.UserInfo.Username, verb, run.Name, err)
+	if err := c.Create(ctx, sar); err != nil {
+		return false, fmt.Errorf("asking whether %q may %s %s %s: %w", req.UserInfo.Username, attrs.Verb, attrs.Resource, attrs.Name, err)
 	}
 	return sar.Status.Allowed, nil
 }
@@ -334,10 +339,17 @@ func stageEnvironment(ctx context.Context, reader client.Reader, run *conveyorv1
 
 // pipelineValidator refuses Pipelines that could never run, or whose deploy
 // stages break their Environments' policies.
-type pipelineValidator struct{ reader client.Reader }
+type pipelineValidator struct {
+	reader client.Reader
+	// client asks SubjectAccessReviews.
+	client client.Client
+}
 
 func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) error {
 	if err := CheckPipeline(p); err != nil {
+		return err
+	}
+	if err := v.mayMount(ctx, p); err != nil {
 		return err
 	}
 	pol, err := environment.ReadPolicy(ctx, v.reader, p.Namespace)
@@ -345,6 +357,37 @@ func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) er
 		return apierrors.NewInternalError(err)
 	}
 	return CheckPipelineEnvironments(pol, p)
+}
+
+// mayMount refuses a Pipeline whose jobs in the run's namespace mount a
+// Secret, ConfigMap or claim the user writing the Pipeline may not get
+// there: the manager creates the Jobs, so a Pipeline must not read for its
+// author what RBAC does not let them read. (Deploy jobs mount only what
+// their Environment lists.)
+func (v pipelineValidator) mayMount(ctx context.Context, p *conveyorv1.Pipeline) error {
+	req, err := requester(ctx)
+	if err != nil {
+		return err
+	}
+	for i, st := range p.Spec.Stages {
+		if st.Environment != "" {
+			continue
+		}
+		for j := range st.Jobs {
+			for _, m := range engine.JobMounts(&st.Jobs[j]) {
+				ok, err := allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: p.Namespace, Name: m.Name, Verb: "get", Resource: m.Resource})
+				if err != nil {
+					return apierrors.NewInternalError(err)
+				}
+				if !ok {
+					return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelines").GroupResource(), p.Name,
+						fmt.Errorf("spec.stages[%d].jobs[%d]: job %s uses %s %s (%s), and user %q may not get it in namespace %s: a Pipeline's jobs read only what its author may",
+							i, j, st.Jobs[j].Name, m.Kind, m.Name, m.Use, req.UserInfo.Username, p.Namespace))
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (v pipelineValidator) ValidateCreate(ctx context.Context, p *conveyorv1.Pipeline) (admission.Warnings, error) {

@@ -91,23 +91,7 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		conveyorv1.AnnotationPipeline: run.Spec.PipelineRef.Name,
 	}
 	podLabels, podAnnotations := withOurs(c.Job.PodMetadata, labels, annotations)
-	container := corev1.Container{
-		Name:       c.Job.Name,
-		Image:      c.Job.Image,
-		Command:    c.Job.Command,
-		Args:       c.Job.Args,
-		WorkingDir: c.Job.WorkingDir,
-		Env:        append(Env(run, &c.Stage, &c.Job), c.Values...),
-	}
-	if len(c.Job.Results) > 0 {
-		// The results file is the termination message (File: what the job
-		// wrote there, never the end of its log).
-		container.TerminationMessagePath = ResultsFile
-		container.TerminationMessagePolicy = corev1.TerminationMessageReadFile
-	}
-	if c.Job.Resources != nil {
-		container.Resources = *c.Job.Resources
-	}
+	container := jobContainer(run, c)
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        c.Name,
@@ -126,6 +110,8 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 					Tolerations:        c.Job.Tolerations,
 					SecurityContext:    c.Job.SecurityContext,
 					Containers:         []corev1.Container{container},
+					Volumes:            podVolumes(c.Job.Volumes),
+					ImagePullSecrets:   c.Job.ImagePullSecrets,
 				},
 			},
 		},
@@ -142,6 +128,42 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		job.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(run, conveyorv1.GroupVersion.WithKind("PipelineRun"))}
 	}
 	return job
+}
+
+// jobContainer is the one container of a job's pod: its image and command
+// (references already replaced), Conveyor's variables and the run's values,
+// its mounts, and the results file as its termination message.
+func jobContainer(run *conveyorv1.PipelineRun, c JobToCreate) corev1.Container {
+	container := corev1.Container{
+		Name:         c.Job.Name,
+		Image:        c.Job.Image,
+		Command:      c.Job.Command,
+		Args:         c.Job.Args,
+		WorkingDir:   c.Job.WorkingDir,
+		VolumeMounts: c.Job.VolumeMounts,
+		Env:          append(Env(run, &c.Stage, &c.Job), c.Values...),
+	}
+	if len(c.Job.Results) > 0 {
+		// The results file is the termination message (File: what the job
+		// wrote there, never the end of its log).
+		container.TerminationMessagePath = ResultsFile
+		container.TerminationMessagePolicy = corev1.TerminationMessageReadFile
+	}
+	if c.Job.Resources != nil {
+		container.Resources = *c.Job.Resources
+	}
+	return container
+}
+
+// podVolumes are a job's volumes as a pod has them.
+func podVolumes(vs []conveyorv1.JobVolume) []corev1.Volume {
+	var out []corev1.Volume
+	for _, v := range vs {
+		out = append(out, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{
+			Secret: v.Secret, ConfigMap: v.ConfigMap, Projected: v.Projected, EmptyDir: v.EmptyDir, PersistentVolumeClaim: v.PersistentVolumeClaim,
+		}})
+	}
+	return out
 }
 
 // withOurs is a job's pod metadata with Conveyor's labels and annotations

@@ -256,3 +256,24 @@ func TestApprovalCoversExactlyWhatShips(t *testing.T) {
 		t.Fatalf("a reject of other values: gate %s", gate.Phase)
 	}
 }
+
+// TestJobVolumes: a job's volumes, mounts and pull Secrets reach its pod.
+func TestJobVolumes(t *testing.T) {
+	run := newRun(branch)
+	job := conveyorv1.JobSpec{Name: "deploy", Image: "helm",
+		Volumes: []conveyorv1.JobVolume{{Name: "creds", Secret: &corev1.SecretVolumeSource{SecretName: "deploy-token"}},
+			{Name: "cache", PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "go-cache"}}},
+		VolumeMounts:     []corev1.VolumeMount{{Name: "creds", MountPath: "/var/run/creds", ReadOnly: true}, {Name: "cache", MountPath: "/cache"}},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "registry"}},
+	}
+	pod := BuildJob(run, JobToCreate{Stage: conveyorv1.Stage{Name: "build"}, Job: job, Name: "j", Namespace: run.Namespace}).Spec.Template.Spec
+	if len(pod.Volumes) != 2 || pod.Volumes[0].Secret.SecretName != "deploy-token" || pod.Volumes[1].PersistentVolumeClaim.ClaimName != "go-cache" {
+		t.Fatalf("pod volumes %+v", pod.Volumes)
+	}
+	if m := pod.Containers[0].VolumeMounts; len(m) != 2 || m[0].MountPath != "/var/run/creds" || !m[0].ReadOnly {
+		t.Fatalf("container mounts %+v", m)
+	}
+	if len(pod.ImagePullSecrets) != 1 || pod.ImagePullSecrets[0].Name != "registry" {
+		t.Fatalf("pull secrets %+v", pod.ImagePullSecrets)
+	}
+}

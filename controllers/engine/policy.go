@@ -121,6 +121,63 @@ var stageRules = []stageRule{
 	approvalGateFirst,
 	serviceAccountAllowed,
 	restrictedPods,
+	mountsAllowed,
+}
+
+// mountsAllowed: a deploy job's pod runs in the environment's namespace, so
+// the Secrets and ConfigMaps it mounts or pulls with are that namespace's;
+// it may use only those the Environment lists in mounts.
+func mountsAllowed(env *conveyorv1.Environment, _ Policy, namespace, _ string, spec *conveyorv1.PipelineSpec, i int) *Breach {
+	var secrets, configMaps []string
+	if env.Spec.Mounts != nil {
+		secrets, configMaps = env.Spec.Mounts.Secrets, env.Spec.Mounts.ConfigMaps
+	}
+	for _, j := range spec.Stages[i].Jobs {
+		for _, u := range JobMounts(&j) {
+			allowed := map[string][]string{"Secret": secrets, "ConfigMap": configMaps}[u.Kind]
+			if !slices.Contains(allowed, u.Name) {
+				return breach(env, "mounts", "job %s uses %s %s (%s); a pod mounts only objects of its own namespace, %s, and jobs here may use the %ss %s (not the Pipeline's own, in %s)",
+					j.Name, u.Kind, u.Name, u.Use, env.Spec.Namespace, u.Kind, listOr(allowed, "none"), namespace)
+			}
+		}
+	}
+	return nil
+}
+
+// Mount is a Secret, ConfigMap or PersistentVolumeClaim a job's pod uses.
+type Mount struct {
+	// Kind is Secret, ConfigMap or PersistentVolumeClaim; Resource its API resource.
+	Kind, Resource, Name, Use string
+}
+
+// JobMounts are the Secrets, ConfigMaps and claims a job's pod uses: its
+// volumes, their projected sources and its image pull Secrets.
+func JobMounts(j *conveyorv1.JobSpec) []Mount {
+	var out []Mount
+	for _, v := range j.Volumes {
+		use := "volume " + v.Name
+		switch {
+		case v.Secret != nil:
+			out = append(out, Mount{"Secret", "secrets", v.Secret.SecretName, use})
+		case v.ConfigMap != nil:
+			out = append(out, Mount{"ConfigMap", "configmaps", v.ConfigMap.Name, use})
+		case v.PersistentVolumeClaim != nil:
+			out = append(out, Mount{"PersistentVolumeClaim", "persistentvolumeclaims", v.PersistentVolumeClaim.ClaimName, use})
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil {
+					out = append(out, Mount{"Secret", "secrets", src.Secret.Name, use})
+				}
+				if src.ConfigMap != nil {
+					out = append(out, Mount{"ConfigMap", "configmaps", src.ConfigMap.Name, use})
+				}
+			}
+		}
+	}
+	for _, s := range j.ImagePullSecrets {
+		out = append(out, Mount{"Secret", "secrets", s.Name, "imagePullSecrets"})
+	}
+	return out
 }
 
 func pipelineAllowed(env *conveyorv1.Environment, pol Policy, namespace, name string, _ *conveyorv1.PipelineSpec, _ int) *Breach {

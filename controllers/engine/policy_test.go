@@ -106,6 +106,22 @@ func TestStagePolicy(t *testing.T) {
 		{"root", func(s *conveyorv1.PipelineSpec, _ *Policy) {
 			stage(s, "production").Jobs[0].SecurityContext = &corev1.PodSecurityContext{RunAsUser: new(int64)}
 		}, "securityContext", "runAsUser 0"},
+		{"a Secret of production the Environment does not list", func(s *conveyorv1.PipelineSpec, _ *Policy) {
+			stage(s, "production").Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "creds", Secret: &corev1.SecretVolumeSource{SecretName: "db-password"}}}
+		}, "mounts", "job deploy uses Secret db-password (volume creds); a pod mounts only objects of its own namespace, production, and jobs here may use the Secrets none (not the Pipeline's own, in shop-ci)"},
+		{"a listed Secret, ConfigMap and pull Secret", func(s *conveyorv1.PipelineSpec, p *Policy) {
+			j := &stage(s, "production").Jobs[0]
+			j.Volumes = []conveyorv1.JobVolume{{Name: "creds", Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "deploy-token"}}},
+				{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "chart-values"}}},
+			}}}, {Name: "scratch", EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+			j.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
+			p.Environments[2].Spec.Mounts = &conveyorv1.EnvironmentMounts{Secrets: []string{"deploy-token", "registry"}, ConfigMaps: []string{"chart-values"}}
+		}, "", ""},
+		{"a pull Secret not listed", func(s *conveyorv1.PipelineSpec, p *Policy) {
+			stage(s, "production").Jobs[0].ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
+			p.Environments[2].Spec.Mounts = &conveyorv1.EnvironmentMounts{ConfigMaps: []string{"registry"}}
+		}, "mounts", "uses Secret registry (imagePullSecrets)"},
 		{"no Environment for the namespace", func(_ *conveyorv1.PipelineSpec, p *Policy) { p.Environments = p.Environments[:2] }, "environment", "no Environment names namespace production"},
 		{"two Environments for the namespace", func(_ *conveyorv1.PipelineSpec, p *Policy) {
 			other := environment("prod-copy", func(s *conveyorv1.EnvironmentSpec) { s.Namespace = "production" })

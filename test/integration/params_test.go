@@ -4,10 +4,12 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -197,5 +199,103 @@ func TestApprovalRecordsWhatItApproves(t *testing.T) {
 	rollout := waitJob(t, run, "deploy", "rollout").Spec.Template.Spec.Containers[0]
 	if rollout.Image != "registry.local/shop@sha256:abcd" {
 		t.Errorf("the deploy after the approval runs %s", rollout.Image)
+	}
+}
+
+// TestJobVolumesAtAdmission: a deploy job may mount only the Secrets and
+// ConfigMaps its Environment lists (they are the environment namespace's,
+// not the Pipeline's), never a PersistentVolumeClaim; a job in the run's
+// namespace mounts its own; the Job's pod gets the volumes.
+func TestJobVolumesAtAdmission(t *testing.T) {
+	ns, envNS := newNamespace(t), newNamespace(t)
+	openEnvironment(t, envNS)
+	startManager(t)
+	ctx := context.Background()
+	pipeline := func() *conveyorv1.Pipeline {
+		p := digestPipeline(ns)
+		p.Spec.Stages[0].Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "cache", PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "go-cache"}}}
+		p.Spec.Stages[0].Jobs[0].VolumeMounts = []corev1.VolumeMount{{Name: "cache", MountPath: "/cache"}}
+		p.Spec.Stages[1].Environment = envNS
+		p.Spec.Stages[1].Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "creds", Secret: &corev1.SecretVolumeSource{SecretName: "deploy-token"}}}
+		p.Spec.Stages[1].Jobs[0].VolumeMounts = []corev1.VolumeMount{{Name: "creds", MountPath: "/var/run/creds", ReadOnly: true}}
+		return p
+	}
+	// The Environment lists nothing yet: the deploy's Secret is refused.
+	err := k8s.Create(ctx, pipeline())
+	if err == nil || !strings.Contains(err.Error(), "rule mounts: job rollout uses Secret deploy-token (volume creds); a pod mounts only objects of its own namespace, "+envNS) {
+		t.Fatalf("a deploy mounting an unlisted Secret: %v", err)
+	}
+	// A claim in an environment stage is refused by the schema, saying why.
+	withClaim := pipeline()
+	withClaim.Spec.Stages[1].Jobs[0].Volumes = append(withClaim.Spec.Stages[1].Jobs[0].Volumes,
+		conveyorv1.JobVolume{Name: "data", PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "go-cache"}})
+	if err := k8s.Create(ctx, withClaim); err == nil || !strings.Contains(err.Error(), "cannot mount a persistentVolumeClaim: a claim belongs to the run's namespace") {
+		t.Fatalf("a deploy mounting a claim: %v", err)
+	}
+	// Two sources in one volume.
+	twoSources := pipeline()
+	twoSources.Spec.Stages[0].Jobs[0].Volumes[0].EmptyDir = &corev1.EmptyDirVolumeSource{}
+	if err := k8s.Create(ctx, twoSources); err == nil || !strings.Contains(err.Error(), "a volume has exactly one of") {
+		t.Fatalf("a volume with two sources: %v", err)
+	}
+
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: envNS}, env); err != nil {
+		t.Fatal(err)
+	}
+	env.Spec.Mounts = &conveyorv1.EnvironmentMounts{Secrets: []string{"deploy-token"}}
+	if err := k8s.Update(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, pipeline()); err != nil {
+		t.Fatalf("a deploy mounting a Secret its Environment lists: %v", err)
+	}
+	run, err := runWithParams(k8s, ns, conveyorv1.Param{Name: "ticket", Value: "CHG-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := waitJob(t, run, "build", "image")
+	if v := build.Spec.Template.Spec.Volumes; len(v) != 1 || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "go-cache" {
+		t.Errorf("the build's pod volumes %+v", v)
+	}
+	succeedWithResults(t, build, "digest=sha256:1\n")
+	deploy := waitJob(t, run, "deploy", "rollout")
+	if deploy.Namespace != envNS || len(deploy.Spec.Template.Spec.Volumes) != 1 || deploy.Spec.Template.Spec.Volumes[0].Secret.SecretName != "deploy-token" {
+		t.Errorf("the deploy's Job %s/%s volumes %+v", deploy.Namespace, deploy.Name, deploy.Spec.Template.Spec.Volumes)
+	}
+}
+
+// TestPipelineMountsOnlyWhatItsAuthorMayRead: the manager creates the Jobs,
+// so a Pipeline admin who may not read a Secret cannot have a job mount it
+// (or pull with it); once RBAC lets her get it, she can.
+func TestPipelineMountsOnlyWhatItsAuthorMayRead(t *testing.T) {
+	ns := newNamespace(t)
+	startManager(t)
+	ctx := context.Background()
+	p := digestPipeline(ns)
+	p.Spec.Stages[0].Jobs[0].ImagePullSecrets = []corev1.LocalObjectReference{{Name: "ci-registry"}}
+	err := as("pia").Create(ctx, p.DeepCopy())
+	if err == nil || !strings.Contains(err.Error(), `job image uses Secret ci-registry (imagePullSecrets), and user "pia" may not get it in namespace `+ns) {
+		t.Fatalf("pia's Pipeline pulling with a Secret she may not read: %v", err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "ci-registry-reader", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: []string{"ci-registry"}}}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pia-ci-registry", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "pia"}}}
+	for _, o := range []client.Object{role, binding} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	NewWithT(t).Eventually(func() error { return as("pia").Create(ctx, p.DeepCopy()) }).WithTimeout(10 * time.Second).Should(Succeed())
+	// Another Secret in a volume is still hers to be refused.
+	got := &conveyorv1.Pipeline{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+		t.Fatal(err)
+	}
+	got.Spec.Stages[0].Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "db", Secret: &corev1.SecretVolumeSource{SecretName: "db-password"}}}
+	if err := as("pia").Update(ctx, got); err == nil || !strings.Contains(err.Error(), "uses Secret db-password (volume db)") {
+		t.Fatalf("pia's update mounting db-password: %v", err)
 	}
 }

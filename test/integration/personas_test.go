@@ -26,6 +26,8 @@ var personas = map[string]struct {
 	"omar": {[]string{"devops"}, "conveyor-devops"},
 	"rita": {[]string{"release-engineers"}, "conveyor-release-engineer"},
 	"rob":  {[]string{"release-engineers"}, "conveyor-release-engineer"},
+	// pia edits Pipelines (and reads no Secrets).
+	"pia": {[]string{"pipeline-admins"}, "conveyor-pipeline-admin"},
 	// ada is a cluster admin, who is not the manager.
 	"ada": {[]string{"system:masters"}, ""},
 }

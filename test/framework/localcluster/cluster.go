@@ -173,24 +173,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	); err != nil {
 		return nil, err
 	}
-	logsConfig, err := writeContainerLogs(c.Dir)
-	if err != nil {
-		return nil, err
-	}
-	// kwok serves the kubelet's API (container logs) on the fake Node's
-	// address and port, so kubectl logs works through the API server.
-	kwokArgs := []string{"--kubeconfig", kubeconfig, "--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-		"--server-address", fmt.Sprintf("127.0.0.1:%d", kubeletPort), "--node-ip", "127.0.0.1",
-		"--node-port", fmt.Sprint(kubeletPort), "--config", logsConfig}
-	ours, err := writeStages(c.Dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range append(o.StageFiles, ours...) {
-		kwokArgs = append(kwokArgs, "--config", f)
-	}
-	if err := c.start("kwok", bin("kwok"), kwokArgs...); err != nil {
+	if err := c.startKwok(bin("kwok"), kubeconfig, kubeletPort, o.StageFiles); err != nil {
 		return nil, err
 	}
 
@@ -342,6 +325,29 @@ func (c *Cluster) kubeconfig(current string) *clientcmdapi.Config {
 func (c *Cluster) writeKubeconfig() error {
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	return clientcmd.WriteToFile(*c.kubeconfig("admin"), c.Kubeconfig)
+}
+
+// startKwok starts kwok as the kubelet of the fake Node, moving pods by the
+// stage files and the local cluster's own, and serving the kubelet's API
+// (container logs) on the Node's address and port, so kubectl logs works
+// through the API server.
+func (c *Cluster) startKwok(bin, kubeconfig string, kubeletPort int, stageFiles []string) error {
+	logsConfig, err := writeContainerLogs(c.Dir)
+	if err != nil {
+		return err
+	}
+	args := []string{"--kubeconfig", kubeconfig, "--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+		"--server-address", fmt.Sprintf("127.0.0.1:%d", kubeletPort), "--node-ip", "127.0.0.1",
+		"--node-port", fmt.Sprint(kubeletPort), "--config", logsConfig}
+	ours, err := writeStages(c.Dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range append(stageFiles, ours...) {
+		args = append(args, "--config", f)
+	}
+	return c.start("kwok", bin, args...)
 }
 
 //go:embed stages/*.yaml
