@@ -277,3 +277,50 @@ func TestJobVolumes(t *testing.T) {
 		t.Fatalf("pull secrets %+v", pod.ImagePullSecrets)
 	}
 }
+
+// TestRerunReusesResults: a rerun gives its source's params (else it is
+// refused), reuses the build with its results, so the deploy gets the same
+// digest; when the params resolve otherwise (a default changed since), it
+// reuses nothing.
+func TestRerunReusesResults(t *testing.T) {
+	pipeline := &conveyorv1.Pipeline{Spec: *digestPipeline()}
+	pipeline.Name = "shop"
+	source := newRun(branch)
+	source.Spec.Params = []conveyorv1.Param{{Name: "ticket", Value: "CHG-1"}}
+	source.Status = conveyorv1.PipelineRunStatus{}
+	withStatus(source, DecideRun(observed(Facts{Run: source, Pipeline: pipeline, Now: t0})))
+	jobs := map[string]JobObservation{
+		"build/image":    {Phase: conveyorv1.JobSucceeded, ResultsRead: true, ResultsMessage: "digest=sha256:0123"},
+		"staging/deploy": {Phase: conveyorv1.JobFailed, Reason: "BackoffLimitExceeded"},
+	}
+	withStatus(source, decide(Facts{Run: source, Jobs: jobs, Now: t0}))
+	withStatus(source, decide(Facts{Run: source, Jobs: jobs, Now: t0}))
+	if source.Status.Phase != conveyorv1.RunFailed {
+		t.Fatalf("fixture: source %s at %s", source.Status.Phase, source.Status.CurrentStage)
+	}
+
+	rerun := rerunOf(source)
+	rerun.Status = conveyorv1.PipelineRunStatus{}
+	if err := CheckRerun(rerun, source); err == nil || !strings.Contains(err.Error(), `ran with other params (ticket="CHG-1")`) {
+		t.Fatalf("a rerun without the source's params: %v", err)
+	}
+	rerun.Spec.Params = source.Spec.Params
+	if err := CheckRerun(rerun, source); err != nil {
+		t.Fatal(err)
+	}
+	p := DecideRun(observed(Facts{Run: rerun, Pipeline: pipeline, RerunSource: source, Now: t0}))
+	if len(p.Status.Stages) == 0 || p.Status.Stages[0].ReusedFrom != source.Name || p.Status.Stages[0].Jobs[0].Results[0].Value != "sha256:0123" {
+		t.Fatalf("the rerun's build: %+v", p.Status.Stages)
+	}
+	if len(p.Create) != 1 || p.Create[0].Job.Image != "registry/shop@sha256:0123" {
+		t.Fatalf("the rerun's deploy: %+v", p.Create)
+	}
+
+	pipeline.Spec.Params[0].Default = ptr.To("us-east-1")
+	p = DecideRun(observed(Facts{Run: rerun, Pipeline: pipeline, RerunSource: source, Now: t0}))
+	for _, ss := range p.Status.Stages {
+		if ss.ReusedFrom != "" {
+			t.Fatalf("with another region the rerun reused stage %s", ss.Name)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
@@ -75,7 +77,11 @@ func decideStart(f Facts) (Plan, *conveyorv1.PipelineSpec) {
 		if fe := CheckRerun(run, f.RerunSource); fe != nil {
 			return failForGood(p, conveyorv1.ReasonInvalidRerun, fe, f), nil
 		}
-		reused = ReusedStages(f.RerunSource, run, &pipeline.Spec)
+		// A stage's results hold only for the values it ran with: a rerun
+		// whose params resolve otherwise (a default changed since) reuses none.
+		if equality.Semantic.DeepEqual(paramMap(f.RerunSource.Status.Params), paramMap(params)) {
+			reused = ReusedStages(f.RerunSource, run, &pipeline.Spec)
+		}
 	}
 	if reason, err := ReleaseBar(run, f.Ledger); err != nil {
 		return failForGood(p, reason, err, f), nil
