@@ -317,6 +317,10 @@ type Decision struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Comment string `json:"comment,omitempty"`
+
+	// overrideFreeze: the Approval deployed the stage during a freeze window.
+	// +optional
+	OverrideFreeze bool `json:"overrideFreeze,omitempty"`
 }
 
 // StageStatus is the state of one stage of a run.

@@ -68,7 +68,7 @@ func (a ApprovalFact) approverKey() string {
 
 // decision is the Approval as a stage records it.
 func (a ApprovalFact) decision() conveyorv1.Decision {
-	return conveyorv1.Decision{Approval: a.Name, Decision: a.Decision, Approver: a.Approver, Comment: a.Comment}
+	return conveyorv1.Decision{Approval: a.Name, Decision: a.Decision, Approver: a.Approver, Comment: a.Comment, OverrideFreeze: a.OverrideFreeze}
 }
 
 // Facts is everything a decision needs: the run (spec and last status), its

@@ -197,6 +197,9 @@ func pluginLooksBack(t *testing.T, runs []conveyorv1.PipelineRun) {
 	if code != 0 || code2 != 0 {
 		t.Errorf("list/get exited %d/%d", code, code2)
 	}
+	if out, _, _ := kubectlConveyor(t, "rita", "get", runs[3].Name); !strings.Contains(out, "freeze overridden by rob") {
+		t.Errorf("the frozen release's graph does not say who overrode the freeze")
+	}
 	_, errOut, code := kubectlConveyor(t, "dana", "trigger", release.Name, "production")
 	if code != 1 || !strings.Contains(errOut, "Error from server (Forbidden)") {
 		t.Errorf("dana triggering a finished release's production: exit %d, %q; want exit 1 and the webhook's refusal", code, errOut)

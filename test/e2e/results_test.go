@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -76,4 +77,90 @@ func podsOf(t *testing.T, ns string, run *conveyorv1.PipelineRun) []string {
 		images = append(images, p.Spec.Containers[0].Image)
 	}
 	return images
+}
+
+// An approval covers the digest it saw: a release approved with one build's
+// digest whose deploy failed is rerun after the build changed; the rerun
+// builds another digest, so the approval stage asks again (even with
+// carryOverToReruns), and rob's new Approval records the new digest, which
+// is what the deploy runs.
+func TestChangedDigestNeedsANewApproval(t *testing.T) {
+	ctx := context.Background()
+	spec := func(digest string, deployFails bool) conveyorv1.PipelineSpec {
+		deployPod := map[string]string{}
+		if deployFails {
+			deployPod["pod-container-running-failed.stage.kwok.x-k8s.io"] = "true"
+		}
+		return conveyorv1.PipelineSpec{
+			Refs: conveyorv1.PipelineRefs{Branches: []string{"feature_*"}},
+			Stages: []conveyorv1.Stage{
+				{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "image", Image: "builder", Results: []conveyorv1.ResultSpec{{Name: "digest"}},
+					PodMetadata: &conveyorv1.PodMetadata{Annotations: map[string]string{
+						"pod-complete.stage.kwok.x-k8s.io/weight": "0", "conveyor.dev/fake-termination-message": "digest=" + digest}}}}},
+				{Name: "approve", Approval: &conveyorv1.ApprovalGate{Groups: []string{"release-engineers"}, Required: 1, CarryOverToReruns: true}},
+				{Name: "deploy", Environment: sandbox, Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "registry.local/app@$(stages.build.jobs.image.results.digest)",
+					PodMetadata: &conveyorv1.PodMetadata{Labels: deployPod}}}},
+			},
+		}
+	}
+	ns := allowJobs(t, appIn(t, spec("sha256:aaaa", true)))
+	approveAs := func(run *conveyorv1.PipelineRun) *conveyorv1.Approval {
+		t.Helper()
+		a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-approve-", Namespace: ns},
+			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "approve", Decision: conveyorv1.DecisionApprove}}
+		if err := personas["rob"].Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	atGate := func(g Gomega, r *conveyorv1.PipelineRun) {
+		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunWaiting))
+		g.Expect(r.Status.CurrentStage).To(Equal("approve"))
+	}
+
+	first := startRun(t, ns)
+	waitRun(t, first, 2*time.Minute, atGate)
+	if a := approveAs(first); a.Spec.Run == nil || !hasValue(a.Spec.Run.Values, "sha256:aaaa") {
+		t.Fatalf("rob's first Approval records %+v", a.Spec.Run)
+	}
+	waitRun(t, first, 3*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) { g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunFailed)) })
+
+	// The build changes (another digest) and the deploy is fixed; a rerun.
+	p := &conveyorv1.Pipeline{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "app"}, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Spec = spec("sha256:bbbb", false)
+	if err := admin.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	rerun := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-", Namespace: ns},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: first.Spec.PipelineRef, Git: first.Spec.Git, RerunOf: first.Name}}
+	if err := admin.Create(ctx, rerun); err != nil {
+		t.Fatal(err)
+	}
+	got := waitRun(t, rerun, 2*time.Minute, atGate)
+	for _, ss := range got.Status.Stages {
+		if ss.ReusedFrom != "" {
+			t.Fatalf("the rerun reused stage %s of a build that changed", ss.Name)
+		}
+	}
+	a := approveAs(rerun)
+	if !hasValue(a.Spec.Run.Values, "sha256:bbbb") {
+		t.Fatalf("rob's second Approval records %+v", a.Spec.Run.Values)
+	}
+	waitRun(t, rerun, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) { g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded)) })
+	if images := podsOf(t, sandbox, rerun); len(images) == 0 || images[0] != "registry.local/app@sha256:bbbb" {
+		t.Errorf("the rerun deployed %v", images)
+	}
+	t.Logf("Run %s approved digest sha256:aaaa (deploy failed); rerun %s built sha256:bbbb, waited for a new approval (%s), deployed it", first.Name, rerun.Name, a.Name)
+}
+
+func hasValue(vs []conveyorv1.ApprovedValue, v string) bool {
+	for _, x := range vs {
+		if x.Value == v {
+			return true
+		}
+	}
+	return false
 }

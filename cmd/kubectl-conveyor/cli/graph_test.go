@@ -70,7 +70,8 @@ func TestGraph(t *testing.T) {
 	st[4].Decisions = []conveyorv1.Decision{{Approval: "a2", Decision: conveyorv1.DecisionApprove, Approver: "rita", Comment: "ship it"}}
 	st[5].Phase = conveyorv1.StageFrozen
 	st[5].Message = "Environment production is frozen until 2026-12-02T06:00:00Z (release freeze); an Approval with overrideFreeze from release-engineers deploys it"
-	st[5].Decisions = []conveyorv1.Decision{{Approval: "a3", Decision: conveyorv1.DecisionApprove, Approver: "rob"}}
+	st[5].Decisions = []conveyorv1.Decision{{Approval: "a3", Decision: conveyorv1.DecisionApprove, Approver: "omar"},
+		{Approval: "a4", Decision: conveyorv1.DecisionApprove, Approver: "rob", Comment: "hotfix", OverrideFreeze: true}}
 	st[0].Jobs[0].Results = []conveyorv1.Result{{Name: "digest", Value: "sha256:5eed0a1c9e2f4b7d8a3c6e1f0b9d2a4c7e8f1a3b5c7d9e0f2a4b6c8d0e1f3a5b"}}
 	failed := seedRelease()
 	failed.Status.Phase, failed.Status.CurrentStage = conveyorv1.RunFailed, "testing"

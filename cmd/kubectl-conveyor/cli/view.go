@@ -55,6 +55,8 @@ type DecisionView struct {
 	Decision string `json:"decision"`
 	Approver string `json:"approver"`
 	Comment  string `json:"comment,omitempty"`
+	// OverrideFreeze: the decision deployed the stage during a freeze window.
+	OverrideFreeze bool `json:"overrideFreeze,omitempty"`
 }
 
 // JobView is one job of a stage.
@@ -168,7 +170,7 @@ func stageView(def conveyorv1.Stage, ss conveyorv1.StageStatus) StageView {
 	}
 	sv.Symbol = symbol(sv.Phase)
 	for _, d := range ss.Decisions {
-		sv.Decisions = append(sv.Decisions, DecisionView{Approval: d.Approval, Decision: string(d.Decision), Approver: d.Approver, Comment: d.Comment})
+		sv.Decisions = append(sv.Decisions, DecisionView{Approval: d.Approval, Decision: string(d.Decision), Approver: d.Approver, Comment: d.Comment, OverrideFreeze: d.OverrideFreeze})
 	}
 	seen := map[string]bool{}
 	for _, j := range ss.Jobs {
@@ -209,6 +211,8 @@ func (s StageView) Notes() []string {
 	for _, d := range s.Decisions {
 		verb := "approved by "
 		switch {
+		case d.OverrideFreeze:
+			verb = "freeze overridden by "
 		case s.Kind == "manual":
 			verb = "triggered by "
 		case d.Decision == string(conveyorv1.DecisionReject):

@@ -69,7 +69,7 @@ function stageEl(run, s, card) {
 function notes(s) {
   const out = [];
   for (const d of s.decisions || []) {
-    const verb = s.kind === "manual" ? "triggered by" : d.decision === "Reject" ? "rejected by" : "approved by";
+    const verb = d.overrideFreeze ? "freeze overridden by" : s.kind === "manual" ? "triggered by" : d.decision === "Reject" ? "rejected by" : "approved by";
     out.push(`${verb} ${d.approver || "(unrecorded)"}${d.comment ? `: "${d.comment}"` : ""}`);
   }
   if (s.environment) out.push(`env ${s.environment}`);
