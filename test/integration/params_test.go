@@ -166,7 +166,7 @@ func TestApprovalRecordsWhatItApproves(t *testing.T) {
 	ctx := context.Background()
 	p := digestPipeline(ns)
 	p.Spec.Stages = append([]conveyorv1.Stage{p.Spec.Stages[0],
-		{Name: "approve", Approval: &conveyorv1.ApprovalGate{Groups: []string{"release-engineers"}, Required: 1}}}, p.Spec.Stages[1:]...)
+		{Name: "approve", Approval: &conveyorv1.ApprovalGate{Groups: []string{"release-engineers"}, Required: 2}}}, p.Spec.Stages[1:]...)
 	if err := k8s.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +195,11 @@ func TestApprovalRecordsWhatItApproves(t *testing.T) {
 	}
 	if d := a.Spec.Run.ValuesDigest; !strings.HasPrefix(d, "sha256:") || d == "sha256:forged" {
 		t.Errorf("the Approval records digest %q", d)
+	}
+	// rita approves with the plugin, which shows what she approved.
+	out := pluginOK(t, "rita", ns, "approve", run.Name, "-m", "digest checked")
+	if !strings.Contains(out, "for the run's values ("+a.Spec.Run.ValuesDigest+")") || !strings.Contains(out, "stages.build.jobs.image.results.digest = sha256:abcd") {
+		t.Errorf("the plugin's approve does not show the values approved:\n%s", out)
 	}
 	rollout := waitJob(t, run, "deploy", "rollout").Spec.Template.Spec.Containers[0]
 	if rollout.Image != "registry.local/shop@sha256:abcd" {

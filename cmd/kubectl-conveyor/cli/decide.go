@@ -86,6 +86,12 @@ printed as the API server gave it and the command exits with status 1.`,
 				who = a.Spec.Approver.Username
 			}
 			fmt.Fprintf(o.Streams.Out, "approval/%s created: %s %s stage %s of %s\n", a.Name, who, pastTense(verb), a.Spec.Stage, args[0])
+			if a.Spec.Run != nil && a.Spec.Run.ValuesDigest != "" {
+				fmt.Fprintf(o.Streams.Out, "  for the run's values (%s):\n", a.Spec.Run.ValuesDigest)
+				for _, v := range a.Spec.Run.Values {
+					fmt.Fprintf(o.Streams.Out, "    %s = %s\n", v.Ref, v.Value)
+				}
+			}
 			return nil
 		},
 	}
