@@ -62,11 +62,14 @@ func TestDashboardInABrowser(t *testing.T) {
 	browser := chromium(t)
 	ns := newNamespace(t)
 	startManager(t)
-	seedPipeline(t, ns)
+	seedPipelineWith(t, ns, func(p *conveyorv1.Pipeline) {
+		p.Spec.Stages[0].Jobs[0].Results = []conveyorv1.ResultSpec{{Name: "digest"}}
+	})
 	run, err := createRunAs("dana", ns, conveyorv1.GitRef{Tag: "v2.0.0", Commit: "c0ffee1"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	succeedWithResults(t, waitJob(t, run, "build", "compile"), "digest=sha256:d1a9\n")
 	toApproveGate(t, run)
 
 	danaURL := serveDashboard(t, "dana", ns)
@@ -130,6 +133,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	screenshot("dashboard-dana-refused.png")
 	if want := "build=Succeeded testing=Succeeded staging=Succeeded pre-production=Succeeded approve=Waiting production=Pending"; stages != want {
 		t.Errorf("the page draws %q, want %q", stages, want)
+	}
+	if results := read("dana", chromedp.Text(css(card+` section[data-stage="build"] li[data-job="compile"] ul.results`))); results != "digest=sha256:d1a9" {
+		t.Errorf("the build's results read %q on the page", results)
 	}
 	if !strings.Contains(who, "dana") {
 		t.Errorf("the page says %q, want it acting as dana", who)

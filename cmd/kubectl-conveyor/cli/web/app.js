@@ -59,7 +59,8 @@ function stageEl(run, s, card) {
     el("div", { class: "stage-phase" }, `${s.symbol} ${s.phase}`),
     el("ul", { class: "jobs" }, (s.jobs || []).map(j =>
       el("li", { class: `job phase-${j.phase}`, "data-job": j.name, "data-phase": j.phase, title: j.message || j.phase },
-        `${j.symbol} ${j.name}`, j.attempts > 1 ? ` (${j.attempts} tries)` : ""))),
+        `${j.symbol} ${j.name}`, j.attempts > 1 ? ` (${j.attempts} tries)` : "",
+        (j.results || []).length ? el("ul", { class: "results" }, j.results.map(r => el("li", {}, r))) : null))),
     el("ul", { class: "notes" }, notes(s).map(n => el("li", {}, n))),
     (s.actions || []).length ? el("div", { class: "actions" }, s.actions.map(a =>
       el("button", { class: a, "data-action": a, onclick: () => act(run, a, s.name, card) }, label(a)))) : null);
