@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -104,6 +105,12 @@ func TestChangedDigestNeedsANewApproval(t *testing.T) {
 		}
 	}
 	ns := allowJobs(t, appIn(t, spec("sha256:aaaa", true)))
+	// Release engineers decide approvals in the namespace.
+	if err := admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "release-engineers", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "conveyor-release-engineer"},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "release-engineers"}}}); err != nil {
+		t.Fatal(err)
+	}
 	approveAs := func(run *conveyorv1.PipelineRun) *conveyorv1.Approval {
 		t.Helper()
 		a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{GenerateName: run.Name + "-approve-", Namespace: ns},
