@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/conveyor-dev/conveyor/controllers/admission"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/controllers/notify"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
@@ -31,8 +33,16 @@ type options struct {
 	webhookDNS   string
 	receiverAddr string
 	trustAny     bool
+	eventSinks   sinkList
+	eventQueue   int
 	zap          zap.Options
 }
+
+// sinkList is a repeatable flag.
+type sinkList []string
+
+func (l *sinkList) String() string     { return strings.Join(*l, ",") }
+func (l *sinkList) Set(v string) error { *l = append(*l, v); return nil }
 
 func parseFlags() *options {
 	o := &options{}
@@ -56,6 +66,8 @@ func parseFlags() *options {
 	flag.IntVar(&o.concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
+	flag.Var(&o.eventSinks, "event-sink", "URL to POST a CloudEvent to for each run, stage and approval transition (repeat for more sinks; none by default).")
+	flag.IntVar(&o.eventQueue, "event-queue-size", 1000, "Events each sink's queue holds; a full queue drops new events and counts them (conveyor_cloudevents_total{result=\"dropped\"}).")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -79,6 +91,16 @@ func main() {
 	}
 	ctx := ctrl.SetupSignalHandler()
 	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny}
+	if len(o.eventSinks) > 0 {
+		n, err := notify.New(notify.Options{Sinks: o.eventSinks, QueueSize: o.eventQueue, Log: ctrl.Log.WithName("events")})
+		if err != nil {
+			fail(err, "Unable to set up the event sinks")
+		}
+		if err := mgr.Add(n); err != nil {
+			fail(err, "Unable to add the event sender")
+		}
+		opts.Notifier = n
+	}
 	opts.Controller.MaxConcurrentReconciles = o.concurrency
 	if err := manager.Setup(ctx, mgr, opts); err != nil {
 		fail(err, "Unable to set up controllers")

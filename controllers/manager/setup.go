@@ -13,6 +13,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/approval"
 	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/index"
+	"github.com/conveyor-dev/conveyor/controllers/notify"
 	"github.com/conveyor-dev/conveyor/controllers/pipeline"
 	"github.com/conveyor-dev/conveyor/controllers/pipelinerun"
 )
@@ -26,6 +27,8 @@ type SetupOptions struct {
 	// nothing (fail closed); on only for a manager run locally without its
 	// webhooks (make run).
 	TrustUnrecordedApprovers bool
+	// Notifier sends CloudEvents of runs' transitions (nil: none).
+	Notifier *notify.Notifier
 }
 
 // Setup registers the field indexes and the reconcilers with the manager.
@@ -37,7 +40,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
-	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller); err != nil {
+	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers, Notifier: opts.Notifier}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
 	if err := (&environment.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller); err != nil {

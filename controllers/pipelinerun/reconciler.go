@@ -26,6 +26,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
+	"github.com/conveyor-dev/conveyor/controllers/notify"
 	"github.com/conveyor-dev/conveyor/controllers/status"
 )
 
@@ -35,6 +36,8 @@ type Reconciler struct {
 	// APIReader reads around the cache where a stale read would lose work.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
+	// Notifier sends a CloudEvent for each transition told (nil: none).
+	Notifier *notify.Notifier
 	// Now returns the current time; tests may pin it.
 	Now func() metav1.Time
 	// TrustUnrecordedApprovers counts Approvals without a recorded approver

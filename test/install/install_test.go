@@ -69,6 +69,7 @@ var everything = []string{
 	"--set", "certManager.enabled=true",
 	"--set", "metrics.serviceMonitor.enabled=true",
 	"--set", "receiver.enabled=true",
+	"--set", "events.sinks={http://events.example.svc/conveyor}",
 	"--set", "pipelineNamespaces={shop-ci}",
 	"--set-json", `personas.bindings=[{"namespace":"shop-ci","role":"developer","groups":["developers"]},{"namespace":"shop-ci","role":"release-engineer","groups":["release-engineers"]}]`,
 }

@@ -5,8 +5,6 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 // sample sums a metric's value (counters, gauges) or observation count (histograms)
@@ -77,11 +75,7 @@ func TestMetrics(t *testing.T) {
 	}
 	run := newRun(t, ns, v140)
 	toApproveGate(t, run)
-	decide(t, run, "approve", conveyorv1.DecisionApprove)
-	waitRun(t, run, conveyorv1.RunWaiting, "production")
-	decide(t, run, "production", conveyorv1.DecisionApprove)
-	passStage(t, run, "production", "deploy")
-	waitRun(t, run, conveyorv1.RunSucceeded, "production")
+	throughProduction(t, run)
 	for i, p := range probes {
 		if got := sample(t, p.name, p.labels) - before[i]; got != p.delta {
 			t.Errorf("%s%v moved by %v, want %v", p.name, p.labels, got, p.delta)

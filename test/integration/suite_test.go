@@ -115,8 +115,9 @@ func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 	return mgr.GetCache(), stop
 }
 
-// startManagerWith is startManager that also returns the manager.
-func startManagerWith(t *testing.T) (_ ctrl.Manager, stop func()) {
+// startManagerWith is startManager that also returns the manager; each
+// setup function may change the manager's setup options (as main's flags do).
+func startManagerWith(t *testing.T, setup ...func(ctrl.Manager, *manager.SetupOptions)) (_ ctrl.Manager, stop func()) {
 	t.Helper()
 	wh := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{
@@ -130,7 +131,11 @@ func startManagerWith(t *testing.T) (_ ctrl.Manager, stop func()) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}); err != nil {
+	opts := manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}
+	for _, f := range setup {
+		f(mgr, &opts)
+	}
+	if err := manager.Setup(ctx, mgr, opts); err != nil {
 		t.Fatal(err)
 	}
 	// The push receiver's index, as main sets it up (tests serve the receiver themselves).
@@ -418,6 +423,17 @@ func toApproveGate(t *testing.T, run *conveyorv1.PipelineRun) {
 		passStage(t, run, stage, "deploy")
 	}
 	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+}
+
+// throughProduction takes a tag run waiting at the approve stage to its
+// end: a release engineer approves, DevOps triggers production, it deploys.
+func throughProduction(t *testing.T, run *conveyorv1.PipelineRun) {
+	t.Helper()
+	decide(t, run, "approve", conveyorv1.DecisionApprove)
+	waitRun(t, run, conveyorv1.RunWaiting, "production")
+	decide(t, run, "production", conveyorv1.DecisionApprove)
+	passStage(t, run, "production", "deploy")
+	waitRun(t, run, conveyorv1.RunSucceeded, "production")
 }
 
 // waitRun waits until the run's phase and current stage are as given.
