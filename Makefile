@@ -36,10 +36,11 @@ help: ## Show the targets.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and the manager's RBAC from the API markers.
 	$(CONTROLLER_GEN) rbac:roleName=conveyor-manager crd paths="./..." webhook output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 	@# The chart carries the same CRDs, roles and webhooks as config/ (copies, checked by make verify and TestChartMatchesConfig).
-	@mkdir -p $(CHART)/crds $(CHART)/files/rbac $(CHART)/files/webhook
+	@mkdir -p $(CHART)/crds $(CHART)/files/rbac $(CHART)/files/webhook $(CHART)/files/grafana
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 	cp $(addprefix config/rbac/,$(CHART_RBAC)) $(CHART)/files/rbac/
 	cp config/webhook/manifests.yaml $(CHART)/files/webhook/
+	cp config/grafana/conveyor-delivery.json $(CHART)/files/grafana/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods.

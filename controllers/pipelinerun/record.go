@@ -15,6 +15,7 @@ func (r *Reconciler) tell(run *conveyorv1.PipelineRun, plan *engine.Plan, blocke
 	for _, t := range engine.Transitions(&run.Status, plan) {
 		if t.Kind == engine.StageChanged {
 			r.observeStage(run, t.Prev, t.Next)
+			r.observeDeploy(run, t.Next)
 		}
 		if !r.told.first(run.UID, t.Key) {
 			continue

@@ -70,6 +70,7 @@ var everything = []string{
 	"--set", "metrics.serviceMonitor.enabled=true",
 	"--set", "receiver.enabled=true",
 	"--set", "events.sinks={http://events.example.svc/conveyor}",
+	"--set", "grafanaDashboard.enabled=true",
 	"--set", "pipelineNamespaces={shop-ci}",
 	"--set-json", `personas.bindings=[{"namespace":"shop-ci","role":"developer","groups":["developers"]},{"namespace":"shop-ci","role":"release-engineer","groups":["release-engineers"]}]`,
 }
@@ -492,5 +493,51 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	dep.SetKind("Deployment")
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "conveyor-system", Name: "conveyor-manager"}, dep); err == nil {
 		t.Error("the manager Deployment is still there after helm uninstall")
+	}
+}
+
+// TestGrafanaDashboard: the chart ships the delivery dashboard of
+// config/grafana as a ConfigMap for Grafana's sidecar; its panels query the
+// delivery metrics docs/metrics.md documents.
+func TestGrafanaDashboard(t *testing.T) {
+	var cm *unstructured.Unstructured
+	for _, u := range helmTemplate(t, "--set", "grafanaDashboard.enabled=true") {
+		if u.GetKind() == "ConfigMap" && u.GetName() == "conveyor-delivery-dashboard" {
+			cm = u
+		}
+	}
+	if cm == nil || cm.GetLabels()["grafana_dashboard"] != "1" {
+		t.Fatalf("no labelled dashboard ConfigMap: %v", cm)
+	}
+	data, _, _ := unstructured.NestedString(cm.Object, "data", "conveyor-delivery.json")
+	file, err := os.ReadFile("../../config/grafana/conveyor-delivery.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(data) != strings.TrimSpace(string(file)) {
+		t.Error("the chart's dashboard differs from config/grafana/conveyor-delivery.json")
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(file, &d); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Panels) != 4 {
+		t.Fatalf("%d panels, want the four delivery measures", len(d.Panels))
+	}
+	for _, p := range d.Panels {
+		for _, m := range []string{"conveyor_deployments_total", "conveyor_deploy_lead_time_seconds", "conveyor_deploy_time_to_restore_seconds"} {
+			if strings.Contains(p.Targets[0].Expr, m) && !strings.Contains(string(docs), "`"+m+"`") {
+				t.Errorf("panel %q queries %s, which docs/metrics.md does not list", p.Title, m)
+			}
+		}
 	}
 }
