@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/conveyor-dev/conveyor/controllers/admission"
+	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
@@ -91,8 +92,13 @@ func main() {
 	}
 	ctx := ctrl.SetupSignalHandler()
 	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny}
+	// Commit statuses: sent for Pipelines whose spec.source.commitStatus asks.
+	opts.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Delivery: notify.Delivery{Log: ctrl.Log.WithName("commit-status")}})
+	if err := mgr.Add(opts.Reporter); err != nil {
+		fail(err, "Unable to add the commit status reporter")
+	}
 	if len(o.eventSinks) > 0 {
-		n, err := notify.New(notify.Options{Sinks: o.eventSinks, QueueSize: o.eventQueue, Log: ctrl.Log.WithName("events")})
+		n, err := notify.New(notify.Options{Sinks: o.eventSinks, Delivery: notify.Delivery{QueueSize: o.eventQueue, Log: ctrl.Log.WithName("events")}})
 		if err != nil {
 			fail(err, "Unable to set up the event sinks")
 		}

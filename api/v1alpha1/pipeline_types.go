@@ -395,6 +395,48 @@ type PipelineSource struct {
 	// +listType=map
 	// +listMapKey=name
 	Pushers []PusherMapping `json:"pushers,omitempty"`
+
+	// commitStatus reports each stage of the Pipeline's runs on the run's
+	// commit at the git provider (GitLab's commit status API, GitHub's
+	// statuses): what a developer sees on the commit and merge request.
+	// Reporting never fails or holds a run.
+	// +optional
+	CommitStatus *CommitStatusReport `json:"commitStatus,omitempty"`
+}
+
+// CommitStatusReport says where and how to report commit statuses.
+type CommitStatusReport struct {
+	// provider is GitLab or GitHub.
+	// +required
+	// +kubebuilder:validation:Enum=GitLab;GitHub
+	Provider string `json:"provider"`
+
+	// apiURL is the provider's API root: https://gitlab.example.com/api/v4,
+	// https://api.github.com.
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	APIURL string `json:"apiURL"`
+
+	// project is GitLab's project ID or path (acme/shop), or GitHub's owner/repo.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	Project string `json:"project"`
+
+	// tokenRef names a key of a Secret in the Pipeline's namespace holding the
+	// API token (GitLab: a token with the api scope; GitHub: one that may
+	// write commit statuses).
+	// +required
+	TokenRef SecretKeyReference `json:"tokenRef"`
+
+	// targetURL is where a status links to; the run's namespace and name are
+	// appended ("https://conveyor.example.com/runs/" links to
+	// https://conveyor.example.com/runs/shop-ci/shop-tag-v1-4-0-x7k2p).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]*$`
+	TargetURL string `json:"targetURL,omitempty"`
 }
 
 // PusherMapping maps a git provider's user to a Kubernetes user.

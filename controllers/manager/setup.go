@@ -12,6 +12,7 @@ import (
 
 	"github.com/conveyor-dev/conveyor/controllers/approval"
 	"github.com/conveyor-dev/conveyor/controllers/environment"
+	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
 	"github.com/conveyor-dev/conveyor/controllers/pipeline"
@@ -29,6 +30,8 @@ type SetupOptions struct {
 	TrustUnrecordedApprovers bool
 	// Notifier sends CloudEvents of runs' transitions (nil: none).
 	Notifier *notify.Notifier
+	// Reporter reports stages on commits (nil: none).
+	Reporter *gitstatus.Reporter
 }
 
 // Setup registers the field indexes and the reconcilers with the manager.
@@ -40,7 +43,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
-	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers, Notifier: opts.Notifier}).SetupWithManager(mgr, opts.Controller); err != nil {
+	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers, Notifier: opts.Notifier, Reporter: opts.Reporter}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
 	if err := (&environment.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller); err != nil {

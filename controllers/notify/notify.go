@@ -22,12 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// Options configure a Notifier.
-type Options struct {
-	// Sinks are the URLs events are POSTed to (CloudEvents HTTP binding,
-	// binary mode), cluster-wide.
-	Sinks []string
-	// QueueSize bounds each sink's queue; 1000 when 0.
+// Delivery says how deliveries queue and retry.
+type Delivery struct {
+	// QueueSize bounds a queue; 1000 when 0.
 	QueueSize int
 	// Attempts is how many times a delivery is tried; 5 when 0.
 	Attempts int
@@ -38,6 +35,39 @@ type Options struct {
 	Timeout time.Duration
 	// Log receives what could not be delivered.
 	Log logr.Logger
+}
+
+// WithDefaults is d with the defaults for what it leaves 0.
+func (d Delivery) WithDefaults() Delivery {
+	if d.QueueSize <= 0 {
+		d.QueueSize = 1000
+	}
+	if d.Attempts <= 0 {
+		d.Attempts = 5
+	}
+	if d.Backoff <= 0 {
+		d.Backoff = 500 * time.Millisecond
+	}
+	if d.MaxBackoff <= 0 {
+		d.MaxBackoff = 30 * time.Second
+	}
+	if d.Timeout <= 0 {
+		d.Timeout = 10 * time.Second
+	}
+	return d
+}
+
+// Retry is Retry with d's attempts and backoff.
+func (d Delivery) Retry(ctx context.Context, try func() (retry bool, err error), retried func()) error {
+	return Retry(ctx, d.Attempts, d.Backoff, d.MaxBackoff, try, retried)
+}
+
+// Options configure a Notifier.
+type Options struct {
+	// Sinks are the URLs events are POSTed to (CloudEvents HTTP binding,
+	// binary mode), cluster-wide.
+	Sinks []string
+	Delivery
 }
 
 // Notifier delivers events to its sinks. Its zero value and nil drop
@@ -55,21 +85,7 @@ type sink struct {
 
 // New makes a Notifier for the sinks; Start sends.
 func New(opts Options) (*Notifier, error) {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1000
-	}
-	if opts.Attempts <= 0 {
-		opts.Attempts = 5
-	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = 500 * time.Millisecond
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 30 * time.Second
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
+	opts.Delivery = opts.Delivery.WithDefaults()
 	n := &Notifier{opts: opts}
 	for _, raw := range opts.Sinks {
 		u, err := url.Parse(raw)
@@ -132,32 +148,47 @@ func (n *Notifier) NeedLeaderElection() bool { return true }
 // deliver sends one event to one sink, retrying with exponential backoff
 // while the sink does not answer or answers 5xx, 408 or 429.
 func (n *Notifier) deliver(ctx context.Context, s *sink, e cloudevents.Event) {
-	wait := n.opts.Backoff
-	var last error
-	for attempt := 1; attempt <= n.opts.Attempts; attempt++ {
+	err := n.opts.Retry(ctx, func() (bool, error) {
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, n.opts.Timeout)
+		defer cancel()
 		res := s.client.Send(actx, e)
-		cancel()
 		latency.WithLabelValues(s.label).Observe(time.Since(start).Seconds())
 		if cloudevents.IsACK(res) {
-			sent.WithLabelValues(s.label, "delivered").Inc()
-			return
+			return false, nil
 		}
-		last = res
-		if !retryable(res) || attempt == n.opts.Attempts {
-			break
-		}
-		retries.WithLabelValues(s.label).Inc()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, n.opts.MaxBackoff)
+		return retryable(res), res
+	}, func() { retries.WithLabelValues(s.label).Inc() })
+	if err == nil {
+		sent.WithLabelValues(s.label, "delivered").Inc()
+		return
+	}
+	if ctx.Err() != nil {
+		return
 	}
 	sent.WithLabelValues(s.label, "failed").Inc()
-	n.opts.Log.Info("Event not delivered", "sink", s.label, "type", e.Type(), "id", e.ID(), "error", last.Error())
+	n.opts.Log.Info("Event not delivered", "sink", s.label, "type", e.Type(), "id", e.ID(), "error", err.Error())
+}
+
+// Retry calls try up to attempts times while it fails and says to retry,
+// waiting backoff before the first retry and twice as long each time after,
+// up to maxBackoff; retried is called before each retry. It returns try's
+// last error (nil once it succeeds), or ctx's when ctx ends while waiting.
+func Retry(ctx context.Context, attempts int, backoff, maxBackoff time.Duration, try func() (retry bool, err error), retried func()) error {
+	wait := backoff
+	for attempt := 1; ; attempt++ {
+		again, err := try()
+		if err == nil || !again || attempt >= attempts {
+			return err
+		}
+		retried()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxBackoff)
+	}
 }
 
 // retryable: no answer, or an answer that says try later.

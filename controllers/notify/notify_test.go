@@ -56,7 +56,7 @@ func ok(int) int { return http.StatusAccepted }
 
 func start(t *testing.T, opts Options) *Notifier {
 	t.Helper()
-	opts.Log = logr.Discard()
+	opts.Delivery.Log = logr.Discard()
 	n, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestRetriesThenDelivers(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	downURL := down.URL + "/down"
 	down.Close()
-	n := start(t, Options{Sinks: []string{flaky.srv.URL + "/flaky", bad.srv.URL + "/bad", downURL}, Attempts: 3, Backoff: 10 * time.Millisecond})
+	n := start(t, Options{Sinks: []string{flaky.srv.URL + "/flaky", bad.srv.URL + "/bad", downURL}, Delivery: Delivery{Attempts: 3, Backoff: 10 * time.Millisecond}})
 	run, st := testRun()
 	e, _ := FromTransition(run, st, engine.Transition{Key: "run/started", Kind: engine.RunStarted}, time.Now())
 	n.Enqueue(e)
@@ -180,7 +180,7 @@ func TestSlowSinkNeverBlocks(t *testing.T) {
 	slow := newRecorder(t, ok)
 	slow.delay = 100 * time.Millisecond
 	label := slow.srv.URL + "/slow"
-	n := start(t, Options{Sinks: []string{label}, QueueSize: 3})
+	n := start(t, Options{Sinks: []string{label}, Delivery: Delivery{QueueSize: 3}})
 	run, st := testRun()
 	began := time.Now()
 	for i := range 10 {

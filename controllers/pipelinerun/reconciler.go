@@ -24,6 +24,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/environment"
+	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
@@ -38,6 +39,8 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	// Notifier sends a CloudEvent for each transition told (nil: none).
 	Notifier *notify.Notifier
+	// Reporter reports stages on commits for Pipelines that ask (nil: none).
+	Reporter *gitstatus.Reporter
 	// Now returns the current time; tests may pin it.
 	Now func() metav1.Time
 	// TrustUnrecordedApprovers counts Approvals without a recorded approver

@@ -5,6 +5,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
 )
 
@@ -29,11 +30,13 @@ func (r *Reconciler) tell(run *conveyorv1.PipelineRun, plan *engine.Plan, blocke
 		if t.Event != nil {
 			r.Recorder.Eventf(run, nil, t.Event.Type, t.Event.Reason, t.Event.Action, "%s", t.Event.Message)
 		}
-		if r.Notifier == nil {
-			continue
+		if r.Notifier != nil {
+			if e, ok := notify.FromTransition(run, &plan.Status, t, r.Now().Time); ok {
+				r.Notifier.Enqueue(e)
+			}
 		}
-		if e, ok := notify.FromTransition(run, &plan.Status, t, r.Now().Time); ok {
-			r.Notifier.Enqueue(e)
+		if s, ok := gitstatus.FromTransition(run, &plan.Status, t); ok {
+			r.Reporter.Enqueue(s)
 		}
 	}
 	for _, j := range plan.Ignored {

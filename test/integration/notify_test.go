@@ -45,7 +45,7 @@ func TestRunTellsASink(t *testing.T) {
 
 	ns := newNamespace(t)
 	startManagerWith(t, func(mgr ctrl.Manager, o *manager.SetupOptions) {
-		n, err := notify.New(notify.Options{Sinks: []string{sink.URL, broken.URL}, Attempts: 2, Backoff: 10 * time.Millisecond, Log: logr.Discard()})
+		n, err := notify.New(notify.Options{Sinks: []string{sink.URL, broken.URL}, Delivery: notify.Delivery{Attempts: 2, Backoff: 10 * time.Millisecond, Log: logr.Discard()}})
 		if err != nil {
 			t.Fatal(err)
 		}
