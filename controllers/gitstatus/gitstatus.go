@@ -162,8 +162,7 @@ func (r *Reporter) post(ctx context.Context, s Status, token string) (bool, erro
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return false, nil
 	}
-	code := resp.StatusCode
-	return code >= 500 || code == 408 || code == 429, fmt.Errorf("%s answered %s", s.Config.Provider, resp.Status)
+	return notify.RetryableStatus(resp.StatusCode), fmt.Errorf("%s answered %s", s.Config.Provider, resp.Status)
 }
 
 // Request is the HTTP request that reports s: GitLab's

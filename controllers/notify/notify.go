@@ -197,8 +197,12 @@ func retryable(res error) bool {
 	if !errors.As(res, &r) {
 		return true
 	}
-	return r.StatusCode >= 500 || r.StatusCode == 408 || r.StatusCode == 429
+	return RetryableStatus(r.StatusCode)
 }
+
+// RetryableStatus says whether an HTTP answer means "try again later":
+// 5xx, 408 Request Timeout, 429 Too Many Requests.
+func RetryableStatus(code int) bool { return code >= 500 || code == 408 || code == 429 }
 
 var (
 	sent = prometheus.NewCounterVec(prometheus.CounterOpts{
