@@ -321,6 +321,9 @@ func (d *decider) decideStage(stage *conveyorv1.Stage, later bool) conveyorv1.St
 // results of the stages before it): an approval covers exactly what ships.
 // It returns the names of those left out. A Reject always counts.
 func (d *decider) dropStale(stage string) []string {
+	if len(d.byStage[stage]) == 0 {
+		return nil // most reconciles: no digest to compute
+	}
 	digest := ValuesDigest(Vars(d.p.Status.Params, d.p.Status.Stages))
 	var kept []ApprovalFact
 	var stale []string
@@ -707,6 +710,7 @@ func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conv
 		oldJobs[js.Name] = js
 	}
 	var create []JobToCreate
+	var vars map[string]string // the run's values, read once a Job is to be created
 	for _, j := range stage.Jobs {
 		name := JobName(run.Namespace, run.Name, stage.Name, j.Name, ss.Namespace)
 		js := conveyorv1.JobStatus{Name: j.Name, JobName: name, Namespace: ss.Namespace}
@@ -726,7 +730,9 @@ func jobStatuses(run *conveyorv1.PipelineRun, stage *conveyorv1.Stage, old *conv
 				readResults(&js, &j, obs)
 			}
 		default:
-			vars := Vars(params, earlier)
+			if vars == nil {
+				vars = Vars(params, earlier)
+			}
 			expanded, err := ExpandJob(j, vars)
 			if err != nil {
 				js.Phase, js.Reason, js.Message, js.CompletionTime = conveyorv1.JobFailed, conveyorv1.ReasonInvalidSpec, err.Error(), &f.Now
