@@ -277,9 +277,11 @@ func TestFreezeWindow(t *testing.T) {
 	}
 	overridden, waiting := toStaging(), toStaging()
 	expectEvent(t, ns, overridden.Name, conveyorv1.ReasonFrozen)
-	if n := sample(t, "conveyor_environment_frozen_deploys", map[string]string{"environment": "staging"}); n < 2 {
-		t.Errorf("conveyor_environment_frozen_deploys{staging} = %v, want 2", n)
-	}
+	// The gauge counts from the manager's cache, which may lag the API
+	// server's answer the test waited on.
+	NewWithT(t).Eventually(func() float64 {
+		return sample(t, "conveyor_environment_frozen_deploys", map[string]string{"environment": "staging"})
+	}).WithTimeout(10*time.Second).Should(BeNumerically(">=", 2), "conveyor_environment_frozen_deploys{staging}")
 
 	override := func(who string, run *conveyorv1.PipelineRun, comment string) error {
 		a := &conveyorv1.Approval{
