@@ -119,17 +119,13 @@ const (
 
 // Event reasons that are not condition reasons.
 const (
-	// EventStageStarted is recorded when a stage starts (its Jobs are created).
-	EventStageStarted = "StageStarted"
-	// EventStageSucceeded is recorded when every Job of a stage succeeded, or an
-	// approval stage was approved.
+	// EventStageSucceeded is recorded when a stage that recorded results
+	// succeeded: it names them. Other successes are in the run's status only.
 	EventStageSucceeded = "StageSucceeded"
 	// EventStageFailed is recorded when a Job of a stage failed.
 	EventStageFailed = "StageFailed"
 	// EventStageWaiting is recorded when a stage starts waiting for a person.
 	EventStageWaiting = "StageWaiting"
-	// EventJobCreated is recorded for each Job created.
-	EventJobCreated = "JobCreated"
 	// EventJobIgnored is recorded for a Job that carries a run's labels but
 	// is not one Conveyor made for it (another namespace, name or UID): it
 	// never starts, ends or fails a stage.
@@ -140,8 +136,4 @@ const (
 	EventHistoryPruned = "HistoryPruned"
 	// EventStageReused is recorded for each stage a rerun reuses from the run it reruns.
 	EventStageReused = "StageReused"
-	// EventEnvironmentAcquired is recorded when a stage takes its environment's lock.
-	EventEnvironmentAcquired = "EnvironmentAcquired"
-	// EventDecisionAccepted is recorded when an Approval is taken into account.
-	EventDecisionAccepted = "DecisionAccepted"
 )

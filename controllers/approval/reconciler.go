@@ -5,6 +5,7 @@ package approval
 import (
 	"context"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -49,8 +50,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	v := engine.EvaluateApproval(run, approval, r.TrustUnrecordedApprovers)
 	ctrl.LoggerFrom(ctx).V(1).Info("Evaluated approval", "run", klog.KRef(approval.Namespace, approval.Spec.PipelineRunRef.Name), "reason", v.Reason)
-	if v.Postpone(approval) {
-		return ctrl.Result{}, nil
+	if wait, after := v.Postpone(approval, time.Now()); wait {
+		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	before := approval.Status.DeepCopy()
 	approval.Status.ObservedGeneration = approval.Generation

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -27,11 +28,28 @@ type ApprovalVerdict struct {
 	Message string
 }
 
-// Postpone reports whether writing this verdict can wait: the stage waits and
-// its run is about to record the Approval, whose update brings the Approval
-// back; a first status then takes one write instead of two.
-func (v ApprovalVerdict) Postpone(a *conveyorv1.Approval) bool {
-	return v.Waiting && len(a.Status.Conditions) == 0
+// FirstStatusGrace is how long a new Approval for a stage not reached yet
+// goes without a status: an Approval usually answers a stage already
+// waiting, and a cache that has not seen the stage wait yet would otherwise
+// cost a "not reached yet" write right before the "accepted" one.
+const FirstStatusGrace = 5 * time.Second
+
+// Postpone reports whether writing this verdict, the Approval's first, can
+// wait, and for how long at most (0: until the run changes). The stage waits
+// and its run is about to record the Approval, whose update brings the
+// Approval back; or the stage is not reached yet and the Approval is younger
+// than FirstStatusGrace. Each first status then takes one write, not two.
+func (v ApprovalVerdict) Postpone(a *conveyorv1.Approval, now time.Time) (bool, time.Duration) {
+	if len(a.Status.Conditions) != 0 {
+		return false, 0
+	}
+	if v.Waiting {
+		return true, 0
+	}
+	if age := now.Sub(a.CreationTimestamp.Time); !v.Final && !v.Accepted && age < FirstStatusGrace {
+		return true, FirstStatusGrace - age
+	}
+	return false, 0
 }
 
 // EvaluateApproval reads the run's status (nil when the run does not exist) to

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -104,10 +105,37 @@ func TestApprovalVerdictHealth(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := EvaluateApproval(tc.run, tc.approval, false)
-			if v.Reason != tc.reason || v.Health != tc.health || v.Settled != tc.settled || v.Postpone(tc.approval) != tc.postpone {
-				t.Fatalf("got %+v (postpone %v), want %s health %d settled %v postpone %v", v, v.Postpone(tc.approval), tc.reason, tc.health, tc.settled, tc.postpone)
+			postpone, _ := v.Postpone(tc.approval, t0.Time)
+			if v.Reason != tc.reason || v.Health != tc.health || v.Settled != tc.settled || postpone != tc.postpone {
+				t.Fatalf("got %+v (postpone %v), want %s health %d settled %v postpone %v", v, postpone, tc.reason, tc.health, tc.settled, tc.postpone)
 			}
 		})
+	}
+}
+
+// TestApprovalFirstStatusGrace: an Approval given before its stage is
+// reached gets its first status after FirstStatusGrace, not at once (the
+// cache may not show the stage waiting yet); a status once written is kept
+// up to date at once.
+func TestApprovalFirstStatusGrace(t *testing.T) {
+	run := newRun(branch)
+	building := withStatus(run, decide(Facts{Run: run, Now: t0}))
+	a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: "a1", Namespace: "shop-ci", CreationTimestamp: t0},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "staging", Decision: conveyorv1.DecisionApprove,
+			Approver: &conveyorv1.UserInfo{Username: "dana"}, Run: &conveyorv1.RecordedRun{UID: "uid-1"}}}
+	v := EvaluateApproval(building, a, false)
+	if wait, after := v.Postpone(a, t0.Time.Add(time.Second)); !wait || after != FirstStatusGrace-time.Second {
+		t.Fatalf("1 s old, stage not reached: postpone %v for %v, want true for %v", wait, after, FirstStatusGrace-time.Second)
+	}
+	if wait, _ := v.Postpone(a, t0.Time.Add(FirstStatusGrace)); wait {
+		t.Fatal("past the grace the status is written")
+	}
+	a.Status.Conditions = []metav1.Condition{{Type: "Ready"}}
+	if wait, _ := v.Postpone(a, t0.Time.Add(time.Second)); wait {
+		t.Fatal("an Approval with a status is kept up to date at once")
+	}
+	if wait, _ := EvaluateApproval(nil, a, false).Postpone(a, t0.Time); wait {
+		t.Fatal("a final verdict (no such run) is never postponed")
 	}
 }
 

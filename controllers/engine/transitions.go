@@ -47,10 +47,16 @@ type Event struct {
 }
 
 // stageEvents tells, by the phase a stage enters, the Event that says so.
+// Events are kept to what a person acts on or looks for in `kubectl
+// describe`: a stage waiting for someone, held (queued, frozen, blocked),
+// ended any way but success, and the run's end. A stage starting or
+// succeeding is in the run's status (and told to event sinks and the git
+// provider), not written as an Event: on a busy cluster those writes were
+// most of the API server's work per run. The exception is a stage that
+// recorded results: its Succeeded Event names them.
 var stageEvents = map[conveyorv1.StagePhase]struct {
 	typ, reason, action, format string
 }{
-	conveyorv1.StageRunning:   {corev1.EventTypeNormal, conveyorv1.EventStageStarted, "StartStage", "Stage %s started: %s"},
 	conveyorv1.StageWaiting:   {corev1.EventTypeNormal, conveyorv1.EventStageWaiting, "WaitStage", "Stage %s is %s"},
 	conveyorv1.StageQueued:    {corev1.EventTypeNormal, conveyorv1.ReasonQueued, "QueueStage", "Stage %s %s"},
 	conveyorv1.StageFrozen:    {corev1.EventTypeNormal, conveyorv1.ReasonFrozen, "FreezeStage", "Stage %s %s"},
@@ -101,19 +107,28 @@ func stageTransitions(prev, s conveyorv1.StageStatus) []Transition {
 	}
 	for _, d := range s.Decisions {
 		if !known[d.Approval] {
-			out = append(out, Transition{Key: s.Name + "/decision/" + d.Approval, Kind: DecisionAccepted, Prev: prev, Next: s,
-				Event: &Event{corev1.EventTypeNormal, conveyorv1.EventDecisionAccepted, "Decide",
-					fmt.Sprintf("Approval %s (%s) taken into account for stage %s", d.Approval, d.Decision, s.Name)}})
+			// Told in the stage's status and on the Approval; no Event.
+			out = append(out, Transition{Key: s.Name + "/decision/" + d.Approval, Kind: DecisionAccepted, Prev: prev, Next: s})
 		}
 	}
 	if prev.Phase == s.Phase {
 		return out
 	}
 	t := Transition{Key: s.Name + "/" + string(s.Phase), Kind: StageChanged, Prev: prev, Next: s}
-	if e, ok := stageEvents[s.Phase]; ok {
+	if e, ok := stageEvents[s.Phase]; ok && (s.Phase != conveyorv1.StageSucceeded || hasResults(s)) {
 		t.Event = &Event{e.typ, e.reason, e.action, fmt.Sprintf(e.format, s.Name, s.Message)}
 	}
 	return append(out, t)
+}
+
+// hasResults tells whether any job of the stage recorded a result.
+func hasResults(s conveyorv1.StageStatus) bool {
+	for _, j := range s.Jobs {
+		if len(j.Results) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // runEnd is the Event of a run's end: a run that could never start says

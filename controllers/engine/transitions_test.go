@@ -49,6 +49,30 @@ func TestTransitions(t *testing.T) {
 			}
 		})
 	}
+	// Events only for what a person acts on or looks for: the wait, not the
+	// starts and successes (those are in the status); a success that
+	// recorded results names them.
+	told := map[string]string{}
+	for _, p := range []struct {
+		old  *conveyorv1.PipelineRunStatus
+		next Plan
+	}{{unstarted, building}, {&building.Status, tested}, {&tested.Status, triggered}} {
+		for _, tr := range Transitions(p.old, &p.next) {
+			if tr.Event != nil {
+				told[tr.Key] = tr.Event.Reason
+			}
+		}
+	}
+	if len(told) != 1 || told["staging/Waiting"] != conveyorv1.EventStageWaiting {
+		t.Fatalf("Events told from start to the trigger: %v, want only staging/Waiting", told)
+	}
+	withResult := tested.Status.DeepCopy()
+	withResult.Stages[0].Jobs[0].Results = []conveyorv1.Result{{Name: "digest", Value: "sha256:1"}}
+	for _, tr := range Transitions(&building.Status, &Plan{Status: *withResult}) {
+		if tr.Key == "build/Succeeded" && (tr.Event == nil || tr.Event.Reason != conveyorv1.EventStageSucceeded) {
+			t.Fatalf("a success with results is told: %+v", tr.Event)
+		}
+	}
 	ended := Transitions(&building.Status, &Plan{Status: conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunFailed}, Reason: conveyorv1.ReasonRefNotAllowed, Terminal: errors.New("x"), Message: "x"})
 	if e := ended[len(ended)-1].Event; e == nil || e.Reason != conveyorv1.ReasonRefNotAllowed || e.Action != "Validate" {
 		t.Fatalf("a run that could never start is told as such: %+v", e)

@@ -38,8 +38,6 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 			outcome.Unlocked = append(outcome.Unlocked, req)
 			return outcome, lost, blockedOr(&outcome, req.Environment, err)
 		}
-		r.Recorder.Eventf(run, nil, corev1.EventTypeNormal, conveyorv1.EventEnvironmentAcquired, "LockEnvironment",
-			"Stage %s holds environment %s: no other deploy runs there until it ends", req.Stage, req.Environment)
 	}
 	var errs []error
 	for _, c := range plan.Create {
@@ -108,8 +106,6 @@ func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun,
 	case err == nil:
 		jobsCreated.Inc()
 		o.Created[engine.JobKey(c.Stage.Name, c.Job.Name)] = engine.CreatedJob{Time: job.CreationTimestamp, UID: job.UID}
-		r.Recorder.Eventf(run, job, corev1.EventTypeNormal, conveyorv1.EventJobCreated, "CreateJob",
-			"Created Job %s/%s for stage %s", job.Namespace, job.Name, c.Stage.Name)
 	case apierrors.IsAlreadyExists(err):
 		// A Job holds the name though neither the cache nor the status as
 		// read shows it: Conveyor's own (a stale read, or a status write

@@ -84,6 +84,7 @@ func runSuite(m *testing.M) int {
 	defer func() {
 		cluster.Stop()
 		if failed {
+			cluster.TailLogs(os.Stderr, 30)
 			fmt.Fprintf(os.Stderr, "Component logs kept in %s/logs\n", cluster.Dir)
 			return
 		}

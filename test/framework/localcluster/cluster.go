@@ -99,6 +99,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	defer func() {
 		if err != nil {
 			c.Stop()
+			c.TailLogs(o.Log, 20)
 		}
 	}()
 	ports, err := freePorts(4)
@@ -225,6 +226,23 @@ func (c *Cluster) Stop() {
 
 // Remove deletes the cluster's directory. Call after Stop.
 func (c *Cluster) Remove() error { return os.RemoveAll(c.Dir) }
+
+// TailLogs writes the last n lines of every component's log to w: what a
+// failed start or a failed suite leaves in a CI log, where the files are gone.
+func (c *Cluster) TailLogs(w io.Writer, n int) {
+	files, _ := filepath.Glob(filepath.Join(c.Dir, "logs", "*.log"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		if len(lines) > n {
+			lines = lines[len(lines)-n:]
+		}
+		fmt.Fprintf(w, "--- last lines of %s ---\n%s\n", filepath.Base(f), strings.Join(lines, "\n"))
+	}
+}
 
 // StartProcess starts another process that belongs with the cluster (the
 // manager) and stops with it. Its output goes to <dir>/logs/<name>.log.
