@@ -36,6 +36,8 @@ type options struct {
 	trustAny     bool
 	eventSinks   sinkList
 	eventQueue   int
+	shard        string
+	envStatus    bool
 	zap          zap.Options
 }
 
@@ -69,6 +71,8 @@ func parseFlags() *options {
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
 	flag.Var(&o.eventSinks, "event-sink", "URL to POST a CloudEvent to for each run, stage and approval transition (repeat for more sinks; none by default).")
 	flag.IntVar(&o.eventQueue, "event-queue-size", 1000, "Events each sink's queue holds; a full queue drops new events and counts them (conveyor_cloudevents_total{result=\"dropped\"}).")
+	flag.StringVar(&o.shard, "watch-label-selector", "", "Handle only the runs (and their Jobs and Approvals) and Pipelines whose labels match, e.g. 'conveyor.dev/shard=b', or '!conveyor.dev/shard' for the unlabelled ones: one manager per shard, each with its own leader election. Empty handles all.")
+	flag.BoolVar(&o.envStatus, "environment-status", true, "Write Environments' status (holder, freeze); with shards, exactly one manager does.")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o
@@ -86,12 +90,17 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	shard, err := manager.ParseShard(o.shard)
+	if err != nil {
+		fail(err, "Invalid flag")
+	}
+	o.manager.Shard = shard
 	mgr, err := ctrl.NewManager(cfg, manager.Options(o.manager))
 	if err != nil {
 		fail(err, "Unable to create manager")
 	}
 	ctx := ctrl.SetupSignalHandler()
-	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny}
+	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny, Shard: shard, NoEnvironmentStatus: !o.envStatus}
 	// Commit statuses: sent for Pipelines whose spec.source.commitStatus asks.
 	opts.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Delivery: notify.Delivery{Log: ctrl.Log.WithName("commit-status")}})
 	if err := mgr.Add(opts.Reporter); err != nil {
@@ -123,7 +132,7 @@ func main() {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		fail(err, "Unable to add the readiness check")
 	}
-	log.Info("Starting manager", "webhooks", o.webhooks, "certRotation", o.certRotation)
+	log.Info("Starting manager", "webhooks", o.webhooks, "certRotation", o.certRotation, "watchLabelSelector", o.shard)
 	if err := mgr.Start(ctx); err != nil {
 		fail(err, "Manager stopped with an error")
 	}

@@ -16,6 +16,12 @@ const (
 	// LabelPush is a hash of the ref and commit on the runs the push receiver
 	// creates: it finds its own run when another squats its name.
 	LabelPush = "conveyor.dev/push"
+	// LabelShard names the manager shard that handles a run: set on a
+	// Pipeline by its author, copied onto each new run by the admission
+	// webhook, and from the run onto its Approvals and Jobs. A manager
+	// started with --watch-label-selector handles only the runs (and their
+	// Approvals and Jobs) the selector matches. It cannot change once set.
+	LabelShard = "conveyor.dev/shard"
 	// LabelManagedBy marks objects Conveyor manages.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of LabelManagedBy.

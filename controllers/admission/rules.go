@@ -64,6 +64,17 @@ func CheckApprovalUpdate(old, updated *conveyorv1.Approval) error {
 	if !equality.Semantic.DeepEqual(old.Spec, updated.Spec) {
 		return errors.New("an Approval cannot be changed once created, its approver included: create a new one")
 	}
+	return checkShardKept(old, updated)
+}
+
+// checkShardKept refuses a change of the manager shard label: a run, and its
+// Approvals, stay with the manager that handles them.
+func checkShardKept(old, updated metav1.Object) error {
+	was, wok := old.GetLabels()[conveyorv1.LabelShard]
+	is, iok := updated.GetLabels()[conveyorv1.LabelShard]
+	if was != is || wok != iok {
+		return fmt.Errorf("label %s cannot change once set (%q): the run stays with the manager shard that handles it", conveyorv1.LabelShard, was)
+	}
 	return nil
 }
 
@@ -117,6 +128,9 @@ var apiServerFinalizers = []string{metav1.FinalizerOrphanDependents, metav1.Fina
 // environment namespaces. An ownerReference may be removed (the garbage
 // collector does), and so may the API server's own finalizers.
 func CheckRunMetadata(old, updated *conveyorv1.PipelineRun, byManager bool) error {
+	if err := checkShardKept(old, updated); err != nil {
+		return err
+	}
 	if byManager {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -54,7 +55,7 @@ func Setup(mgr ctrl.Manager) error {
 		return fmt.Errorf("approval webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.PipelineRun{}).
-		WithDefaulter(recordRequester{manager: self.Status.UserInfo.Username}).
+		WithDefaulter(recordRequester{manager: self.Status.UserInfo.Username, reader: reader}).
 		WithValidator(rv).
 		Complete(); err != nil {
 		return fmt.Errorf("pipelinerun webhooks: %w", err)
@@ -107,6 +108,35 @@ func (r recordApprover) Default(ctx context.Context, a *conveyorv1.Approval) err
 		return err
 	}
 	a.Spec.Run = RecordRun(run)
+	CopyShard(a, labelsOf(run))
+	return nil
+}
+
+// CopyShard gives obj the manager shard label found in from, the labels of
+// the object it follows (none when from has none), whatever the client
+// wrote: a run takes its Pipeline's shard, an Approval its run's, so the one
+// manager that handles the run sees them all.
+func CopyShard(obj metav1.Object, from map[string]string) {
+	labels := obj.GetLabels()
+	shard, ok := from[conveyorv1.LabelShard]
+	if !ok {
+		delete(labels, conveyorv1.LabelShard)
+		return
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[conveyorv1.LabelShard] = shard
+	obj.SetLabels(labels)
+}
+
+// checkShard refuses obj when its shard label is not the one in from (a
+// mutation after ours changed it).
+func checkShard(obj metav1.Object, from map[string]string, what string) error {
+	got, ok := obj.GetLabels()[conveyorv1.LabelShard]
+	if exp, eok := from[conveyorv1.LabelShard]; got != exp || ok != eok {
+		return fmt.Errorf("label %s must be %s's (%q): the manager shard that handles the run sees it only then", conveyorv1.LabelShard, what, exp)
+	}
 	return nil
 }
 
@@ -123,17 +153,49 @@ func readRun(ctx context.Context, reader client.Reader, a *conveyorv1.Approval) 
 	return run, nil
 }
 
+// labelsOf are an object's labels; none when it is nil (does not exist).
+func labelsOf[T any, P interface {
+	*T
+	GetLabels() map[string]string
+}](o P) map[string]string {
+	if o == nil {
+		return nil
+	}
+	return o.GetLabels()
+}
+
+// readPipeline reads the run's Pipeline from the API server; nil when it does not exist.
+func readPipeline(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun) (*conveyorv1.Pipeline, error) {
+	pipeline := &conveyorv1.Pipeline{}
+	err := reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
+	}
+	return pipeline, nil
+}
+
 // recordRequester writes the authenticated user into spec.requester on create,
 // replacing whatever the client wrote; but for a run the push receiver (the
 // manager) creates with the Kubernetes user its Pipeline maps the pusher to
 // (the validator checks the mapping).
-type recordRequester struct{ manager string }
+type recordRequester struct {
+	manager string
+	reader  client.Reader
+}
 
 func (d recordRequester) Default(ctx context.Context, run *conveyorv1.PipelineRun) error {
 	req, err := requester(ctx)
 	if err != nil {
 		return err
 	}
+	pipeline, err := readPipeline(ctx, d.reader, run)
+	if err != nil {
+		return err
+	}
+	CopyShard(run, labelsOf(pipeline))
 	if pushed(run, req, d.manager) && run.Spec.Requester != nil && run.Spec.Requester.Username != "" {
 		run.Spec.Requester = &conveyorv1.UserInfo{Username: run.Spec.Requester.Username}
 		return nil
@@ -168,6 +230,9 @@ func (v approvalValidator) ValidateCreate(ctx context.Context, a *conveyorv1.App
 	if run != nil && !equality.Semantic.DeepEqual(a.Spec.Run, RecordRun(run)) {
 		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name,
 			fmt.Errorf("spec.run must be PipelineRun %s as it is (uid %s)", run.Name, run.UID))
+	}
+	if err := checkShard(a, labelsOf(run), "its run"); err != nil {
+		return nil, apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("approvals").GroupResource(), a.Name, err)
 	}
 	env, err := stageEnvironment(ctx, v.reader, run, a.Spec.Stage)
 	if err != nil {
@@ -211,16 +276,18 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if run.Spec.Trigger != nil && (v.manager == "" || req.UserInfo.Username != v.manager) {
 		return nil, forbidden(run.Name, fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
 	}
-	pipeline := &conveyorv1.Pipeline{}
-	err = v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
-	if apierrors.IsNotFound(err) && pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) {
+	pipeline, err := readPipeline(ctx, v.reader, run)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkShard(run, labelsOf(pipeline), "its Pipeline"); err != nil {
+		return nil, forbidden(run.Name, err)
+	}
+	if pipeline == nil && pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) {
 		return nil, forbidden(run.Name, fmt.Errorf("Pipeline %s does not exist: no pusher mapping to check spec.requester against", run.Spec.PipelineRef.Name))
 	}
-	if apierrors.IsNotFound(err) {
+	if pipeline == nil {
 		return admission.Warnings{fmt.Sprintf("Pipeline %s does not exist in namespace %s yet: the run starts when it does", run.Spec.PipelineRef.Name, run.Namespace)}, nil
-	}
-	if err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
 	}
 	if pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) && engine.Pusher(&pipeline.Spec, run.Spec.Trigger.Pusher) != run.Spec.Requester.Username {
 		return nil, forbidden(run.Name, fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))

@@ -86,6 +86,9 @@ func BuildJob(run *conveyorv1.PipelineRun, c JobToCreate) *batchv1.Job {
 		conveyorv1.LabelStage:     c.Stage.Name,
 		conveyorv1.LabelJob:       c.Job.Name,
 	}
+	if shard, ok := run.Labels[conveyorv1.LabelShard]; ok {
+		labels[conveyorv1.LabelShard] = shard // the run's manager shard watches it
+	}
 	annotations := map[string]string{
 		conveyorv1.AnnotationRun:      RunKey(run),
 		conveyorv1.AnnotationPipeline: run.Spec.PipelineRef.Name,

@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"unique"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -134,6 +136,32 @@ type Config struct {
 	WebhookHost    string
 	WebhookPort    int
 	WebhookCertDir string
+	// Shard, when not nil, limits the manager to the runs whose labels it
+	// matches (conveyor.dev/shard, see --watch-label-selector), and to
+	// their Jobs and Approvals: the cache holds only those.
+	Shard labels.Selector
+}
+
+// ParseShard parses a --watch-label-selector; "" is nil (every run).
+func ParseShard(selector string) (labels.Selector, error) {
+	if selector == "" {
+		return nil, nil
+	}
+	s, err := labels.Parse(selector)
+	if err != nil {
+		return nil, fmt.Errorf("--watch-label-selector %q: %w", selector, err)
+	}
+	return s, nil
+}
+
+// leaderElectionID is one lease per shard: shards run side by side, each
+// with its own leader.
+func leaderElectionID(shard labels.Selector) string {
+	if shard == nil {
+		return "conveyor.conveyor.dev"
+	}
+	sum := sha256.Sum256([]byte(shard.String()))
+	return fmt.Sprintf("conveyor-%x.conveyor.dev", sum[:5])
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -163,13 +191,18 @@ const (
 func Options(c Config) ctrl.Options {
 	ours, err := labels.NewRequirement(conveyorv1.LabelRunUID, selection.Exists, nil)
 	utilruntime.Must(err)
+	jobs, runs := labels.NewSelector().Add(*ours), labels.Everything()
+	if c.Shard != nil {
+		reqs, _ := c.Shard.Requirements()
+		jobs, runs = jobs.Add(reqs...), c.Shard
+	}
 	return ctrl.Options{
 		Scheme:                  Scheme(),
 		Metrics:                 metricsOptions(c),
 		HealthProbeBindAddress:  c.ProbeAddr,
 		PprofBindAddress:        c.PprofAddr,
 		LeaderElection:          c.LeaderElect,
-		LeaderElectionID:        "conveyor.conveyor.dev",
+		LeaderElectionID:        leaderElectionID(c.Shard),
 		LeaderElectionNamespace: c.LeaderElectionNamespace,
 		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.WebhookHost, Port: c.WebhookPort, CertDir: c.WebhookCertDir}),
 		Cache: cache.Options{
@@ -181,11 +214,14 @@ func Options(c Config) ctrl.Options {
 				// that Job again, so the Jobs of finished runs cost no memory.
 				// A Job leaving the cache this way reaches the run as a delete
 				// event; the run reads it from the API server (observeUncached).
-				&batchv1.Job{}:            {Label: labels.NewSelector().Add(*ours), Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
-				&conveyorv1.PipelineRun{}: {Transform: slimFinishedRun},
+				&batchv1.Job{}:            {Label: jobs, Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
+				// A shard's runs only. Pipelines, Releases and Environments
+				// are few and every shard reads them all (the push receiver
+				// looks up any Pipeline; a refused release stops its runs).
+				&conveyorv1.PipelineRun{}: {Label: runs, Transform: slimFinishedRun},
 				// Only Approvals whose verdict can still change: a settled one
 				// is never read again (its run recorded it, or never will).
-				&conveyorv1.Approval{}: {Field: fields.OneTermNotEqualSelector(approvalSettledField, "true"), Transform: slimApproval},
+				&conveyorv1.Approval{}: {Label: runs, Field: fields.OneTermNotEqualSelector(approvalSettledField, "true"), Transform: slimApproval},
 			},
 		},
 	}

@@ -7,6 +7,8 @@ package manager
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
@@ -32,6 +34,13 @@ type SetupOptions struct {
 	Notifier *notify.Notifier
 	// Reporter reports stages on commits (nil: none).
 	Reporter *gitstatus.Reporter
+	// Shard, when not nil, is the manager's --watch-label-selector: it
+	// handles the Pipelines it matches (their runs are limited in the cache,
+	// see Config.Shard).
+	Shard labels.Selector
+	// NoEnvironmentStatus leaves Environments' status to another manager:
+	// with shards, one of them writes it.
+	NoEnvironmentStatus bool
 }
 
 // Setup registers the field indexes and the reconcilers with the manager.
@@ -40,14 +49,16 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
 		return err
 	}
 	rec := mgr.GetEventRecorder("conveyor")
-	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr, opts.Controller); err != nil {
+	if err := (&pipeline.Reconciler{Client: mgr.GetClient(), Recorder: rec, Shard: opts.Shard}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
 	if err := (&pipelinerun.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: rec, TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers, Notifier: opts.Notifier, Reporter: opts.Reporter}).SetupWithManager(mgr, opts.Controller); err != nil {
 		return err
 	}
-	if err := (&environment.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller); err != nil {
-		return err
+	if !opts.NoEnvironmentStatus {
+		if err := (&environment.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, opts.Controller); err != nil {
+			return err
+		}
 	}
 	return (&approval.Reconciler{Client: mgr.GetClient(), TrustUnrecordedApprovers: opts.TrustUnrecordedApprovers}).SetupWithManager(mgr, opts.Controller)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,9 @@ import (
 type Reconciler struct {
 	client.Client
 	Recorder events.EventRecorder
+	// Shard, when not nil, limits the reconciler to the Pipelines whose
+	// labels it matches: with several manager shards, each Pipeline has one.
+	Shard labels.Selector
 
 	endings *endings
 }
@@ -37,6 +41,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	pipeline := &conveyorv1.Pipeline{}
 	if err := r.Get(ctx, req.NamespacedName, pipeline); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.Shard != nil && !r.Shard.Matches(labels.Set(pipeline.Labels)) {
+		return ctrl.Result{}, nil // another shard's
 	}
 	before := pipeline.Status.DeepCopy()
 	defer func() {

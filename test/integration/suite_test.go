@@ -119,11 +119,17 @@ func startManagerCache(t *testing.T) (_ cache.Cache, stop func()) {
 // setup function may change the manager's setup options (as main's flags do).
 func startManagerWith(t *testing.T, setup ...func(ctrl.Manager, *manager.SetupOptions)) (_ ctrl.Manager, stop func()) {
 	t.Helper()
+	return startManagerConfig(t, manager.Config{}, setup...)
+}
+
+// startManagerConfig is startManagerWith with the manager's configuration
+// (main's flags) as c says; the test's webhook server and no metrics.
+func startManagerConfig(t *testing.T, c manager.Config, setup ...func(ctrl.Manager, *manager.SetupOptions)) (_ ctrl.Manager, stop func()) {
+	t.Helper()
 	wh := env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{
-		MetricsAddr: "0", ProbeAddr: "0",
-		WebhookHost: wh.LocalServingHost, WebhookPort: wh.LocalServingPort, WebhookCertDir: wh.LocalServingCertDir,
-	}))
+	c.MetricsAddr, c.ProbeAddr = "0", "0"
+	c.WebhookHost, c.WebhookPort, c.WebhookCertDir = wh.LocalServingHost, wh.LocalServingPort, wh.LocalServingCertDir
+	mgr, err := ctrl.NewManager(cfg, manager.Options(c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +137,7 @@ func startManagerWith(t *testing.T, setup ...func(ctrl.Manager, *manager.SetupOp
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	opts := manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}}
+	opts := manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)}, Shard: c.Shard}
 	for _, f := range setup {
 		f(mgr, &opts)
 	}

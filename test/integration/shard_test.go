@@ -1,0 +1,203 @@
+package integration_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/manager"
+)
+
+// startShard starts a second manager beside the test's, as a shard of the
+// chart does: it handles what the label selector matches, serves no
+// webhooks and leaves Environments' status to the first.
+func startShard(t *testing.T, selector string) ctrl.Manager {
+	t.Helper()
+	shard, err := manager.ParseShard(selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := ctrl.NewManager(cfg, manager.Options(manager.Config{MetricsAddr: "0", ProbeAddr: "0", Shard: shard}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := manager.Setup(ctx, mgr, manager.SetupOptions{Controller: controller.Options{SkipNameValidation: ptr.To(true)},
+		Shard: shard, NoEnvironmentStatus: true}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("shard manager: %v", err)
+		}
+	}()
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { cancel(); <-done }) })
+	return mgr
+}
+
+// cachedRuns are the names of the runs in ns a manager's cache holds.
+func cachedRuns(g Gomega, mgr ctrl.Manager, ns string) []string {
+	list := &conveyorv1.PipelineRunList{}
+	g.Expect(mgr.GetCache().List(context.Background(), list, client.InNamespace(ns))).To(Succeed())
+	var names []string
+	for _, r := range list.Items {
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+// TestShardsSplitTheRuns: two managers side by side, one for unlabelled runs
+// and one for shard b. A run takes its Pipeline's shard at admission,
+// whatever its creator wrote; its Jobs and Approvals follow it; each manager
+// holds and handles only its own runs; the environment lock, in the API
+// server, keeps one deploy at a time in an environment both shards deploy
+// to; and nobody moves a run or an Approval to another shard.
+func TestShardsSplitTheRuns(t *testing.T) {
+	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, _ := startManagerConfig(t, manager.Config{Shard: unlabelled})
+	b := startShard(t, conveyorv1.LabelShard+"=b")
+	watchStaging(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "blue", "")
+	deployPipeline(t, ns, "green", "")
+	green := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "green"}}
+	if err := k8s.Patch(context.Background(), green, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// The creator's label does not choose the shard: the Pipeline's does.
+	forged := &conveyorv1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "blue-forged", Labels: map[string]string{conveyorv1.LabelShard: "b"}},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "blue"},
+			Git: conveyorv1.GitRef{Branch: "main", Commit: "abc123"}},
+	}
+	if err := k8s.Create(context.Background(), forged); err != nil {
+		t.Fatal(err)
+	}
+	runs := []*conveyorv1.PipelineRun{forged}
+	for _, name := range []string{"green-1", "blue-1", "green-2"} {
+		runs = append(runs, deployRun(t, ns, name[:len(name)-2], name))
+	}
+	for _, run := range runs {
+		want, ok := map[string]string{"green-1": "b", "green-2": "b"}[run.Name]
+		if got, has := run.Labels[conveyorv1.LabelShard]; got != want || has != ok {
+			t.Fatalf("run %s: shard label %q (set %v), want %q (set %v)", run.Name, got, has, want, ok)
+		}
+	}
+
+	finishAll(t, runs)
+	for _, run := range runs {
+		for _, j := range runJobs(NewWithT(t), run, "") {
+			if j.Labels[conveyorv1.LabelShard] != run.Labels[conveyorv1.LabelShard] {
+				t.Errorf("Job %s of run %s: shard label %q, want the run's %q", j.Name, run.Name, j.Labels[conveyorv1.LabelShard], run.Labels[conveyorv1.LabelShard])
+			}
+		}
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(cachedRuns(g, main, ns)).To(ConsistOf("blue-forged", "blue-1"))
+		g.Expect(cachedRuns(g, b, ns)).To(ConsistOf("green-1", "green-2"))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+
+	// Nobody moves a run to another shard, its creator and admins included.
+	for _, patch := range []string{`{"metadata":{"labels":{"conveyor.dev/shard":null}}}`, `{"metadata":{"labels":{"conveyor.dev/shard":"c"}}}`} {
+		err := k8s.Patch(context.Background(), runs[1].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
+		expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
+	}
+	err = k8s.Patch(context.Background(), runs[2].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`)))
+	expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
+}
+
+// finishAll plays the Job controller for the runs' Jobs until every run
+// succeeded: each Job that appears is completed.
+func finishAll(t *testing.T, runs []*conveyorv1.PipelineRun) {
+	t.Helper()
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, run := range runs {
+			for _, j := range runJobs(g, run, "") {
+				if j.Status.Succeeded == 0 {
+					finishJob(t, &j, "", "")
+				}
+			}
+		}
+		for _, run := range runs {
+			got := &conveyorv1.PipelineRun{}
+			g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), got)).To(Succeed())
+			g.Expect(got.Status.Phase).To(Equal(conveyorv1.RunSucceeded), describe(got))
+		}
+	}).WithTimeout(60 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+}
+
+// TestShardTakesItsApprovals: a release of a Pipeline in shard b goes through
+// its gates, handled by shard b alone: each Approval carries the run's shard
+// (whatever its author wrote), so shard b sees it; the other manager never
+// holds the run.
+func TestShardTakesItsApprovals(t *testing.T) {
+	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, _ := startManagerConfig(t, manager.Config{Shard: unlabelled})
+	b := startShard(t, conveyorv1.LabelShard+"=b")
+	ns := newNamespace(t)
+	seedPipelineWith(t, ns, func(p *conveyorv1.Pipeline) { p.Labels = map[string]string{conveyorv1.LabelShard: "b"} })
+	run := newRun(t, ns, v140)
+	passStage(t, run, "build", "compile")
+	passStage(t, run, "testing", "unit", "lint")
+	waitRun(t, run, conveyorv1.RunWaiting, "staging")
+	// dana labels her trigger for the other shard: admission puts it in the run's.
+	a := &conveyorv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "trigger-", Namespace: ns, Labels: map[string]string{conveyorv1.LabelShard: "c"}},
+		Spec:       conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: run.Name}, Stage: "staging", Decision: conveyorv1.DecisionApprove},
+	}
+	if err := as("dana").Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Labels[conveyorv1.LabelShard] != "b" {
+		t.Fatalf("Approval's shard label %q, want the run's b", a.Labels[conveyorv1.LabelShard])
+	}
+	passStage(t, run, "staging", "deploy")
+	waitRun(t, run, conveyorv1.RunWaiting, "pre-production")
+	decide(t, run, "pre-production", conveyorv1.DecisionApprove)
+	passStage(t, run, "pre-production", "deploy")
+	waitRun(t, run, conveyorv1.RunWaiting, "approve")
+	throughProduction(t, run)
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(cachedRuns(g, main, ns)).To(BeEmpty())
+		g.Expect(cachedRuns(g, b, ns)).To(ConsistOf(run.Name))
+	}).WithTimeout(time.Second).Should(Succeed())
+	list := &conveyorv1.ApprovalList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ap := range list.Items {
+		if ap.Labels[conveyorv1.LabelShard] != "b" {
+			t.Errorf("Approval %s: shard label %q, want b", ap.Name, ap.Labels[conveyorv1.LabelShard])
+		}
+	}
+	if len(list.Items) != 4 {
+		t.Errorf("%d Approvals, want 4", len(list.Items))
+	}
+	err = k8s.Patch(context.Background(), &list.Items[0], client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":null}}}`)))
+	expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
+	var jobs batchv1.JobList
+	if err := k8s.List(context.Background(), &jobs, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelShard: "b"}); err != nil || len(jobs.Items) != 6 {
+		t.Errorf("%d Jobs of the run carry shard b (%v), want 6", len(jobs.Items), err)
+	}
+}
