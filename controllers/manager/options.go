@@ -214,7 +214,7 @@ func Options(c Config) ctrl.Options {
 				// that Job again, so the Jobs of finished runs cost no memory.
 				// A Job leaving the cache this way reaches the run as a delete
 				// event; the run reads it from the API server (observeUncached).
-				&batchv1.Job{}:            {Label: jobs, Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
+				&batchv1.Job{}: {Label: jobs, Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
 				// A shard's runs only. Pipelines, Releases and Environments
 				// are few and every shard reads them all (the push receiver
 				// looks up any Pipeline; a refused release stops its runs).
