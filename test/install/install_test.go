@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -71,6 +72,7 @@ var everything = []string{
 	"--set", "receiver.enabled=true",
 	"--set", "events.sinks={http://events.example.svc/conveyor}",
 	"--set", "grafanaDashboard.enabled=true",
+	"--set", "sharding.shards={b}",
 	"--set", "pipelineNamespaces={shop-ci}",
 	"--set-json", `personas.bindings=[{"namespace":"shop-ci","role":"developer","groups":["developers"]},{"namespace":"shop-ci","role":"release-engineer","groups":["release-engineers"]}]`,
 }
@@ -537,6 +539,44 @@ func TestGrafanaDashboard(t *testing.T) {
 		for _, m := range []string{"conveyor_deployments_total", "conveyor_deploy_lead_time_seconds", "conveyor_deploy_time_to_restore_seconds"} {
 			if strings.Contains(p.Targets[0].Expr, m) && !strings.Contains(string(docs), "`"+m+"`") {
 				t.Errorf("panel %q queries %s, which docs/metrics.md does not list", p.Title, m)
+			}
+		}
+	}
+}
+
+// TestChartShards: with sharding.shards, one more manager Deployment per
+// shard, limited to its label, with no webhooks, receiver or Environment
+// status; the first manager takes the unlabelled runs and stays the only one
+// behind the webhook and receiver Services.
+func TestChartShards(t *testing.T) {
+	objs := index(helmTemplate(t, "--set", "receiver.enabled=true", "--set", "sharding.shards={b,c}"))
+	has := func(list []string, want string) bool { return slices.Contains(list, want) }
+	main := args(objs["Deployment/conveyor-system/conveyor-manager"])
+	if !has(main, "--watch-label-selector=!conveyor.dev/shard") || !has(main, "--receiver-bind-address=:8090") {
+		t.Errorf("first manager's args: %v", main)
+	}
+	for _, shard := range []string{"b", "c"} {
+		d := objs["Deployment/conveyor-system/conveyor-manager-"+shard]
+		a := args(d)
+		for _, want := range []string{"--watch-label-selector=conveyor.dev/shard=" + shard, "--webhooks=false", "--environment-status=false"} {
+			if !has(a, want) {
+				t.Errorf("shard %s: %s missing from %v", shard, want, a)
+			}
+		}
+		for _, arg := range a {
+			if strings.HasPrefix(arg, "--receiver") || strings.HasPrefix(arg, "--cert-rotation") {
+				t.Errorf("shard %s serves %s", shard, arg)
+			}
+		}
+		labels := field(d, []string{"spec", "template", "metadata", "labels"}).(map[string]any)
+		for _, svc := range []string{"conveyor-webhook-service", "conveyor-receiver"} {
+			sel := field(objs["Service/conveyor-system/"+svc], []string{"spec", "selector"}).(map[string]any)
+			matches := true
+			for k, v := range sel {
+				matches = matches && labels[k] == v
+			}
+			if matches {
+				t.Errorf("Service %s selects shard %s's pods (%v)", svc, shard, labels)
 			}
 		}
 	}

@@ -17,6 +17,18 @@ app.kubernetes.io/name: conveyor
 app.kubernetes.io/component: manager
 {{- end -}}
 
+{{- /* The pod labels of the manager (shard "") or of a shard's manager:
+only the first is behind the webhook, receiver and metrics Services. */}}
+{{- define "conveyor.shardSelectorLabels" -}}
+app.kubernetes.io/name: conveyor
+{{- if . }}
+app.kubernetes.io/component: manager-shard
+conveyor.dev/shard: {{ . | quote }}
+{{- else }}
+app.kubernetes.io/component: manager
+{{- end }}
+{{- end -}}
+
 {{- define "conveyor.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
