@@ -32,6 +32,7 @@ type options struct {
 	managerBin, root                     string
 	qps                                  float64
 	burst                                int
+	shards                               bool
 }
 
 func main() {
@@ -44,6 +45,7 @@ func main() {
 	flag.StringVar(&o.root, "root", ".", "The repository root.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 50, "The manager's client QPS (its default), also used for the raw create rate.")
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "The manager's client burst (its default).")
+	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	if err := run(context.Background(), o); err != nil {
@@ -62,6 +64,8 @@ type bench struct {
 	profiles []string
 	mgr      *exec.Cmd
 	mgrDone  chan struct{}
+	shard    *exec.Cmd // the second shard's manager (phase 3c)
+	shardEnd chan struct{}
 	kubeconf string
 
 	mu        sync.Mutex
@@ -73,6 +77,22 @@ type bench struct {
 	// handoffAdd and handoffDone are when each Job of the shared environment
 	// appeared, and when the driver had completed it.
 	handoffAdd, handoffDone map[string]time.Time
+	// approvedAt is when the driver created the Approval of a run's stage
+	// ("run/stage"); approvalLat, the time from there to the stage's first
+	// Job's watch event.
+	approvedAt  map[string]time.Time
+	approvalLat []time.Duration
+}
+
+// managers are the manager processes running.
+func (b *bench) managers() []*exec.Cmd {
+	var out []*exec.Cmd
+	for _, m := range []*exec.Cmd{b.mgr, b.shard} {
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func run(ctx context.Context, o options) error {
@@ -83,7 +103,8 @@ func run(ctx context.Context, o options) error {
 	defer stop()
 	fmt.Printf("Conveyor benchmark — %s, %d cores, %s, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, cpuModel())
 	var fig figures
-	for _, phase := range []func(context.Context, *figures) error{b.measureFloor, b.measureLatencies, b.measureLoad, b.measureMemory} {
+	for i, phase := range []func(context.Context, *figures) error{b.measureFloor, b.measureLatencies, b.measureLoad, b.measureMemory} {
+		progress("%s", []string{"1. floor", "2. reaction, 3b. handoff", "floor runs, 3. throughput, 4. API cost, 3c. two shards", "5. memory"}[i])
 		if err := phase(ctx, &fig); err != nil {
 			return err
 		}
@@ -91,6 +112,11 @@ func run(ctx context.Context, o options) error {
 	b.report(&fig)
 	b.printProfiles()
 	return nil
+}
+
+// progress tells on stderr which phase runs (the table goes to stdout).
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }

@@ -36,7 +36,7 @@ func setUp(ctx context.Context, o options) (*bench, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
 	}
-	b := &bench{o: o, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}}
+	b := &bench{o: o, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}, approvedAt: map[string]time.Time{}}
 	dir, err := os.MkdirTemp("", "conveyor-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -140,6 +140,13 @@ func (b *bench) startCache(ctx context.Context) error {
 			close(ch)
 			delete(b.jobSeen, j.Name)
 		}
+		if _, run, ok := strings.Cut(j.Annotations[conveyorv1.AnnotationRun], "/"); ok {
+			key := run + "/" + j.Labels[conveyorv1.LabelStage]
+			if at, ok := b.approvedAt[key]; ok {
+				b.approvalLat = append(b.approvalLat, time.Since(at))
+				delete(b.approvedAt, key)
+			}
+		}
 		if ch := b.runFirst[j.Annotations[conveyorv1.AnnotationRun]]; ch != nil {
 			close(ch)
 			delete(b.runFirst, j.Annotations[conveyorv1.AnnotationRun])
@@ -195,7 +202,15 @@ func (b *bench) startCache(ctx context.Context) error {
 			return
 		}
 		go func() {
-			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace},
+			b.mu.Lock()
+			b.approvedAt[key] = time.Now()
+			b.mu.Unlock()
+			// Labelled with the run's shard, as admission labels it.
+			var labels map[string]string
+			if shard, ok := r.Labels[conveyorv1.LabelShard]; ok {
+				labels = map[string]string{conveyorv1.LabelShard: shard}
+			}
+			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace, Labels: labels},
 				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: r.Name}, Stage: r.Status.CurrentStage, Decision: conveyorv1.DecisionApprove}}
 			if err := b.c.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
 				fmt.Fprintln(os.Stderr, "creating Approval:", err)
@@ -276,6 +291,10 @@ func (b *bench) environments(ctx context.Context, prefix string) error {
 // lanePrefix is the prefix of the environments of throughput lane i.
 func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
 
+// startManager starts the manager as a process with its default settings
+// (but for the client limits the bench is told), webhooks off, metrics and
+// pprof on local ports. It handles the runs without a shard label: the
+// floor's runs carry one, and so do the second shard's (phase 3c).
 func (b *bench) startManager(ctx context.Context) error {
 	port, err := localcluster.FreePort()
 	if err != nil {
@@ -287,52 +306,83 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pport)
-	// No webhooks (the bench measures the controllers): the driver's
-	// Approvals carry no recorded approver, so the manager is told to count them.
-	cmd := exec.Command(b.o.managerBin, "--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport),
-		fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst))
+	b.mgr, b.mgrDone, err = b.spawnManager("manager", "!"+conveyorv1.LabelShard, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport))
+	if err != nil {
+		return err
+	}
+	return waitMetrics(b.metrics)
+}
+
+// startShard starts a second manager for the runs labelled shard b, as the
+// chart runs a shard.
+func (b *bench) startShard() error {
+	port, err := localcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	b.shard, b.shardEnd, err = b.spawnManager("manager-shard-b", conveyorv1.LabelShard+"=b", fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), "--environment-status=false")
+	if err != nil {
+		return err
+	}
+	return waitMetrics(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+}
+
+// spawnManager starts a manager process for the shard the selector picks,
+// logging to bin/bench/<name>.log.
+func (b *bench) spawnManager(name, selector string, args ...string) (*exec.Cmd, chan struct{}, error) {
+	cmd := exec.Command(b.o.managerBin, append([]string{"--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
+		"--watch-label-selector=" + selector, fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst)}, args...)...)
 	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
 		cmd.Args = append(cmd.Args, "--zap-log-level=debug")
 	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
-	// The manager's log is kept in bin/bench/ (the last start's).
 	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
-		return err
+		return nil, nil, err
 	}
-	logf, err := os.Create(filepath.Join(b.o.root, "bin/bench", "manager.log"))
+	logf, err := os.Create(filepath.Join(b.o.root, "bin/bench", name+".log"))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, nil, err
 	}
-	b.mgr, b.mgrDone = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(b.mgrDone) }()
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	return cmd, done, nil
+}
+
+// waitMetrics waits until a manager serves its metrics.
+func waitMetrics(url string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := scrape(b.metrics); err == nil {
+		if _, err := scrape(url); err == nil {
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("the manager's metrics did not come up (log: %s)", logf.Name())
+	return fmt.Errorf("the manager's metrics at %s did not come up (logs in bin/bench)", url)
 }
 
+// stopManager stops the managers.
 func (b *bench) stopManager() {
-	if b.mgr == nil {
+	stop(b.mgr, b.mgrDone)
+	stop(b.shard, b.shardEnd)
+	b.mgr, b.shard = nil, nil
+}
+
+func stop(cmd *exec.Cmd, done chan struct{}) {
+	if cmd == nil {
 		return
 	}
-	_ = b.mgr.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-b.mgrDone:
+	case <-done:
 	case <-time.After(15 * time.Second):
-		_ = b.mgr.Process.Kill()
-		<-b.mgrDone
+		_ = cmd.Process.Kill()
+		<-done
 	}
-	b.mgr = nil
 }
 
 func (b *bench) newRun(ctx context.Context, ns, name string) (*conveyorv1.PipelineRun, error) {
@@ -340,7 +390,15 @@ func (b *bench) newRun(ctx context.Context, ns, name string) (*conveyorv1.Pipeli
 }
 
 func (b *bench) newRunOf(ctx context.Context, ns, pipeline, name string) (*conveyorv1.PipelineRun, error) {
+	return b.newRunLabelled(ctx, ns, pipeline, name, "")
+}
+
+// newRunLabelled creates a run in shard (none when "").
+func (b *bench) newRunLabelled(ctx context.Context, ns, pipeline, name, shard string) (*conveyorv1.PipelineRun, error) {
 	r := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: pipeline}, Git: conveyorv1.GitRef{Tag: "v1.0.0", Commit: "abcdef1"}}}
+	if shard != "" {
+		r.Labels = map[string]string{conveyorv1.LabelShard: shard}
+	}
 	return r, b.c.Create(ctx, r)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,18 +12,37 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
-// measureLoad: phases 3 (throughput) and 4 (writes), counted apart from
-// the reaction runs, which are cancelled after.
+// measureLoad: the floor's runs, then phases 3 (throughput) and 4
+// (writes and API cost), counted apart from the reaction runs, which are
+// cancelled after; then 3c, the throughput with two shards.
 func (b *bench) measureLoad(ctx context.Context, fig *figures) error {
 	var err error
+	if fig.floor, err = b.measure(ctx, b.o.runs, func() error { return b.floorRuns(ctx, b.o.runs) }); err != nil {
+		return err
+	}
 	if fig.before, err = b.apiWrites(ctx); err != nil {
 		return err
 	}
-	if fig.dur, err = b.throughput(ctx); err != nil {
+	b.mu.Lock()
+	b.approvalLat = nil
+	b.mu.Unlock()
+	fig.load, err = b.measure(ctx, b.o.runs, func() error {
+		fig.dur, err = b.throughput(ctx, "run", nil)
+		return err
+	})
+	if err != nil {
 		return err
 	}
+	b.mu.Lock()
+	fig.approvalLat = append([]time.Duration(nil), b.approvalLat...)
+	b.mu.Unlock()
 	if fig.after, err = b.apiWrites(ctx); err != nil {
 		return err
+	}
+	if b.o.shards {
+		if fig.sharded, err = b.measureShards(ctx); err != nil {
+			return err
+		}
 	}
 	// Memory is per finished run: the reaction runs, still at their first
 	// Job, are cancelled first (counted apart from the throughput's writes).
@@ -50,8 +70,10 @@ func (b *bench) settle(ctx context.Context, ns, name string) error {
 	}
 }
 
-// throughput: o.runs tag runs, o.concurrency at a time, each to Succeeded.
-func (b *bench) throughput(ctx context.Context) (time.Duration, error) {
+// throughput: o.runs tag runs named prefix-N, o.concurrency at a time,
+// each to Succeeded. Runs of a lane in shard (when not nil) carry its label,
+// as admission would label them.
+func (b *bench) throughput(ctx context.Context, prefix string, shard map[int]string) (time.Duration, error) {
 	errs := make(chan error, b.o.runs)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -61,12 +83,12 @@ func (b *bench) throughput(ctx context.Context) (time.Duration, error) {
 		go func(lane int) {
 			defer wg.Done()
 			for i := lane; i < b.o.runs; i += b.o.concurrency {
-				name := fmt.Sprintf("run-%d", i)
+				name := fmt.Sprintf("%s-%d", prefix, i)
 				ch := make(chan struct{})
 				b.mu.Lock()
 				b.runDone[name] = ch
 				b.mu.Unlock()
-				if _, err := b.newRunOf(ctx, "bench", fmt.Sprintf("shop-%d", lane), name); err != nil {
+				if _, err := b.newRunLabelled(ctx, "bench", fmt.Sprintf("shop-%d", lane), name, shard[lane]); err != nil {
 					errs <- err
 					return
 				}
@@ -91,9 +113,55 @@ func (b *bench) throughput(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	for _, r := range list.Items {
-		if r.Status.Phase != conveyorv1.RunSucceeded {
+		if strings.HasPrefix(r.Name, prefix+"-") && r.Status.Phase != conveyorv1.RunSucceeded {
 			return 0, fmt.Errorf("run %s ended %s", r.Name, r.Status.Phase)
 		}
 	}
 	return d, nil
+}
+
+// shardedFigures are phase 3c's: the throughput with two managers, each
+// handling half the lanes, and whether any run was handled twice (more Job
+// creates than Jobs, or Jobs that failed to create).
+type shardedFigures struct {
+	cost       cost
+	jobCreates float64 // successful Job creates per run
+	conflicts  float64 // Job creates refused (AlreadyExists) per run
+}
+
+// measureShards: phase 3c. Half the lanes' Pipelines move to shard b (new
+// runs take the label), a second manager handles shard b, and o.runs more
+// runs go through.
+func (b *bench) measureShards(ctx context.Context) (shardedFigures, error) {
+	shard := map[int]string{}
+	for lane := 1; lane < b.o.concurrency; lane += 2 {
+		shard[lane] = "b"
+		p := &conveyorv1.Pipeline{}
+		if err := b.c.Get(ctx, client.ObjectKey{Namespace: "bench", Name: fmt.Sprintf("shop-%d", lane)}, p); err != nil {
+			return shardedFigures{}, err
+		}
+		p.Labels = map[string]string{conveyorv1.LabelShard: "b"}
+		if err := b.c.Update(ctx, p); err != nil {
+			return shardedFigures{}, err
+		}
+	}
+	if err := b.startShard(); err != nil {
+		return shardedFigures{}, err
+	}
+	before, err := b.jobCreateCodes(ctx)
+	if err != nil {
+		return shardedFigures{}, err
+	}
+	c, err := b.measure(ctx, b.o.runs, func() error {
+		_, err := b.throughput(ctx, "sharded", shard)
+		return err
+	})
+	if err != nil {
+		return shardedFigures{}, err
+	}
+	after, err := b.jobCreateCodes(ctx)
+	if err != nil {
+		return shardedFigures{}, err
+	}
+	return shardedFigures{cost: c, jobCreates: c.perRun(after["201"] - before["201"]), conflicts: c.perRun(after["409"] - before["409"])}, nil
 }

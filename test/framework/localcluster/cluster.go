@@ -102,11 +102,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			c.TailLogs(o.Log, 20)
 		}
 	}()
-	ports, err := freePorts(4)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
-	etcdPort, etcdPeer, apiPort, kubeletPort := ports[0], ports[1], ports[2], ports[3]
+	etcdPort, etcdPeer, apiPort := ports[0], ports[1], ports[2]
 	c.Server = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
 	if err := c.writeSecrets(append([]User{{Name: "admin", Groups: []string{"system:masters"}}}, o.Users...)); err != nil {
@@ -174,7 +174,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	); err != nil {
 		return nil, err
 	}
-	if err := c.startKwok(bin("kwok"), kubeconfig, kubeletPort, o.StageFiles); err != nil {
+	if err := c.startKwok(bin("kwok"), kubeconfig, o.StageFiles); err != nil {
 		return nil, err
 	}
 
@@ -349,23 +349,46 @@ func (c *Cluster) writeKubeconfig() error {
 // stage files and the local cluster's own, and serving the kubelet's API
 // (container logs) on the Node's address and port, so kubectl logs works
 // through the API server.
-func (c *Cluster) startKwok(bin, kubeconfig string, kubeletPort int, stageFiles []string) error {
+//
+// The kubelet port is picked free just before kwok starts; another process
+// (a test suite running beside this one) may still take it first, so a kwok
+// that exits at once is started again on another port.
+func (c *Cluster) startKwok(bin, kubeconfig string, stageFiles []string) error {
 	logsConfig, err := writeContainerLogs(c.Dir)
 	if err != nil {
 		return err
 	}
-	args := []string{"--kubeconfig", kubeconfig, "--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-		"--server-address", fmt.Sprintf("127.0.0.1:%d", kubeletPort), "--node-ip", "127.0.0.1",
-		"--node-port", fmt.Sprint(kubeletPort), "--config", logsConfig}
 	ours, err := writeStages(c.Dir)
 	if err != nil {
 		return err
 	}
-	for _, f := range append(stageFiles, ours...) {
-		args = append(args, "--config", f)
+	for attempt := 1; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return err
+		}
+		args := []string{"--kubeconfig", kubeconfig, "--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+			"--server-address", fmt.Sprintf("127.0.0.1:%d", port), "--node-ip", "127.0.0.1",
+			"--node-port", fmt.Sprint(port), "--config", logsConfig}
+		for _, f := range append(stageFiles, ours...) {
+			args = append(args, "--config", f)
+		}
+		_, done, err := c.StartProcess("kwok", bin, nil, args...)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-time.After(3 * time.Second):
+			return nil
+		case err := <-done:
+			if attempt == 3 {
+				return fmt.Errorf("kwok exited at start %d times, last on port %d: %v (see %s)", attempt, port, err, c.LogFile("kwok"))
+			}
+			c.TailLogs(c.log, 5)
+			fmt.Fprintf(c.log, "kwok exited at start (%v), port %d taken? Starting it again on another port\n", err, port)
+		}
 	}
-	return c.start("kwok", bin, args...)
 }
 
 //go:embed stages/*.yaml

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+)
+
+// floorShard labels the floor's runs, Jobs and Approvals: the bench's
+// managers run with --watch-label-selector=!conveyor.dev/shard, so they never
+// see them.
+const floorShard = "floor"
+
+// cpu is the CPU seconds (user + system) each process has used so far.
+type cpu struct{ apiserver, etcd, manager, driver float64 }
+
+func (c cpu) sub(o cpu) cpu {
+	return cpu{c.apiserver - o.apiserver, c.etcd - o.etcd, c.manager - o.manager, c.driver - o.driver}
+}
+
+// procCPU reads a process's CPU seconds from /proc/<pid>/stat.
+func procCPU(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count after it.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// children finds the bench's own child processes by command name: envtest
+// starts kube-apiserver and etcd as children.
+func children(name string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if comm == name && len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cpuNow samples every process's CPU seconds.
+func (b *bench) cpuNow() cpu {
+	var c cpu
+	for _, pid := range children("kube-apiserver") {
+		c.apiserver += procCPU(pid)
+	}
+	for _, pid := range children("etcd") {
+		c.etcd += procCPU(pid)
+	}
+	for _, m := range b.managers() {
+		c.manager += procCPU(m.Process.Pid)
+	}
+	c.driver = procCPU(os.Getpid())
+	return c
+}
+
+// requests are API requests counted by the API server
+// (apiserver_request_total), by "VERB resource[/subresource]".
+type requests map[string]float64
+
+func (r requests) sub(o requests) requests {
+	out := requests{}
+	for k, v := range r {
+		if d := v - o[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func isWrite(key string) bool {
+	verb, _, _ := strings.Cut(key, " ")
+	return verb == "POST" || verb == "PATCH" || verb == "PUT" || verb == "DELETE" || verb == "APPLY"
+}
+
+// total sums the requests that match.
+func (r requests) total(match func(string) bool) float64 {
+	var n float64
+	for k, v := range r {
+		if match(k) {
+			n += v
+		}
+	}
+	return n
+}
+
+// apiRequests reads apiserver_request_total from the API server.
+func (b *bench) apiRequests(ctx context.Context) (requests, error) {
+	cs, err := kubernetes.NewForConfig(b.cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := requests{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels, value := parseSample(line)
+		key := labels["verb"] + " " + labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			key += "/" + sub
+		}
+		out[key] += value
+	}
+	return out, nil
+}
+
+// jobCreateCodes are the API server's answers to Job creates so far, by code.
+func (b *bench) jobCreateCodes(ctx context.Context) (map[string]float64, error) {
+	cs, err := kubernetes.NewForConfig(b.cfg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		if labels, value := parseSample(line); labels["verb"] == "POST" && labels["resource"] == "jobs" && labels["subresource"] == "" {
+			out[labels["code"]] += value
+		}
+	}
+	return out, nil
+}
+
+// cost is what a phase cost the API server and the processes around it.
+type cost struct {
+	cpu  cpu
+	reqs requests
+	runs int
+	dur  time.Duration
+}
+
+// measure runs phase and returns its cost.
+func (b *bench) measure(ctx context.Context, runs int, phase func() error) (cost, error) {
+	progress("  %d runs", runs)
+	r0, err := b.apiRequests(ctx)
+	if err != nil {
+		return cost{}, err
+	}
+	c0, start := b.cpuNow(), time.Now()
+	if err := phase(); err != nil {
+		return cost{}, err
+	}
+	c1, dur := b.cpuNow(), time.Since(start)
+	r1, err := b.apiRequests(ctx)
+	if err != nil {
+		return cost{}, err
+	}
+	return cost{cpu: c1.sub(c0), reqs: r1.sub(r0), runs: runs, dur: dur}, nil
+}
+
+// perRun is a figure per run of the phase.
+func (c cost) perRun(v float64) float64 { return v / float64(c.runs) }
+
+// floorRuns: n runs' irreducible API work, made by a raw client with none
+// of Conveyor's reads, Events or locks, o.concurrency at a time: the run's
+// create, its 6 Job creates, the 10 status writes that tell a person where it
+// stands (a stage starting or waiting, the end), and the driver's own writes
+// (its 4 Approvals; the 6 Jobs completed, by the driver's Job watch as for
+// real runs).
+func (b *bench) floorRuns(ctx context.Context, n int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, b.o.concurrency)
+	for lane := 0; lane < b.o.concurrency; lane++ {
+		wg.Add(1)
+		go func(lane int) {
+			defer wg.Done()
+			for i := lane; i < n; i += b.o.concurrency {
+				if err := b.floorRun(ctx, fmt.Sprintf("floor-run-%d", i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(lane)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// floorStep is one of a floor run's steps: a status write with the stage
+// in that phase, then the Jobs it creates or the Approval a person gives.
+type floorStep struct {
+	stage    string
+	phase    conveyorv1.StagePhase
+	jobs     []string
+	approval bool
+}
+
+// The seed's tag run, as the manager writes it at best.
+var floorSteps = []floorStep{
+	{"build", conveyorv1.StageRunning, []string{"compile"}, false},
+	{"testing", conveyorv1.StageRunning, []string{"unit", "lint"}, false},
+	{"staging", conveyorv1.StageWaiting, nil, true},
+	{"staging", conveyorv1.StageRunning, []string{"deploy"}, false},
+	{"pre-production", conveyorv1.StageWaiting, nil, true},
+	{"pre-production", conveyorv1.StageRunning, []string{"deploy"}, false},
+	{"approve", conveyorv1.StageWaiting, nil, true},
+	{"production", conveyorv1.StageWaiting, nil, true},
+	{"production", conveyorv1.StageRunning, []string{"deploy"}, false},
+	{"", "", nil, false}, // the end
+}
+
+func (b *bench) floorRun(ctx context.Context, name string) error {
+	labels := map[string]string{conveyorv1.LabelShard: floorShard}
+	run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "floor", Labels: labels},
+		Spec: conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: conveyorv1.GitRef{Tag: "v1.0.0", Commit: "abcdef1"}}}
+	if err := b.c.Create(ctx, run); err != nil {
+		return err
+	}
+	var stages []map[string]string
+	for _, s := range floorSteps {
+		phase := conveyorv1.RunSucceeded
+		if s.stage != "" {
+			phase = conveyorv1.RunRunning
+			if n := len(stages); n > 0 && stages[n-1]["name"] != s.stage {
+				stages[n-1]["phase"] = string(conveyorv1.StageSucceeded)
+			}
+			if n := len(stages); n == 0 || stages[n-1]["name"] != s.stage {
+				stages = append(stages, map[string]string{"name": s.stage})
+			}
+			stages[len(stages)-1]["phase"] = string(s.phase)
+		} else {
+			stages[len(stages)-1]["phase"] = string(conveyorv1.StageSucceeded)
+		}
+		patch, _ := json.Marshal(map[string]any{"status": map[string]any{"phase": phase, "currentStage": s.stage, "stages": stages}})
+		if err := b.c.Status().Patch(ctx, run, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			return fmt.Errorf("floor status write: %w", err)
+		}
+		for _, j := range s.jobs {
+			job := floorJob(name + "-" + s.stage + "-" + j)
+			job.Labels = map[string]string{conveyorv1.LabelShard: floorShard, conveyorv1.LabelRunUID: string(run.UID)}
+			if err := b.c.Create(ctx, job); err != nil {
+				return err
+			}
+		}
+		if s.approval {
+			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + s.stage, Namespace: "floor", Labels: labels},
+				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: name}, Stage: s.stage, Decision: conveyorv1.DecisionApprove}}
+			if err := b.c.Create(ctx, a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// requestRows are the requests per run of a phase, by verb and resource,
+// most first.
+func requestRows(c cost) []string {
+	keys := make([]string, 0, len(c.reqs))
+	for k := range c.reqs {
+		if !strings.HasPrefix(k, "WATCH") { // a watch is one long request
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return c.reqs[keys[i]] > c.reqs[keys[j]] })
+	var rows []string
+	for _, k := range keys {
+		if per := c.perRun(c.reqs[k]); per >= 0.05 {
+			rows = append(rows, fmt.Sprintf("%s %.2f", k, per))
+		}
+	}
+	return rows
+}
