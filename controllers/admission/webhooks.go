@@ -142,15 +142,21 @@ func checkShard(obj metav1.Object, from map[string]string, what string) error {
 
 // readRun reads the Approval's run from the API server; nil when it does not exist.
 func readRun(ctx context.Context, reader client.Reader, a *conveyorv1.Approval) (*conveyorv1.PipelineRun, error) {
-	run := &conveyorv1.PipelineRun{}
-	err := reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, run)
+	return readOrNil(ctx, reader, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, &conveyorv1.PipelineRun{})
+}
+
+// readOrNil reads obj from the API server; nil when it does not exist, and
+// any other error as the webhook's internal error.
+func readOrNil[T client.Object](ctx context.Context, reader client.Reader, key types.NamespacedName, obj T) (T, error) {
+	var none T
+	err := reader.Get(ctx, key, obj)
 	if apierrors.IsNotFound(err) {
-		return nil, nil
+		return none, nil
 	}
 	if err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("reading PipelineRun: %w", err))
+		return none, apierrors.NewInternalError(fmt.Errorf("reading %T %s: %w", obj, key, err))
 	}
-	return run, nil
+	return obj, nil
 }
 
 // labelsOf are an object's labels; none when it is nil (does not exist).
@@ -166,15 +172,7 @@ func labelsOf[T any, P interface {
 
 // readPipeline reads the run's Pipeline from the API server; nil when it does not exist.
 func readPipeline(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun) (*conveyorv1.Pipeline, error) {
-	pipeline := &conveyorv1.Pipeline{}
-	err := reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, pipeline)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("reading Pipeline: %w", err))
-	}
-	return pipeline, nil
+	return readOrNil(ctx, reader, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.PipelineRef.Name}, &conveyorv1.Pipeline{})
 }
 
 // recordRequester writes the authenticated user into spec.requester on create,

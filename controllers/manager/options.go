@@ -1,7 +1,6 @@
 package manager
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"unique"
 
@@ -131,6 +130,9 @@ type Config struct {
 	LeaderElect bool
 	// LeaderElectionNamespace holds the lease; the manager's own namespace when empty.
 	LeaderElectionNamespace string
+	// LeaderElectionID names the lease; DefaultLeaderElectionID when
+	// empty. Each shard needs its own.
+	LeaderElectionID string
 	// WebhookHost, WebhookPort and WebhookCertDir configure the admission
 	// webhook server (tls.crt and tls.key in WebhookCertDir).
 	WebhookHost    string
@@ -154,14 +156,16 @@ func ParseShard(selector string) (labels.Selector, error) {
 	return s, nil
 }
 
-// leaderElectionID is one lease per shard: shards run side by side, each
-// with its own leader.
-func leaderElectionID(shard labels.Selector) string {
-	if shard == nil {
-		return "conveyor.conveyor.dev"
+// DefaultLeaderElectionID is the leader election Lease of a manager not told
+// another; the manager's Role may update this one by name.
+const DefaultLeaderElectionID = "conveyor.conveyor.dev"
+
+// leaderElectionID is the lease the configuration names, or the default.
+func leaderElectionID(c Config) string {
+	if c.LeaderElectionID == "" {
+		return DefaultLeaderElectionID
 	}
-	sum := sha256.Sum256([]byte(shard.String()))
-	return fmt.Sprintf("conveyor-%x.conveyor.dev", sum[:5])
+	return c.LeaderElectionID
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -202,7 +206,7 @@ func Options(c Config) ctrl.Options {
 		HealthProbeBindAddress:  c.ProbeAddr,
 		PprofBindAddress:        c.PprofAddr,
 		LeaderElection:          c.LeaderElect,
-		LeaderElectionID:        leaderElectionID(c.Shard),
+		LeaderElectionID:        leaderElectionID(c),
 		LeaderElectionNamespace: c.LeaderElectionNamespace,
 		WebhookServer:           webhook.NewServer(webhook.Options{Host: c.WebhookHost, Port: c.WebhookPort, CertDir: c.WebhookCertDir}),
 		Cache: cache.Options{

@@ -118,51 +118,45 @@ func (r requests) total(match func(string) bool) float64 {
 	return n
 }
 
-// apiRequests reads apiserver_request_total from the API server.
-func (b *bench) apiRequests(ctx context.Context) (requests, error) {
+// eachRequestSample calls f with the labels and value of each
+// apiserver_request_total sample the API server reports.
+func (b *bench) eachRequestSample(ctx context.Context, f func(labels map[string]string, value float64)) error {
 	cs, err := kubernetes.NewForConfig(b.cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := requests{}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
+		if strings.HasPrefix(line, "apiserver_request_total{") {
+			f(parseSample(line))
 		}
-		labels, value := parseSample(line)
+	}
+	return nil
+}
+
+// apiRequests reads apiserver_request_total from the API server.
+func (b *bench) apiRequests(ctx context.Context) (requests, error) {
+	out := requests{}
+	return out, b.eachRequestSample(ctx, func(labels map[string]string, value float64) {
 		key := labels["verb"] + " " + labels["resource"]
 		if sub := labels["subresource"]; sub != "" {
 			key += "/" + sub
 		}
 		out[key] += value
-	}
-	return out, nil
+	})
 }
 
 // jobCreateCodes are the API server's answers to Job creates so far, by code.
 func (b *bench) jobCreateCodes(ctx context.Context) (map[string]float64, error) {
-	cs, err := kubernetes.NewForConfig(b.cfg)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		if labels, value := parseSample(line); labels["verb"] == "POST" && labels["resource"] == "jobs" && labels["subresource"] == "" {
+	return out, b.eachRequestSample(ctx, func(labels map[string]string, value float64) {
+		if labels["verb"] == "POST" && labels["resource"] == "jobs" && labels["subresource"] == "" {
 			out[labels["code"]] += value
 		}
-	}
-	return out, nil
+	})
 }
 
 // cost is what a phase cost the API server and the processes around it.

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
-	"k8s.io/client-go/kubernetes"
 )
 
 // writes are API server write counts by what they wrote.
@@ -26,23 +24,11 @@ func (w writes) sub(o writes) writes {
 // manager makes are the only ones to these resources (the driver writes Job
 // status, Approvals and runs, counted apart).
 func (b *bench) apiWrites(ctx context.Context) (writes, error) {
-	cs, err := kubernetes.NewForConfig(b.cfg)
-	if err != nil {
-		return writes{}, err
-	}
-	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return writes{}, err
-	}
 	var w writes
-	for _, line := range strings.Split(string(raw), "\n") {
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
-		labels, value := parseSample(line)
+	return w, b.eachRequestSample(ctx, func(labels map[string]string, value float64) {
 		verb, res, sub := labels["verb"], labels["resource"], labels["subresource"]
-		if verb != "POST" && verb != "PATCH" && verb != "PUT" && verb != "DELETE" && verb != "APPLY" {
-			continue
+		if !isWrite(verb + " " + res) {
+			return
 		}
 		switch {
 		case res == "jobs" && sub == "" && verb == "POST":
@@ -61,8 +47,7 @@ func (b *bench) apiWrites(ctx context.Context) (writes, error) {
 		default:
 			w.other += value
 		}
-	}
-	return w, nil
+	})
 }
 
 // scrape reads a Prometheus text endpoint into name -> value (unlabelled samples).

@@ -558,7 +558,8 @@ func TestChartShards(t *testing.T) {
 	for _, shard := range []string{"b", "c"} {
 		d := objs["Deployment/conveyor-system/conveyor-manager-"+shard]
 		a := args(d)
-		for _, want := range []string{"--watch-label-selector=conveyor.dev/shard=" + shard, "--webhooks=false", "--environment-status=false"} {
+		for _, want := range []string{"--watch-label-selector=conveyor.dev/shard=" + shard, "--webhooks=false", "--environment-status=false",
+			"--leader-election-id=conveyor-shard-" + shard + ".conveyor.dev"} {
 			if !has(a, want) {
 				t.Errorf("shard %s: %s missing from %v", shard, want, a)
 			}
@@ -567,6 +568,10 @@ func TestChartShards(t *testing.T) {
 			if strings.HasPrefix(arg, "--receiver") || strings.HasPrefix(arg, "--cert-rotation") {
 				t.Errorf("shard %s serves %s", shard, arg)
 			}
+		}
+		names := field(objs["Role/conveyor-system/conveyor-manager-shards"], []string{"rules", "0", "resourceNames"})
+		if list, _ := names.([]any); !slices.Contains(list, any("conveyor-shard-"+shard+".conveyor.dev")) {
+			t.Errorf("shard %s: its leader election Lease is not in the shards' Role (%v)", shard, names)
 		}
 		labels := field(d, []string{"spec", "template", "metadata", "labels"}).(map[string]any)
 		for _, svc := range []string{"conveyor-webhook-service", "conveyor-receiver"} {

@@ -49,6 +49,19 @@ func startShard(t *testing.T, selector string) ctrl.Manager {
 	return mgr
 }
 
+// startTwoShards starts the test's manager for the runs without a shard
+// label (serving the webhooks) and a second for shard b, as the chart does
+// with sharding.shards={b}.
+func startTwoShards(t *testing.T) (main, b ctrl.Manager) {
+	t.Helper()
+	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, _ = startManagerConfig(t, manager.Config{Shard: unlabelled})
+	return main, startShard(t, conveyorv1.LabelShard+"=b")
+}
+
 // cachedRuns are the names of the runs in ns a manager's cache holds.
 func cachedRuns(g Gomega, mgr ctrl.Manager, ns string) []string {
 	list := &conveyorv1.PipelineRunList{}
@@ -67,12 +80,7 @@ func cachedRuns(g Gomega, mgr ctrl.Manager, ns string) []string {
 // server, keeps one deploy at a time in an environment both shards deploy
 // to; and nobody moves a run or an Approval to another shard.
 func TestShardsSplitTheRuns(t *testing.T) {
-	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	main, _ := startManagerConfig(t, manager.Config{Shard: unlabelled})
-	b := startShard(t, conveyorv1.LabelShard+"=b")
+	main, b := startTwoShards(t)
 	watchStaging(t)
 	ns := newNamespace(t)
 	deployPipeline(t, ns, "blue", "")
@@ -120,7 +128,7 @@ func TestShardsSplitTheRuns(t *testing.T) {
 		err := k8s.Patch(context.Background(), runs[1].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)))
 		expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
 	}
-	err = k8s.Patch(context.Background(), runs[2].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`)))
+	err := k8s.Patch(context.Background(), runs[2].DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`)))
 	expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
 }
 
@@ -149,12 +157,7 @@ func finishAll(t *testing.T, runs []*conveyorv1.PipelineRun) {
 // (whatever its author wrote), so shard b sees it; the other manager never
 // holds the run.
 func TestShardTakesItsApprovals(t *testing.T) {
-	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	main, _ := startManagerConfig(t, manager.Config{Shard: unlabelled})
-	b := startShard(t, conveyorv1.LabelShard+"=b")
+	main, b := startTwoShards(t)
 	ns := newNamespace(t)
 	seedPipelineWith(t, ns, func(p *conveyorv1.Pipeline) { p.Labels = map[string]string{conveyorv1.LabelShard: "b"} })
 	run := newRun(t, ns, v140)
@@ -194,7 +197,7 @@ func TestShardTakesItsApprovals(t *testing.T) {
 	if len(list.Items) != 4 {
 		t.Errorf("%d Approvals, want 4", len(list.Items))
 	}
-	err = k8s.Patch(context.Background(), &list.Items[0], client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":null}}}`)))
+	err := k8s.Patch(context.Background(), &list.Items[0], client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":null}}}`)))
 	expectRefused(t, err, "label conveyor.dev/shard cannot change once set")
 	var jobs batchv1.JobList
 	if err := k8s.List(context.Background(), &jobs, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelShard: "b"}); err != nil || len(jobs.Items) != 6 {

@@ -29,6 +29,11 @@ app.kubernetes.io/component: manager
 {{- end }}
 {{- end -}}
 
+{{- /* A shard's leader election Lease. */}}
+{{- define "conveyor.shardLease" -}}
+conveyor-shard-{{ . }}.conveyor.dev
+{{- end -}}
+
 {{- define "conveyor.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
