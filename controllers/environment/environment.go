@@ -39,8 +39,12 @@ func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.
 
 // Record writes the deploys a run's decision completes into their
 // Environments' records (engine.DeploysDone), before the run's status says
-// so: a deploy told is a deploy recorded. Read from the API server and
-// retried on conflict: many runs write one Environment.
+// so: a deploy told is a deploy recorded. The first try writes the
+// Environment as the cache has it; the API server refuses it if that is
+// behind (optimistic concurrency), and each retry reads it from the API
+// server: many runs write one Environment. The same write clears the
+// holder when it is the deploy that ended, which the Environment
+// reconciler would otherwise write apart.
 func Record(ctx context.Context, c client.Client, reader client.Reader, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
 	for _, d := range engine.DeploysDone(run, st) {
 		ns := ""
@@ -53,15 +57,23 @@ func Record(ctx context.Context, c client.Client, reader client.Reader, run *con
 		if breach != nil {
 			continue // no Environment to record in (deleted while it deployed)
 		}
+		fresh := env.DeepCopy()
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			fresh := &conveyorv1.Environment{}
-			if err := reader.Get(ctx, types.NamespacedName{Name: env.Name}, fresh); err != nil {
-				return err
+			if fresh == nil {
+				fresh = &conveyorv1.Environment{}
+				if err := reader.Get(ctx, types.NamespacedName{Name: env.Name}, fresh); err != nil {
+					return err
+				}
 			}
-			if !engine.RecordDeploy(&fresh.Status, d) {
+			next := fresh
+			fresh = nil // a retry reads the API server
+			if !engine.RecordDeploy(&next.Status, d) {
 				return nil
 			}
-			return c.Status().Update(ctx, fresh)
+			if next.Status.Holder == engine.RunKey(run) && next.Status.HolderStage == d.Stage {
+				next.Status.Holder, next.Status.HolderStage = "", ""
+			}
+			return c.Status().Update(ctx, next)
 		})
 		if client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("recording the deploy of stage %s in Environment %s: %w", d.Stage, env.Name, err)
