@@ -196,6 +196,7 @@ func (c cost) perRun(v float64) float64 { return v / float64(c.runs) }
 // (its 4 Approvals; the 6 Jobs completed, by the driver's Job watch as for
 // real runs).
 func (b *bench) floorRuns(ctx context.Context, n int) error {
+	completed := b.completes.Load()
 	var wg sync.WaitGroup
 	errs := make(chan error, b.o.concurrency)
 	for lane := 0; lane < b.o.concurrency; lane++ {
@@ -212,7 +213,16 @@ func (b *bench) floorRuns(ctx context.Context, n int) error {
 	}
 	wg.Wait()
 	close(errs)
-	return <-errs
+	if err := <-errs; err != nil {
+		return err
+	}
+	// The phase ends when the driver has completed the floor's Jobs too.
+	for deadline := time.Now().Add(5 * time.Minute); b.completes.Load()-completed < int64(6*n); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the driver completed %d of the floor's %d Jobs", b.completes.Load()-completed, 6*n)
+		}
+	}
+	return nil
 }
 
 // floorStep is one of a floor run's steps: a status write with the stage
