@@ -23,6 +23,13 @@ import (
 // chart does: it handles what the label selector matches, serves no
 // webhooks and leaves Environments' status to the first.
 func startShard(t *testing.T, selector string) ctrl.Manager {
+	mgr, _ := startShardStoppable(t, selector)
+	return mgr
+}
+
+// startShardStoppable is startShard that also returns a function stopping
+// the shard's manager (also called when the test ends).
+func startShardStoppable(t *testing.T, selector string) (ctrl.Manager, func()) {
 	t.Helper()
 	shard, err := manager.ParseShard(selector)
 	if err != nil {
@@ -45,8 +52,9 @@ func startShard(t *testing.T, selector string) ctrl.Manager {
 		}
 	}()
 	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { cancel(); <-done }) })
-	return mgr
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return mgr, stop
 }
 
 // startTwoShards starts the test's manager for the runs without a shard
@@ -54,12 +62,19 @@ func startShard(t *testing.T, selector string) ctrl.Manager {
 // with sharding.shards={b}.
 func startTwoShards(t *testing.T) (main, b ctrl.Manager) {
 	t.Helper()
+	return startFirstShard(t), startShard(t, conveyorv1.LabelShard+"=b")
+}
+
+// startFirstShard starts the test's manager for the runs without a shard
+// label; it serves the webhooks.
+func startFirstShard(t *testing.T) ctrl.Manager {
+	t.Helper()
 	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	main, _ = startManagerConfig(t, manager.Config{Shard: unlabelled})
-	return main, startShard(t, conveyorv1.LabelShard+"=b")
+	mgr, _ := startManagerConfig(t, manager.Config{Shard: unlabelled})
+	return mgr
 }
 
 // cachedRuns are the names of the runs in ns a manager's cache holds.
@@ -155,9 +170,11 @@ func finishAll(t *testing.T, runs []*conveyorv1.PipelineRun) {
 // TestShardTakesItsApprovals: a release of a Pipeline in shard b goes through
 // its gates, handled by shard b alone: each Approval carries the run's shard
 // (whatever its author wrote), so shard b sees it; the other manager never
-// holds the run.
+// holds the run. Shard b's manager is replaced mid-run (a restart, as a
+// rollout does) and the new one carries the run on.
 func TestShardTakesItsApprovals(t *testing.T) {
-	main, b := startTwoShards(t)
+	main := startFirstShard(t)
+	_, stopB := startShardStoppable(t, conveyorv1.LabelShard+"=b")
 	ns := newNamespace(t)
 	seedPipelineWith(t, ns, func(p *conveyorv1.Pipeline) { p.Labels = map[string]string{conveyorv1.LabelShard: "b"} })
 	run := newRun(t, ns, v140)
@@ -175,7 +192,10 @@ func TestShardTakesItsApprovals(t *testing.T) {
 	if a.Labels[conveyorv1.LabelShard] != "b" {
 		t.Fatalf("Approval's shard label %q, want the run's b", a.Labels[conveyorv1.LabelShard])
 	}
-	passStage(t, run, "staging", "deploy")
+	staging := waitJob(t, run, "staging", "deploy")
+	stopB()
+	finishJob(t, staging, "", "") // while no manager handles shard b
+	b := startShard(t, conveyorv1.LabelShard+"=b")
 	waitRun(t, run, conveyorv1.RunWaiting, "pre-production")
 	decide(t, run, "pre-production", conveyorv1.DecisionApprove)
 	passStage(t, run, "pre-production", "deploy")
