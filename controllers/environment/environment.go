@@ -42,7 +42,9 @@ func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.
 // so: a deploy told is a deploy recorded. The first try writes the
 // Environment as the cache has it; the API server refuses it if that is
 // behind (optimistic concurrency), and each retry reads it from the API
-// server: many runs write one Environment.
+// server: many runs write one Environment. The same write clears the
+// holder when it is the deploy that ended (the reconciler does not set a
+// recorded deploy as holder again): one write per deploy's end, not two.
 func Record(ctx context.Context, c client.Client, reader client.Reader, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
 	for _, d := range engine.DeploysDone(run, st) {
 		ns := ""
@@ -67,6 +69,9 @@ func Record(ctx context.Context, c client.Client, reader client.Reader, run *con
 			fresh = nil // a retry reads the API server
 			if !engine.RecordDeploy(&next.Status, d) {
 				return nil
+			}
+			if next.Status.Holder == engine.RunKey(run) && next.Status.HolderStage == d.Stage {
+				next.Status.Holder, next.Status.HolderStage = "", ""
 			}
 			return c.Status().Update(ctx, next)
 		})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,7 +76,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 }
 
 // holder notes the run deploying to the environment now, as the cache has
-// the runs.
+// the runs; a deploy already recorded as done is not deploying, whatever a
+// cache behind the run's status write says (the record is written first,
+// and clears the holder).
 func (r *Reconciler) holder(ctx context.Context, env *conveyorv1.Environment) error {
 	runs := &conveyorv1.PipelineRunList{}
 	if err := r.List(ctx, runs, client.MatchingFields{index.RunDeploying: env.Spec.Namespace}); err != nil {
@@ -85,7 +88,8 @@ func (r *Reconciler) holder(ctx context.Context, env *conveyorv1.Environment) er
 	for i := range runs.Items {
 		run := &runs.Items[i]
 		for _, ss := range run.Status.Stages {
-			if ss.Namespace == env.Spec.Namespace && ss.Phase == conveyorv1.StageRunning {
+			done := slices.ContainsFunc(env.Status.Deploys, func(d conveyorv1.Deploy) bool { return d.RunUID == string(run.UID) && d.Stage == ss.Name })
+			if ss.Namespace == env.Spec.Namespace && ss.Phase == conveyorv1.StageRunning && !done {
 				env.Status.Holder, env.Status.HolderStage = engine.RunKey(run), ss.Name
 				return nil
 			}

@@ -229,7 +229,14 @@ func TestPromotionOrderAcrossRuns(t *testing.T) {
 	if d := env.Status.LastDeploy; d == nil || d.Commit != commit || d.By != "tess" || d.Run != other+"/"+branchRun.Name {
 		t.Fatalf("pre-production's last deploy: %+v", d)
 	}
-	passStage(t, hotfix, "production", "deploy")
+	deploy := waitJob(t, hotfix, "production", "deploy")
+	holder := func(g Gomega) string {
+		prod := &conveyorv1.Environment{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKey{Name: "production"}, prod)).To(Succeed())
+		return prod.Status.Holder
+	}
+	NewWithT(t).Eventually(holder).WithTimeout(10 * time.Second).Should(Equal(ns + "/" + hotfix.Name))
+	finishJob(t, deploy, "", "")
 	waitRun(t, hotfix, conveyorv1.RunSucceeded, "production")
 	NewWithT(t).Eventually(func(g Gomega) {
 		prod := &conveyorv1.Environment{}
@@ -239,6 +246,8 @@ func TestPromotionOrderAcrossRuns(t *testing.T) {
 		g.Expect(prod.Status.LastDeploy.By).To(Equal("omar"))
 		g.Expect(prod.Status.Holder).To(BeEmpty())
 	}).WithTimeout(10 * time.Second).Should(Succeed())
+	// The record cleared the holder; nothing writes it back.
+	NewWithT(t).Consistently(holder).WithTimeout(2 * time.Second).Should(BeEmpty())
 }
 
 // A deploy ready during a freeze window waits as Frozen, with the window and
