@@ -130,93 +130,17 @@ func (b *bench) startCache(ctx context.Context) error {
 		return err
 	}
 	complete := make(chan *batchv1.Job, 100000)
-	if _, err := jobs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(o any) {
-		j := o.(*batchv1.Job)
-		b.mu.Lock()
-		if j.Namespace == handoffEnv {
-			b.handoffAdd[j.Name] = time.Now()
-		}
-		if ch := b.jobSeen[j.Name]; ch != nil {
-			close(ch)
-			delete(b.jobSeen, j.Name)
-		}
-		if _, run, ok := strings.Cut(j.Annotations[conveyorv1.AnnotationRun], "/"); ok {
-			key := run + "/" + j.Labels[conveyorv1.LabelStage]
-			if at, ok := b.approvedAt[key]; ok {
-				b.approvalLat = append(b.approvalLat, time.Since(at))
-				delete(b.approvedAt, key)
-			}
-		}
-		if ch := b.runFirst[j.Annotations[conveyorv1.AnnotationRun]]; ch != nil {
-			close(ch)
-			delete(b.runFirst, j.Annotations[conveyorv1.AnnotationRun])
-		}
-		b.mu.Unlock()
-		// Jobs of the reaction runs stay running: those runs keep still, so
-		// each sample meets an otherwise idle manager.
-		if j.Labels[conveyorv1.LabelRunUID] != "" && j.Namespace != "react" {
-			complete <- j
-		}
-	}}); err != nil {
+	if _, err := jobs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(o any) { b.jobAdded(o.(*batchv1.Job), complete) }}); err != nil {
 		return err
 	}
 	for i := 0; i < 16; i++ {
-		go func() {
-			for j := range complete {
-				if err := completeJob(ctx, b.c, j); err != nil {
-					fmt.Fprintln(os.Stderr, "completing Job:", err)
-				}
-				if j.Namespace == handoffEnv {
-					b.mu.Lock()
-					b.handoffDone[j.Name] = time.Now()
-					b.mu.Unlock()
-				}
-				b.completes.Add(1)
-			}
-		}()
+		go b.completeJobs(ctx, complete)
 	}
 	runs, err := b.cache.GetInformer(ctx, &conveyorv1.PipelineRun{})
 	if err != nil {
 		return err
 	}
-	onRun := func(o any) {
-		r := o.(*conveyorv1.PipelineRun)
-		if r.Status.Phase.Finished() {
-			b.mu.Lock()
-			if ch := b.runDone[r.Name]; ch != nil {
-				close(ch)
-				delete(b.runDone, r.Name)
-			}
-			b.mu.Unlock()
-			return
-		}
-		if r.Status.Phase != conveyorv1.RunWaiting {
-			return
-		}
-		key := r.Name + "/" + r.Status.CurrentStage
-		b.mu.Lock()
-		done := b.approved[key]
-		b.approved[key] = true
-		b.mu.Unlock()
-		if done {
-			return
-		}
-		go func() {
-			b.mu.Lock()
-			b.approvedAt[key] = time.Now()
-			b.mu.Unlock()
-			// Labelled with the run's shard, as admission labels it.
-			var labels map[string]string
-			if shard, ok := r.Labels[conveyorv1.LabelShard]; ok {
-				labels = map[string]string{conveyorv1.LabelShard: shard}
-			}
-			a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace, Labels: labels},
-				Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: r.Name}, Stage: r.Status.CurrentStage, Decision: conveyorv1.DecisionApprove}}
-			if err := b.c.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
-				fmt.Fprintln(os.Stderr, "creating Approval:", err)
-			}
-		}()
-	}
+	onRun := func(o any) { b.runChanged(ctx, o.(*conveyorv1.PipelineRun)) }
 	if _, err := runs.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: onRun, UpdateFunc: func(_, o any) { onRun(o) }}); err != nil {
 		return err
 	}
@@ -225,6 +149,94 @@ func (b *bench) startCache(ctx context.Context) error {
 		return fmt.Errorf("the driver's cache did not sync")
 	}
 	return nil
+}
+
+// jobAdded notes a Job's appearance for whoever waits for it (the floor,
+// the reaction, the handoff, the Approval latency) and queues it to be
+// completed.
+func (b *bench) jobAdded(j *batchv1.Job, complete chan<- *batchv1.Job) {
+	b.mu.Lock()
+	if j.Namespace == handoffEnv {
+		b.handoffAdd[j.Name] = time.Now()
+	}
+	if ch := b.jobSeen[j.Name]; ch != nil {
+		close(ch)
+		delete(b.jobSeen, j.Name)
+	}
+	if _, run, ok := strings.Cut(j.Annotations[conveyorv1.AnnotationRun], "/"); ok {
+		key := run + "/" + j.Labels[conveyorv1.LabelStage]
+		if at, ok := b.approvedAt[key]; ok {
+			b.approvalLat = append(b.approvalLat, time.Since(at))
+			delete(b.approvedAt, key)
+		}
+	}
+	if ch := b.runFirst[j.Annotations[conveyorv1.AnnotationRun]]; ch != nil {
+		close(ch)
+		delete(b.runFirst, j.Annotations[conveyorv1.AnnotationRun])
+	}
+	b.mu.Unlock()
+	// Jobs of the reaction runs stay running: those runs keep still, so
+	// each sample meets an otherwise idle manager.
+	if j.Labels[conveyorv1.LabelRunUID] != "" && j.Namespace != "react" {
+		complete <- j
+	}
+}
+
+// completeJobs plays the Job controller for the Jobs queued.
+func (b *bench) completeJobs(ctx context.Context, complete <-chan *batchv1.Job) {
+	for j := range complete {
+		if err := completeJob(ctx, b.c, j); err != nil {
+			fmt.Fprintln(os.Stderr, "completing Job:", err)
+		}
+		if j.Namespace == handoffEnv {
+			b.mu.Lock()
+			b.handoffDone[j.Name] = time.Now()
+			b.mu.Unlock()
+		}
+		b.completes.Add(1)
+	}
+}
+
+// runChanged tells whoever waits for a run's end, and plays the people: an
+// Approval for each stage a run waits at, once.
+func (b *bench) runChanged(ctx context.Context, r *conveyorv1.PipelineRun) {
+	if r.Status.Phase.Finished() {
+		b.mu.Lock()
+		if ch := b.runDone[r.Name]; ch != nil {
+			close(ch)
+			delete(b.runDone, r.Name)
+		}
+		b.mu.Unlock()
+		return
+	}
+	if r.Status.Phase != conveyorv1.RunWaiting {
+		return
+	}
+	key := r.Name + "/" + r.Status.CurrentStage
+	b.mu.Lock()
+	done := b.approved[key]
+	b.approved[key] = true
+	b.mu.Unlock()
+	if !done {
+		go b.approve(ctx, r, key)
+	}
+}
+
+// approve creates the Approval of the stage the run waits at, labelled with
+// the run's shard as admission labels it.
+func (b *bench) approve(ctx context.Context, r *conveyorv1.PipelineRun, key string) {
+	b.mu.Lock()
+	b.approvedAt[key] = time.Now()
+	b.mu.Unlock()
+	var labels map[string]string
+	if shard, ok := r.Labels[conveyorv1.LabelShard]; ok {
+		labels = map[string]string{conveyorv1.LabelShard: shard}
+	}
+	a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace, Labels: labels},
+		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: r.Name}, Stage: r.Status.CurrentStage, Decision: conveyorv1.DecisionApprove}}
+	if err := b.c.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
+		fmt.Fprintln(os.Stderr, "creating Approval:", err)
+	}
 }
 
 // completeJob sets a Job's status as the Job controller does when its pod succeeded.
