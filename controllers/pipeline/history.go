@@ -71,7 +71,9 @@ func (r *Reconciler) runEnded() handler.TypedEventHandler[client.Object, reconci
 func (r *Reconciler) reconcileHistory(ctx context.Context, pipeline *conveyorv1.Pipeline) error {
 	log := ctrl.LoggerFrom(ctx)
 	list := &conveyorv1.PipelineRunList{}
-	if err := r.List(ctx, list, client.InNamespace(pipeline.Namespace), client.MatchingFields{index.RunPipeline: pipeline.Name}); err != nil {
+	// Read only (pruning reads the runs, and deletes by name and UID): no
+	// deep copy of every run of the Pipeline at each run's end.
+	if err := r.List(ctx, list, client.InNamespace(pipeline.Namespace), client.MatchingFields{index.RunPipeline: pipeline.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing runs for the history limits: %w", err)
 	}
 	runs := make([]*conveyorv1.PipelineRun, len(list.Items))
