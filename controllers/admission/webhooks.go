@@ -266,13 +266,8 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if err != nil {
 		return nil, err
 	}
-	if !isRequester(run.Spec.Requester, req) && !pushed(run, req, v.manager) {
-		return nil, forbidden(run.Name, fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
-	}
-	// A push is told by the receiver (the manager) alone: a run claiming one
-	// would borrow the pusher's name and the receiver's deduplication.
-	if run.Spec.Trigger != nil && (v.manager == "" || req.UserInfo.Username != v.manager) {
-		return nil, forbidden(run.Name, fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
+	if err := v.checkCreator(run, req); err != nil {
+		return nil, err
 	}
 	pipeline, err := readPipeline(ctx, v.reader, run)
 	if err != nil {
@@ -287,40 +282,66 @@ func (v runValidator) ValidateCreate(ctx context.Context, run *conveyorv1.Pipeli
 	if pipeline == nil {
 		return admission.Warnings{fmt.Sprintf("Pipeline %s does not exist in namespace %s yet: the run starts when it does", run.Spec.PipelineRef.Name, run.Namespace)}, nil
 	}
+	if err := v.checkAgainstPipeline(run, req, pipeline); err != nil {
+		return nil, err
+	}
+	return nil, v.checkHistory(ctx, run)
+}
+
+// checkCreator refuses a run that names someone else as its requester, or
+// claims a push, unless the push receiver (the manager) creates it.
+func (v runValidator) checkCreator(run *conveyorv1.PipelineRun, req admission.Request) error {
+	if !isRequester(run.Spec.Requester, req) && !pushed(run, req, v.manager) {
+		return forbidden(run.Name, fmt.Errorf("spec.requester must be the authenticated requester %q", req.UserInfo.Username))
+	}
+	// A push is told by the receiver (the manager) alone: a run claiming one
+	// would borrow the pusher's name and the receiver's deduplication.
+	if run.Spec.Trigger != nil && (v.manager == "" || req.UserInfo.Username != v.manager) {
+		return forbidden(run.Name, fmt.Errorf("spec.trigger is set by Conveyor's push receiver only: create the run without it"))
+	}
+	return nil
+}
+
+// checkAgainstPipeline refuses a run its Pipeline does not allow: a pushed
+// run's requester not the pusher's mapping, a ref it does not run, unknown
+// or missing parameters, a tag run by someone outside its tag groups.
+func (v runValidator) checkAgainstPipeline(run *conveyorv1.PipelineRun, req admission.Request, pipeline *conveyorv1.Pipeline) error {
 	if pushed(run, req, v.manager) && !isRequester(run.Spec.Requester, req) && engine.Pusher(&pipeline.Spec, run.Spec.Trigger.Pusher) != run.Spec.Requester.Username {
-		return nil, forbidden(run.Name, fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))
+		return forbidden(run.Name, fmt.Errorf("spec.requester of a pushed run is the user Pipeline %s maps pusher %q to", pipeline.Name, run.Spec.Trigger.Pusher))
 	}
 	if err := CheckRun(pipeline, run); err != nil {
-		return nil, forbidden(run.Name, err)
+		return forbidden(run.Name, err)
 	}
 	if _, errs := engine.ResolveParams(&pipeline.Spec, run.Spec.Params); len(errs) > 0 {
-		return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, errs)
+		return apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, errs)
 	}
 	if err := CheckTagRunner(pipeline, run, req.UserInfo, v.manager != "" && req.UserInfo.Username == v.manager); err != nil {
-		return nil, forbidden(run.Name, err)
+		return forbidden(run.Name, err)
 	}
+	return nil
+}
+
+// checkHistory refuses a run that earlier runs rule out: a rerun of a run it
+// cannot rerun, and, by the release ledger, a refused release, its commit
+// under another tag, or a tag that moved to another commit.
+func (v runValidator) checkHistory(ctx context.Context, run *conveyorv1.PipelineRun) error {
 	if run.Spec.RerunOf != "" {
-		source := &conveyorv1.PipelineRun{}
-		err := v.reader.Get(ctx, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, source)
-		if apierrors.IsNotFound(err) {
-			source = nil
-		} else if err != nil {
-			return nil, apierrors.NewInternalError(fmt.Errorf("reading the run to rerun: %w", err))
+		source, err := readOrNil(ctx, v.reader, types.NamespacedName{Namespace: run.Namespace, Name: run.Spec.RerunOf}, &conveyorv1.PipelineRun{})
+		if err != nil {
+			return err
 		}
 		if fe := engine.CheckRerun(run, source); fe != nil {
-			return nil, apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, field.ErrorList{fe})
+			return apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("PipelineRun").GroupKind(), run.Name, field.ErrorList{fe})
 		}
 	}
-	// The release ledger: a refused release, or its commit under another tag,
-	// never runs again, and a tag names one commit.
 	l, err := ledger.Read(ctx, v.reader, run)
 	if err != nil {
-		return nil, apierrors.NewInternalError(err)
+		return apierrors.NewInternalError(err)
 	}
 	if _, err := engine.ReleaseBar(run, l); err != nil {
-		return nil, forbidden(run.Name, err)
+		return forbidden(run.Name, err)
 	}
-	return nil, nil
+	return nil
 }
 
 func (v runValidator) ValidateUpdate(ctx context.Context, old, updated *conveyorv1.PipelineRun) (admission.Warnings, error) {
