@@ -18,6 +18,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 )
 
@@ -36,6 +37,7 @@ type options struct {
 	trustAny     bool
 	eventSinks   sinkList
 	eventQueue   int
+	outbound     sinkList
 	shard        string
 	envStatus    bool
 	zap          zap.Options
@@ -72,6 +74,7 @@ func parseFlags() *options {
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
 	flag.Var(&o.eventSinks, "event-sink", "URL to POST a CloudEvent to for each run, stage and approval transition (repeat for more sinks; none by default).")
 	flag.IntVar(&o.eventQueue, "event-queue-size", 1000, "Events each sink's queue holds; a full queue drops new events and counts them (conveyor_cloudevents_total{result=\"dropped\"}).")
+	flag.Var(&o.outbound, "outbound-allow", "Hosts ('hooks.slack.com', '*.example.com'), IP addresses and CIDR networks that URLs named by Pipelines (their event sinks, their commit status API) may reach; repeat or separate with commas. Empty allows any host; loopback, link-local (cloud metadata), unspecified and multicast addresses are refused unless a network listed here contains them.")
 	flag.StringVar(&o.shard, "watch-label-selector", "", "Handle only the runs (and their Jobs and Approvals) and Pipelines whose labels match, e.g. 'conveyor.dev/shard=b', or '!conveyor.dev/shard' for the unlabelled ones: one manager per shard, each with its own --leader-election-id. Empty handles all.")
 	flag.BoolVar(&o.envStatus, "environment-status", true, "Write Environments' status (holder, freeze); with shards, exactly one manager does.")
 	o.zap.BindFlags(flag.CommandLine)
@@ -102,20 +105,23 @@ func main() {
 	}
 	ctx := ctrl.SetupSignalHandler()
 	opts := manager.SetupOptions{TrustUnrecordedApprovers: o.trustAny, Shard: shard, NoEnvironmentStatus: !o.envStatus}
+	guard, err := outbound.Parse(o.outbound)
+	if err != nil {
+		fail(err, "Invalid flag")
+	}
 	// Commit statuses: sent for Pipelines whose spec.source.commitStatus asks.
-	opts.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Delivery: notify.Delivery{Log: ctrl.Log.WithName("commit-status")}})
+	opts.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Guard: guard, Delivery: notify.Delivery{Log: ctrl.Log.WithName("commit-status")}})
 	if err := mgr.Add(opts.Reporter); err != nil {
 		fail(err, "Unable to add the commit status reporter")
 	}
-	if len(o.eventSinks) > 0 {
-		n, err := notify.New(notify.Options{Sinks: o.eventSinks, Delivery: notify.Delivery{QueueSize: o.eventQueue, Log: ctrl.Log.WithName("events")}})
-		if err != nil {
-			fail(err, "Unable to set up the event sinks")
-		}
-		if err := mgr.Add(n); err != nil {
-			fail(err, "Unable to add the event sender")
-		}
-		opts.Notifier = n
+	// Events: to the cluster's sinks, and to the sinks Pipelines name.
+	opts.Notifier, err = notify.New(notify.Options{Sinks: o.eventSinks, Guard: guard, Secrets: mgr.GetAPIReader(),
+		Delivery: notify.Delivery{QueueSize: o.eventQueue, Log: ctrl.Log.WithName("events")}})
+	if err != nil {
+		fail(err, "Unable to set up the event sinks")
+	}
+	if err := mgr.Add(opts.Notifier); err != nil {
+		fail(err, "Unable to add the event sender")
 	}
 	opts.Controller.MaxConcurrentReconciles = o.concurrency
 	if err := manager.Setup(ctx, mgr, opts); err != nil {
@@ -125,7 +131,7 @@ func main() {
 		fail(err, "Unable to set up the push receiver")
 	}
 	if o.webhooks {
-		setupWebhooks(mgr, o)
+		setupWebhooks(mgr, o, guard)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		fail(err, "Unable to add the health check")
@@ -142,7 +148,7 @@ func main() {
 // setupWebhooks registers the admission webhooks once their certificate
 // exists (rotated by the manager itself with --cert-rotation), and a
 // readiness check that passes once they serve.
-func setupWebhooks(mgr ctrl.Manager, o *options) {
+func setupWebhooks(mgr ctrl.Manager, o *options, guard *outbound.Guard) {
 	ready := make(chan struct{})
 	if o.certRotation {
 		ns := os.Getenv("POD_NAMESPACE")
@@ -165,7 +171,7 @@ func setupWebhooks(mgr ctrl.Manager, o *options) {
 	// The first use of the webhook server starts it, and it needs its certificate to start.
 	go func() {
 		<-ready
-		if err := admission.Setup(mgr); err != nil {
+		if err := admission.Setup(mgr, admission.Options{Guard: guard}); err != nil {
 			fail(err, "Unable to set up webhooks")
 		}
 	}()

@@ -439,6 +439,85 @@ type CommitStatusReport struct {
 	TargetURL string `json:"targetURL,omitempty"`
 }
 
+// Notifications are a Pipeline's own event sinks.
+type Notifications struct {
+	// sinks receive the transitions of the Pipeline's runs.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	Sinks []EventSink `json:"sinks"`
+}
+
+// EventSinkMode says how an event is sent to a sink.
+// +kubebuilder:validation:Enum=Binary;Structured;Template
+type EventSinkMode string
+
+const (
+	// SinkBinary sends a CloudEvent in binary mode: attributes as ce-
+	// headers, the data as the JSON body.
+	SinkBinary EventSinkMode = "Binary"
+	// SinkStructured sends a CloudEvent in structured mode: the whole event
+	// as one application/cloudevents+json body.
+	SinkStructured EventSinkMode = "Structured"
+	// SinkTemplate sends the JSON body the sink's template makes of the
+	// event (a chat message, for instance), as application/json.
+	SinkTemplate EventSinkMode = "Template"
+)
+
+// EventSink is one place a Pipeline's events go.
+// +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlFrom)",message="give either url or urlFrom"
+// +kubebuilder:validation:XValidation:rule="(has(self.mode) && self.mode == 'Template') == has(self.template)",message="template is given exactly when mode is Template"
+type EventSink struct {
+	// name of the sink, unique in the Pipeline; it names the sink in the
+	// manager's metrics (<namespace>/<pipeline>/<name>).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// url the events are POSTed to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	URL string `json:"url,omitempty"`
+
+	// urlFrom names a key of a Secret in the Pipeline's namespace holding the
+	// URL ("url" when the key is empty): for URLs that are secrets
+	// themselves, like a chat's incoming webhook. Read when an event is sent;
+	// the Pipeline's author must be allowed to get that Secret.
+	// +optional
+	URLFrom *SecretKeyReference `json:"urlFrom,omitempty"`
+
+	// types limit the events sent to these (run.started, stage.waiting, ...:
+	// the CloudEvent type without "dev.conveyor." and ".v1"); all when empty.
+	// +optional
+	// +kubebuilder:validation:MaxItems=17
+	// +kubebuilder:validation:items:Enum=run.started;run.succeeded;run.failed;run.rejected;run.expired;run.cancelled;stage.started;stage.waiting;stage.queued;stage.frozen;stage.blocked;stage.succeeded;stage.failed;stage.rejected;stage.expired;stage.cancelled;approval.accepted
+	// +listType=set
+	Types []string `json:"types,omitempty"`
+
+	// mode is Binary (a CloudEvent, attributes in ce- headers; the default),
+	// Structured (a CloudEvent as one application/cloudevents+json body) or
+	// Template (the body the template makes).
+	// +optional
+	// +kubebuilder:default=Binary
+	Mode EventSinkMode `json:"mode,omitempty"`
+
+	// template is a Go text/template making the JSON body sent in Template
+	// mode from the event: .Type (stage.waiting, ...), .ID, .Time, .Subject
+	// and the event's data (.Namespace, .Run, .Pipeline, .Ref, .Commit,
+	// .Requester, .Phase, .Stage, .Message, .WaitingFor, .Decision). The
+	// function json writes a value as JSON ({{json .Message}} is a quoted,
+	// escaped string). The body must be JSON: admission renders the template
+	// with a sample event and refuses it otherwise.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Template string `json:"template,omitempty"`
+}
+
 // PusherMapping maps a git provider's user to a Kubernetes user.
 type PusherMapping struct {
 	// name of the user at the git provider (GitLab's user_username, GitHub's
@@ -529,6 +608,13 @@ type PipelineSpec struct {
 	// source is the repository whose pushes start runs through the push receiver.
 	// +optional
 	Source *PipelineSource `json:"source,omitempty"`
+
+	// notifications send this Pipeline's run, stage and approval transitions
+	// to its own sinks (a team's chat, its event bus), besides the sinks the
+	// cluster's manager is given. Their hosts must be allowed by the
+	// cluster's outbound allowlist.
+	// +optional
+	Notifications *Notifications `json:"notifications,omitempty"`
 
 	// params are the values a run gives (its spec.params): a parameter without
 	// a default must be given, and a run may give no other. Jobs read a value

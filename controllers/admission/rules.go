@@ -21,6 +21,8 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/notify"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // Identity is the user as the API server authenticated the request.
@@ -217,6 +219,59 @@ func CheckEnvironment(env *conveyorv1.Environment, all []conveyorv1.Environment)
 		}
 	}
 	return warnings, nil
+}
+
+// CheckOutbound refuses a Pipeline whose event sinks or commit status API
+// are URLs the cluster's outbound allowlist refuses, or whose sink template
+// does not make JSON.
+func CheckOutbound(guard *outbound.Guard, p *conveyorv1.Pipeline) error {
+	var errs field.ErrorList
+	if src := p.Spec.Source; src != nil && src.CommitStatus != nil {
+		if err := guard.CheckURL(src.CommitStatus.APIURL); err != nil {
+			errs = append(errs, field.Forbidden(field.NewPath("spec", "source", "commitStatus", "apiURL"), err.Error()))
+		}
+	}
+	if n := p.Spec.Notifications; n != nil {
+		for i, s := range n.Sinks {
+			path := field.NewPath("spec", "notifications", "sinks").Index(i)
+			if s.URL != "" {
+				if err := guard.CheckURL(s.URL); err != nil {
+					errs = append(errs, field.Forbidden(path.Child("url"), err.Error()))
+				}
+			}
+			if s.Mode == conveyorv1.SinkTemplate {
+				if err := notify.CheckTemplate(s.Template); err != nil {
+					errs = append(errs, field.Invalid(path.Child("template"), "(template)", err.Error()))
+				}
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("Pipeline").GroupKind(), p.Name, errs)
+}
+
+// SecretRef is a Secret a Pipeline names, and where.
+type SecretRef struct {
+	Field, Name string
+}
+
+// SecretsSent are the Secrets whose content the manager sends out for the
+// Pipeline: its commit status token, its sinks' URLs.
+func SecretsSent(p *conveyorv1.Pipeline) []SecretRef {
+	var out []SecretRef
+	if src := p.Spec.Source; src != nil && src.CommitStatus != nil {
+		out = append(out, SecretRef{Field: "spec.source.commitStatus.tokenRef", Name: src.CommitStatus.TokenRef.Name})
+	}
+	if n := p.Spec.Notifications; n != nil {
+		for i, s := range n.Sinks {
+			if s.URLFrom != nil {
+				out = append(out, SecretRef{Field: fmt.Sprintf("spec.notifications.sinks[%d].urlFrom", i), Name: s.URLFrom.Name})
+			}
+		}
+	}
+	return out
 }
 
 // CheckPipeline refuses what makes a Pipeline unusable beyond the CRD schema.

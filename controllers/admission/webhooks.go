@@ -20,6 +20,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // +kubebuilder:webhook:path=/mutate-conveyor-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=conveyor.dev,resources=approvals,verbs=create,versions=v1alpha1,name=mapproval.conveyor.dev,admissionReviewVersions=v1
@@ -34,12 +35,19 @@ import (
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
 
+// Options configure the webhooks.
+type Options struct {
+	// Guard is the outbound allowlist Pipelines' URLs (event sinks, commit
+	// status API) must pass; nil allows any host but the refused addresses.
+	Guard *outbound.Guard
+}
+
 // Setup registers the webhooks with the manager's webhook server. They read
 // runs and Pipelines from the API server, not the cache: an Approval created
 // right after its run must find it. It asks the API server who the manager
 // is (a SelfSubjectReview): only the manager may change a run's finalizers
 // and ownerReferences.
-func Setup(mgr ctrl.Manager) error {
+func Setup(mgr ctrl.Manager, opts Options) error {
 	reader := mgr.GetAPIReader()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -66,7 +74,7 @@ func Setup(mgr ctrl.Manager) error {
 		return fmt.Errorf("release webhooks: %w", err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &conveyorv1.Pipeline{}).
-		WithValidator(pipelineValidator{reader: reader, client: mgr.GetClient()}).
+		WithValidator(pipelineValidator{reader: reader, client: mgr.GetClient(), guard: opts.Guard}).
 		Complete(); err != nil {
 		return fmt.Errorf("pipeline webhooks: %w", err)
 	}
@@ -429,13 +437,20 @@ type pipelineValidator struct {
 	reader client.Reader
 	// client asks SubjectAccessReviews.
 	client client.Client
+	guard  *outbound.Guard
 }
 
 func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) error {
 	if err := CheckPipeline(p); err != nil {
 		return err
 	}
+	if err := CheckOutbound(v.guard, p); err != nil {
+		return err
+	}
 	if err := v.mayMount(ctx, p); err != nil {
+		return err
+	}
+	if err := v.mayReadSecrets(ctx, p); err != nil {
 		return err
 	}
 	pol, err := environment.ReadPolicy(ctx, v.reader, p.Namespace)
@@ -471,6 +486,28 @@ func (v pipelineValidator) mayMount(ctx context.Context, p *conveyorv1.Pipeline)
 							i, j, st.Jobs[j].Name, m.Kind, m.Name, m.Use, req.UserInfo.Username, p.Namespace))
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// mayReadSecrets refuses a Pipeline that has the manager read a Secret its
+// author may not get, to send it elsewhere: the commit status token (sent
+// to the apiURL the author chooses), a sink's URL.
+func (v pipelineValidator) mayReadSecrets(ctx context.Context, p *conveyorv1.Pipeline) error {
+	req, err := requester(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ref := range SecretsSent(p) {
+		ok, err := allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: p.Namespace, Name: ref.Name, Verb: "get", Resource: "secrets"})
+		if err != nil {
+			return apierrors.NewInternalError(err)
+		}
+		if !ok {
+			return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelines").GroupResource(), p.Name,
+				fmt.Errorf("%s: names Secret %s, and user %q may not get it in namespace %s: the manager would send what it holds for its author",
+					ref.Field, ref.Name, req.UserInfo.Username, p.Namespace))
 		}
 	}
 	return nil

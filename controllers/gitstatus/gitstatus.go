@@ -21,6 +21,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // Options configure a Reporter.
@@ -28,6 +29,9 @@ type Options struct {
 	// Secrets reads the token Secrets (the manager's API reader: Secrets
 	// are not cached).
 	Secrets client.Reader
+	// Guard checks the Pipeline's apiURL before the token is read, and
+	// every connection: the token goes only where the cluster allows.
+	Guard *outbound.Guard
 	notify.Delivery
 }
 
@@ -54,7 +58,7 @@ type Status struct {
 // New makes a Reporter; Start sends.
 func New(opts Options) *Reporter {
 	opts.Delivery = opts.Delivery.WithDefaults()
-	return &Reporter{opts: opts, queue: make(chan Status, opts.QueueSize), http: &http.Client{Timeout: opts.Timeout}}
+	return &Reporter{opts: opts, queue: make(chan Status, opts.QueueSize), http: opts.Guard.Client(opts.Timeout)}
 }
 
 // states maps a stage's phase to the generic state reported.
@@ -114,7 +118,11 @@ func (r *Reporter) Start(ctx context.Context) error {
 func (r *Reporter) NeedLeaderElection() bool { return true }
 
 func (r *Reporter) send(ctx context.Context, s Status) {
-	token, err := r.token(ctx, s)
+	err := r.opts.Guard.CheckURL(s.Config.APIURL)
+	var token string
+	if err == nil {
+		token, err = r.token(ctx, s)
+	}
 	if err == nil {
 		err = r.opts.Retry(ctx, func() (bool, error) { return r.post(ctx, s, token) },
 			func() { retries.WithLabelValues(s.Config.Provider).Inc() })

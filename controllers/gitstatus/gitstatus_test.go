@@ -20,6 +20,7 @@ import (
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/notify"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // provider is a fake git provider: a real HTTP server that keeps the
@@ -77,6 +78,10 @@ func start(t *testing.T, opts Options) *Reporter {
 		opts.Secrets = fake.NewClientBuilder().WithScheme(scheme).WithObjects(&corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "shop-ci", Name: "git-token"}, Data: map[string][]byte{"token": []byte("glpat-123\n")}}).Build()
 	}
+	if opts.Guard == nil {
+		// The fake providers listen on loopback, which only an allowlist naming it lets through.
+		opts.Guard, _ = outbound.Parse([]string{"127.0.0.0/8"})
+	}
 	opts.Delivery.Log = logr.Discard()
 	r := New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,6 +99,28 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTokenGoesOnlyWhereAllowed: an apiURL outside the outbound allowlist,
+// or at an address always refused (loopback here, as the cloud metadata
+// address would be), never gets the token: the report fails, counted.
+func TestTokenGoesOnlyWhereAllowed(t *testing.T) {
+	gl := newProvider(t, created)
+	for i, entries := range [][]string{{"gitlab.example.com"}, nil} {
+		guard, err := outbound.Parse(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := testutil.ToFloat64(reports.WithLabelValues("GitLab", "failed"))
+		r := start(t, Options{Guard: guard})
+		rn, st := run("GitLab", gl.srv.URL+"/api/v4/", "acme/shop")
+		s, _ := FromTransition(rn, st, stage("build", conveyorv1.StageRunning, "running"))
+		r.Enqueue(s)
+		waitFor(t, "the refusal", func() bool { return testutil.ToFloat64(reports.WithLabelValues("GitLab", "failed")) == before+1 })
+		if gl.count() != 0 {
+			t.Fatalf("case %d: the provider at %s got %d requests through a guard that refuses it", i, gl.srv.URL, gl.count())
+		}
 	}
 }
 

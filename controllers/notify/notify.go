@@ -7,10 +7,15 @@
 package notify
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,7 +24,12 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // Delivery says how deliveries queue and retry.
@@ -65,28 +75,67 @@ func (d Delivery) Retry(ctx context.Context, try func() (retry bool, err error),
 // Options configure a Notifier.
 type Options struct {
 	// Sinks are the URLs events are POSTed to (CloudEvents HTTP binding,
-	// binary mode), cluster-wide.
+	// binary mode), cluster-wide. They are the cluster admin's: no guard.
 	Sinks []string
+	// Guard checks the URLs of Pipelines' own sinks (spec.notifications),
+	// at each send and each connection. Nil allows any host but the
+	// always-refused addresses.
+	Guard *outbound.Guard
+	// Secrets reads the Secrets of Pipeline sinks' urlFrom (the manager's
+	// API reader: Secrets are not cached). Without it such sinks fail.
+	Secrets client.Reader
+	// Idle is how long a Pipeline sink's sender waits for events before it
+	// stops (started again by the next event); 10m when 0.
+	Idle time.Duration
 	Delivery
 }
 
 // Notifier delivers events to its sinks. Its zero value and nil drop
 // everything: the manager runs without sinks unless given some.
 type Notifier struct {
-	opts  Options
+	opts Options
+	// sinks are the cluster's; pipelineSinks are started on their first
+	// event and stop when idle.
 	sinks []*sink
+	// ce sends CloudEvents to Pipeline sinks (through guarded); http sends
+	// their templated bodies.
+	ce   cloudevents.Client
+	http *http.Client
+
+	mu            sync.Mutex
+	ctx           context.Context // set by Start
+	wg            sync.WaitGroup
+	pipelineSinks map[string]*sink
 }
 
+// sink is one queue and its sender.
 type sink struct {
-	url, label string
-	queue      chan cloudevents.Event
-	client     cloudevents.Client
+	label string
+	queue chan delivery
+	// client sends cluster sinks' events; nil for a Pipeline sink.
+	client cloudevents.Client
+}
+
+// delivery is an event on its way to a sink; cfg and namespace are set for
+// a Pipeline's sink.
+type delivery struct {
+	event     cloudevents.Event
+	cfg       *conveyorv1.EventSink
+	namespace string
 }
 
 // New makes a Notifier for the sinks; Start sends.
 func New(opts Options) (*Notifier, error) {
 	opts.Delivery = opts.Delivery.WithDefaults()
-	n := &Notifier{opts: opts}
+	if opts.Idle <= 0 {
+		opts.Idle = 10 * time.Minute
+	}
+	n := &Notifier{opts: opts, pipelineSinks: map[string]*sink{}, http: opts.Guard.Client(opts.Timeout)}
+	ce, err := cloudevents.NewClientHTTP(cehttp.WithClient(*n.http))
+	if err != nil {
+		return nil, err
+	}
+	n.ce = ce
 	for _, raw := range opts.Sinks {
 		u, err := url.Parse(raw)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -97,49 +146,114 @@ func New(opts Options) (*Notifier, error) {
 			return nil, fmt.Errorf("event sink %q: %w", raw, err)
 		}
 		// The label names the sink without its query (which may hold a token).
-		n.sinks = append(n.sinks, &sink{url: raw, label: u.Scheme + "://" + u.Host + u.Path, queue: make(chan cloudevents.Event, opts.QueueSize), client: c})
+		n.sinks = append(n.sinks, &sink{label: u.Scheme + "://" + u.Host + u.Path, queue: make(chan delivery, opts.QueueSize), client: c})
 	}
 	return n, nil
 }
 
-// Enqueue queues the event for every sink, without waiting: a sink whose
-// queue is full drops it (conveyor_cloudevents_total{result="dropped"}).
-func (n *Notifier) Enqueue(e cloudevents.Event) {
+// Enqueue queues the event for every cluster sink, and for the sinks of the
+// run's Pipeline (its snapshot's spec.notifications) that take its type,
+// without waiting: a sink whose queue is full drops it
+// (conveyor_cloudevents_total{result="dropped"}).
+// run, when not nil, is the run the event tells of, and spec its snapshot.
+func (n *Notifier) Enqueue(e cloudevents.Event, run *conveyorv1.PipelineRun, spec *conveyorv1.PipelineSpec) {
 	if n == nil {
 		return
 	}
 	for _, s := range n.sinks {
-		select {
-		case s.queue <- e:
-			queued.WithLabelValues(s.label).Set(float64(len(s.queue)))
-		default:
-			sent.WithLabelValues(s.label, "dropped").Inc()
-			n.opts.Log.Info("Event sink queue full: event dropped", "sink", s.label, "type", e.Type(), "id", e.ID())
-		}
+		n.put(s, delivery{event: e})
 	}
+	if run == nil || spec == nil || spec.Notifications == nil {
+		return
+	}
+	short := ShortType(e.Type())
+	for i := range spec.Notifications.Sinks {
+		cfg := &spec.Notifications.Sinks[i]
+		if len(cfg.Types) > 0 && !slices.Contains(cfg.Types, short) {
+			continue
+		}
+		n.mu.Lock()
+		s := n.pipelineSink(run.Namespace + "/" + run.Spec.PipelineRef.Name + "/" + cfg.Name)
+		n.put(s, delivery{event: e, cfg: cfg, namespace: run.Namespace})
+		n.mu.Unlock()
+	}
+}
+
+// Wants says whether an event of a run with this snapshot goes anywhere.
+func (n *Notifier) Wants(spec *conveyorv1.PipelineSpec) bool {
+	return n != nil && (len(n.sinks) > 0 || (spec != nil && spec.Notifications != nil))
+}
+
+func (n *Notifier) put(s *sink, d delivery) {
+	select {
+	case s.queue <- d:
+		queued.WithLabelValues(s.label).Set(float64(len(s.queue)))
+	default:
+		sent.WithLabelValues(s.label, "dropped").Inc()
+		n.opts.Log.Info("Event sink queue full: event dropped", "sink", s.label, "type", d.event.Type(), "id", d.event.ID())
+	}
+}
+
+// pipelineSink is the Pipeline sink named label, made and started when it
+// has none; n.mu is held.
+func (n *Notifier) pipelineSink(label string) *sink {
+	if s, ok := n.pipelineSinks[label]; ok {
+		return s
+	}
+	s := &sink{label: label, queue: make(chan delivery, n.opts.QueueSize)}
+	n.pipelineSinks[label] = s
+	if n.ctx != nil {
+		n.run(n.ctx, s, true)
+	}
+	return s
 }
 
 // Start sends queued events until ctx ends (a manager.Runnable). Events
 // still queued then are not sent.
 func (n *Notifier) Start(ctx context.Context) error {
-	var wg sync.WaitGroup
+	n.mu.Lock()
+	n.ctx = ctx
 	for _, s := range n.sinks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case e := <-s.queue:
-					queued.WithLabelValues(s.label).Set(float64(len(s.queue)))
-					n.deliver(ctx, s, e)
-				}
-			}
-		}()
+		n.run(ctx, s, false)
 	}
-	wg.Wait()
+	for _, s := range n.pipelineSinks {
+		n.run(ctx, s, true)
+	}
+	n.mu.Unlock()
+	<-ctx.Done()
+	n.wg.Wait()
 	return nil
+}
+
+// run starts s's sender; a Pipeline sink's stops after Idle without events
+// (it is made again by the next one).
+func (n *Notifier) run(ctx context.Context, s *sink, idles bool) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		var idle <-chan time.Time
+		for {
+			if idles {
+				idle = time.After(n.opts.Idle)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-idle:
+				n.mu.Lock()
+				if len(s.queue) == 0 {
+					delete(n.pipelineSinks, s.label)
+					queued.DeleteLabelValues(s.label)
+					n.mu.Unlock()
+					return
+				}
+				n.mu.Unlock()
+			case d := <-s.queue:
+				queued.WithLabelValues(s.label).Set(float64(len(s.queue)))
+				n.deliver(ctx, s, d)
+			}
+		}
+	}()
 }
 
 // NeedLeaderElection: events come from the reconcilers, which run on the leader.
@@ -147,17 +261,14 @@ func (n *Notifier) NeedLeaderElection() bool { return true }
 
 // deliver sends one event to one sink, retrying with exponential backoff
 // while the sink does not answer or answers 5xx, 408 or 429.
-func (n *Notifier) deliver(ctx context.Context, s *sink, e cloudevents.Event) {
+func (n *Notifier) deliver(ctx context.Context, s *sink, d delivery) {
 	err := n.opts.Retry(ctx, func() (bool, error) {
 		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, n.opts.Timeout)
 		defer cancel()
-		res := s.client.Send(actx, e)
+		retry, err := n.attempt(actx, s, d)
 		latency.WithLabelValues(s.label).Observe(time.Since(start).Seconds())
-		if cloudevents.IsACK(res) {
-			return false, nil
-		}
-		return retryable(res), res
+		return retry, err
 	}, func() { retries.WithLabelValues(s.label).Inc() })
 	if err == nil {
 		sent.WithLabelValues(s.label, "delivered").Inc()
@@ -166,8 +277,91 @@ func (n *Notifier) deliver(ctx context.Context, s *sink, e cloudevents.Event) {
 	if ctx.Err() != nil {
 		return
 	}
-	sent.WithLabelValues(s.label, "failed").Inc()
-	n.opts.Log.Info("Event not delivered", "sink", s.label, "type", e.Type(), "id", e.ID(), "error", err.Error())
+	result := "failed"
+	if errors.Is(err, errRefused) {
+		result = "refused"
+	}
+	sent.WithLabelValues(s.label, result).Inc()
+	n.opts.Log.Info("Event not delivered", "sink", s.label, "type", d.event.Type(), "id", d.event.ID(), "error", err.Error())
+}
+
+// attempt sends once; it says whether a failure is worth another try.
+func (n *Notifier) attempt(ctx context.Context, s *sink, d delivery) (bool, error) {
+	if d.cfg == nil {
+		return ceResult(s.client.Send(ctx, d.event))
+	}
+	target, err := n.target(ctx, d)
+	if err != nil {
+		return false, err
+	}
+	switch d.cfg.Mode {
+	case conveyorv1.SinkTemplate:
+		return n.postTemplate(ctx, target, d)
+	case conveyorv1.SinkStructured:
+		ctx = cloudevents.WithEncodingStructured(ctx)
+	default:
+		ctx = cloudevents.WithEncodingBinary(ctx)
+	}
+	return ceResult(n.ce.Send(cloudevents.ContextWithTarget(ctx, target), d.event))
+}
+
+// errRefused marks a sink URL the outbound guard refuses, or that cannot be
+// read: not tried again, counted as result="refused".
+var errRefused = errors.New("sink refused")
+
+// target is a Pipeline sink's URL, read from its Secret when it names one,
+// and checked by the guard.
+func (n *Notifier) target(ctx context.Context, d delivery) (string, error) {
+	raw := d.cfg.URL
+	if ref := d.cfg.URLFrom; ref != nil {
+		if n.opts.Secrets == nil {
+			return "", fmt.Errorf("%w: urlFrom: the manager reads no Secrets", errRefused)
+		}
+		var sec corev1.Secret
+		if err := n.opts.Secrets.Get(ctx, client.ObjectKey{Namespace: d.namespace, Name: ref.Name}, &sec); err != nil {
+			return "", fmt.Errorf("%w: urlFrom: reading Secret %s/%s: %w", errRefused, d.namespace, ref.Name, err)
+		}
+		key := cmp.Or(ref.Key, "url")
+		raw = strings.TrimSpace(string(sec.Data[key]))
+		if raw == "" {
+			return "", fmt.Errorf("%w: urlFrom: Secret %s/%s has no key %q", errRefused, d.namespace, ref.Name, key)
+		}
+	}
+	if err := n.opts.Guard.CheckURL(raw); err != nil {
+		return "", fmt.Errorf("%w: %w", errRefused, err)
+	}
+	return raw, nil
+}
+
+// postTemplate POSTs the body the sink's template makes of the event.
+func (n *Notifier) postTemplate(ctx context.Context, target string, d delivery) (bool, error) {
+	body, err := Render(d.cfg.Template, d.event)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", errRefused, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", errRefused, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := n.http.Do(req)
+	if err != nil {
+		return true, err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	if res.StatusCode >= 200 && res.StatusCode < 300 {
+		return false, nil
+	}
+	return RetryableStatus(res.StatusCode), fmt.Errorf("sink answered %s", res.Status)
+}
+
+// ceResult reads the CloudEvents client's result.
+func ceResult(res error) (bool, error) {
+	if cloudevents.IsACK(res) {
+		return false, nil
+	}
+	return retryable(res), res
 }
 
 // Retry calls try up to attempts times while it fails and says to retry,
@@ -207,7 +401,7 @@ func RetryableStatus(code int) bool { return code >= 500 || code == 408 || code 
 var (
 	sent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "conveyor_cloudevents_total",
-		Help: "CloudEvents by sink and result: delivered, failed (after every attempt), dropped (the sink's queue was full).",
+		Help: "CloudEvents by sink and result: delivered, failed (after every attempt), dropped (the sink's queue was full), refused (a Pipeline sink's URL the outbound allowlist refuses or that could not be read).",
 	}, []string{"sink", "result"})
 	retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "conveyor_cloudevents_retries_total",

@@ -7,16 +7,19 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 )
 
 // recorder is a sink: a real HTTP server that keeps what it received and
@@ -107,7 +110,7 @@ func TestBinaryModeDelivery(t *testing.T) {
 	if !told {
 		t.Fatal("a waiting stage is not told")
 	}
-	n.Enqueue(e)
+	n.Enqueue(e, nil, nil)
 	waitFor(t, "the delivery", func() bool { return sinkSrv.count() == 1 })
 	req, body := sinkSrv.requests[0], sinkSrv.bodies[0]
 	want := map[string]string{
@@ -158,7 +161,7 @@ func TestRetriesThenDelivers(t *testing.T) {
 	n := start(t, Options{Sinks: []string{flaky.srv.URL + "/flaky", bad.srv.URL + "/bad", downURL}, Delivery: Delivery{Attempts: 3, Backoff: 10 * time.Millisecond}})
 	run, st := testRun()
 	e, _ := FromTransition(run, st, engine.Transition{Key: "run/started", Kind: engine.RunStarted}, time.Now())
-	n.Enqueue(e)
+	n.Enqueue(e, nil, nil)
 	waitFor(t, "three attempts at the flaky sink", func() bool { return flaky.count() == 3 })
 	waitFor(t, "the down sink to give up", func() bool { return testutil.ToFloat64(sent.WithLabelValues(downURL, "failed")) == 1 })
 	waitFor(t, "the bad sink to give up", func() bool { return testutil.ToFloat64(sent.WithLabelValues(bad.srv.URL+"/bad", "failed")) == 1 })
@@ -188,7 +191,7 @@ func TestSlowSinkNeverBlocks(t *testing.T) {
 	event := func(i int) {
 		e, _ := FromTransition(run, st, engine.Transition{Key: fmt.Sprintf("s%d/Running", i), Kind: engine.StageChanged,
 			Next: conveyorv1.StageStatus{Name: fmt.Sprintf("s%d", i), Phase: conveyorv1.StageRunning}}, time.Now())
-		n.Enqueue(e)
+		n.Enqueue(e, nil, nil)
 	}
 	// The first event is in flight, and the sink holds it: Enqueue must not
 	// wait for it (were it to, these calls would never return).
@@ -248,5 +251,122 @@ func TestEventTypes(t *testing.T) {
 	if _, ok := FromTransition(run, st, engine.Transition{Key: "build/Pending", Kind: engine.StageChanged,
 		Next: conveyorv1.StageStatus{Name: "build", Phase: conveyorv1.StagePending}}, time.Now()); ok {
 		t.Error("a stage becoming Pending is told as an event")
+	}
+}
+
+// pipelineRun is testRun with a Pipeline's own sinks in its snapshot.
+func pipelineRun(sinks ...conveyorv1.EventSink) (*conveyorv1.PipelineRun, *conveyorv1.PipelineRunStatus) {
+	run, st := testRun()
+	st.PipelineSpec.Notifications = &conveyorv1.Notifications{Sinks: sinks}
+	return run, st
+}
+
+func waitingEvent(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) cloudevents.Event {
+	e, _ := FromTransition(run, st, engine.Transition{Key: "approve/Waiting", Kind: engine.StageChanged,
+		Next: conveyorv1.StageStatus{Name: "approve", Phase: conveyorv1.StageWaiting, Message: `waits for 1 approval from release-engineers ("not rita")`}},
+		time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC))
+	return e
+}
+
+// TestPipelineSinkModes: a Pipeline's sinks get its events in structured
+// mode (the whole event as one JSON document), or as the body their
+// template makes (a chat message, values escaped); a sink's types filter
+// what it gets.
+func TestPipelineSinkModes(t *testing.T) {
+	structured, chat := newRecorder(t, ok), newRecorder(t, ok)
+	guard, err := outbound.Parse([]string{"127.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, Options{Guard: guard})
+	run, st := pipelineRun(
+		conveyorv1.EventSink{Name: "bus", URL: structured.srv.URL + "/bus", Mode: conveyorv1.SinkStructured},
+		conveyorv1.EventSink{Name: "chat", URL: chat.srv.URL + "/hook", Mode: conveyorv1.SinkTemplate, Types: []string{"stage.waiting"},
+			Template: `{"text": {{json (printf "%s of %s waits: %s" .Stage .Run .Message)}}, "who": {{json .WaitingFor}}, "type": {{json .Type}}}`})
+	started, _ := FromTransition(run, st, engine.Transition{Key: "run/started", Kind: engine.RunStarted}, time.Now())
+	n.Enqueue(started, run, st.PipelineSpec)
+	n.Enqueue(waitingEvent(run, st), run, st.PipelineSpec)
+	waitFor(t, "both events at the structured sink", func() bool { return structured.count() == 2 })
+	waitFor(t, "the waiting stage at the chat", func() bool { return chat.count() == 1 })
+
+	req, body := structured.requests[1], structured.bodies[1]
+	if ct := req.Header.Get("Content-Type"); ct != "application/cloudevents+json" {
+		t.Errorf("structured mode Content-Type %q", ct)
+	}
+	if req.Header.Get("Ce-Id") != "" {
+		t.Errorf("structured mode sent ce- headers: %v", req.Header)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(body), &ev); err != nil {
+		t.Fatalf("structured body %q: %v", body, err)
+	}
+	for k, v := range map[string]string{"specversion": "1.0", "id": "uid-1/approve/Waiting", "type": "dev.conveyor.stage.waiting.v1",
+		"source": "/apis/conveyor.dev/v1alpha1/namespaces/shop-ci/pipelineruns/shop-tag-v1-4-0-x7k2p", "subject": "approve",
+		"time": "2026-12-02T04:00:00Z", "datacontenttype": "application/json"} {
+		if ev[k] != v {
+			t.Errorf("structured event %s = %v, want %q", k, ev[k], v)
+		}
+	}
+	if data, _ := ev["data"].(map[string]any); data["stage"] != "approve" || data["requester"] != "rita" {
+		t.Errorf("structured event data %v", ev["data"])
+	}
+
+	if ct := chat.requests[0].Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("template mode Content-Type %q", ct)
+	}
+	var msg struct {
+		Text string   `json:"text"`
+		Who  []string `json:"who"`
+		Type string   `json:"type"`
+	}
+	if err := json.Unmarshal([]byte(chat.bodies[0]), &msg); err != nil {
+		t.Fatalf("chat body %q: %v", chat.bodies[0], err)
+	}
+	want := `approve of shop-tag-v1-4-0-x7k2p waits: waits for 1 approval from release-engineers ("not rita")`
+	if msg.Text != want || len(msg.Who) != 1 || msg.Who[0] != "release-engineers" || msg.Type != "stage.waiting" {
+		t.Errorf("chat message %+v, want text %q", msg, want)
+	}
+	if got := testutil.ToFloat64(sent.WithLabelValues("shop-ci/shop/chat", "delivered")); got != 1 {
+		t.Errorf("chat delivered counter %v", got)
+	}
+}
+
+// TestPipelineSinkGuarded: a Pipeline sink at an address the outbound
+// guard refuses (loopback, with no allowlist naming it) is never reached,
+// not retried, and counted as refused; an idle sender stops and the next
+// event starts it again.
+func TestPipelineSinkGuarded(t *testing.T) {
+	target := newRecorder(t, ok)
+	n := start(t, Options{Idle: 20 * time.Millisecond, Delivery: Delivery{Attempts: 3, Backoff: 10 * time.Millisecond}})
+	run, st := pipelineRun(conveyorv1.EventSink{Name: "inside", URL: target.srv.URL + "/admin"})
+	run.Spec.PipelineRef.Name = "guarded"
+	n.Enqueue(waitingEvent(run, st), run, st.PipelineSpec)
+	label := "shop-ci/guarded/inside"
+	waitFor(t, "the refusal", func() bool { return testutil.ToFloat64(sent.WithLabelValues(label, "refused")) == 1 })
+	if target.count() != 0 || testutil.ToFloat64(retries.WithLabelValues(label)) != 0 {
+		t.Errorf("a refused sink was reached %d times, retried %v", target.count(), testutil.ToFloat64(retries.WithLabelValues(label)))
+	}
+	waitFor(t, "the idle sender to stop", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return len(n.pipelineSinks) == 0
+	})
+	n.Enqueue(waitingEvent(run, st), run, st.PipelineSpec)
+	waitFor(t, "the second refusal", func() bool { return testutil.ToFloat64(sent.WithLabelValues(label, "refused")) == 2 })
+}
+
+func TestCheckTemplate(t *testing.T) {
+	for tmpl, want := range map[string]string{
+		`{"text": {{json .Message}}}`:            "",
+		`{"text": "{{.Message}}"}`:               "not JSON",
+		`{"text": {{json .Nope}}}`:               "Nope",
+		`{"text": {{json .Message}}`:             "not JSON",
+		`{{range .WaitingFor}}`:                  "template",
+		`{"blocks": [{"text": {{json .Type}}}]}`: "",
+	} {
+		err := CheckTemplate(tmpl)
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("template %s: %v, want %q", tmpl, err, want)
+		}
 	}
 }

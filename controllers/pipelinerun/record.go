@@ -30,9 +30,9 @@ func (r *Reconciler) tell(run *conveyorv1.PipelineRun, plan *engine.Plan, blocke
 		if t.Event != nil {
 			r.Recorder.Eventf(run, nil, t.Event.Type, t.Event.Reason, t.Event.Action, "%s", t.Event.Message)
 		}
-		if r.Notifier != nil {
+		if r.Notifier.Wants(plan.Status.PipelineSpec) {
 			if e, ok := notify.FromTransition(run, &plan.Status, t, r.Now().Time); ok {
-				r.Notifier.Enqueue(e)
+				r.Notifier.Enqueue(e, run, plan.Status.PipelineSpec)
 			}
 		}
 		if s, ok := gitstatus.FromTransition(run, &plan.Status, t); ok {

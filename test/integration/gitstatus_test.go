@@ -51,7 +51,7 @@ func TestCommitStatusOnGitLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	startManagerWith(t, func(mgr ctrl.Manager, o *manager.SetupOptions) {
-		o.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Delivery: notify.Delivery{Attempts: 2, Backoff: 10 * time.Millisecond, Log: logr.Discard()}})
+		o.Reporter = gitstatus.New(gitstatus.Options{Secrets: mgr.GetAPIReader(), Guard: testGuard, Delivery: notify.Delivery{Attempts: 2, Backoff: 10 * time.Millisecond, Log: logr.Discard()}})
 		if err := mgr.Add(o.Reporter); err != nil {
 			t.Fatal(err)
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/admission"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
+	"github.com/conveyor-dev/conveyor/controllers/outbound"
 	"github.com/conveyor-dev/conveyor/controllers/receiver"
 	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 	"github.com/conveyor-dev/conveyor/test/framework/story"
@@ -122,6 +123,16 @@ func startManagerWith(t *testing.T, setup ...func(ctrl.Manager, *manager.SetupOp
 	return startManagerConfig(t, manager.Config{}, setup...)
 }
 
+// testGuard is the outbound allowlist of the tests' managers: loopback,
+// where the tests' sinks and git providers listen, and example.com's hosts.
+var testGuard = func() *outbound.Guard {
+	g, err := outbound.Parse([]string{"127.0.0.0/8", "*.example.com"})
+	if err != nil {
+		panic(err)
+	}
+	return g
+}()
+
 // startManagerConfig is startManagerWith with the manager's configuration
 // (main's flags) as c says; the test's webhook server and no metrics.
 func startManagerConfig(t *testing.T, c manager.Config, setup ...func(ctrl.Manager, *manager.SetupOptions)) (_ ctrl.Manager, stop func()) {
@@ -133,7 +144,7 @@ func startManagerConfig(t *testing.T, c manager.Config, setup ...func(ctrl.Manag
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admission.Setup(mgr); err != nil {
+	if err := admission.Setup(mgr, admission.Options{Guard: testGuard}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

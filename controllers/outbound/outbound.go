@@ -1,0 +1,166 @@
+// Package outbound guards the requests the manager sends to URLs a Pipeline
+// names (its event sinks, its commit status API): a Pipeline's author must
+// not make the manager, from where it runs, reach what the author could not
+// (server-side request forgery). A URL's host must match the cluster
+// admin's allowlist when one is set, and a connection never goes to a
+// loopback, link-local (cloud metadata), unspecified or multicast address
+// unless the allowlist names its network. The check is made at admission
+// and again on every connection (after DNS resolution, so a name that
+// resolves elsewhere later is caught); redirects are not followed.
+package outbound
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Guard is the allowlist. Its zero value allows any host at any address
+// except the always-refused ones.
+type Guard struct {
+	hosts []string       // exact names, or "*.suffix"
+	nets  []netip.Prefix // networks allowed, the refused ones included
+}
+
+// Parse reads an allowlist: host names ("hooks.slack.com"), wildcards of a
+// domain's subdomains ("*.example.com"), IP addresses and CIDR networks
+// ("10.0.0.0/8", "127.0.0.1"), each entry one or several separated by
+// commas. Empty entries are skipped.
+func Parse(entries []string) (*Guard, error) {
+	g := &Guard{}
+	for _, e := range strings.Split(strings.Join(entries, ","), ",") {
+		e = strings.ToLower(strings.TrimSpace(e))
+		switch {
+		case e == "":
+		case strings.Contains(e, "/"):
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return nil, fmt.Errorf("outbound allowlist entry %q: %w", e, err)
+			}
+			g.nets = append(g.nets, p.Masked())
+		default:
+			if a, err := netip.ParseAddr(e); err == nil {
+				g.nets = append(g.nets, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
+			name := strings.TrimPrefix(e, "*.")
+			if name == "" || strings.ContainsAny(name, "*:/ ") {
+				return nil, fmt.Errorf("outbound allowlist entry %q: want a host name, *.domain, an IP address or a CIDR network", e)
+			}
+			g.hosts = append(g.hosts, e)
+		}
+	}
+	return g, nil
+}
+
+// Restricted says whether the allowlist names anything: without one, any
+// host is allowed (the refused addresses still are refused).
+func (g *Guard) Restricted() bool { return g != nil && (len(g.hosts) > 0 || len(g.nets) > 0) }
+
+// CheckURL refuses a URL the manager must not send to: not http(s), with
+// user info, a host outside the allowlist, or an IP address refused.
+func (g *Guard) CheckURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: want an http or https URL", redact(u))
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q: user info in the URL is not allowed", redact(u))
+	}
+	host := strings.ToLower(u.Hostname())
+	if host == "" {
+		return fmt.Errorf("%q: no host", redact(u))
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		if err := g.checkAddr(a); err != nil {
+			return err
+		}
+		if g.Restricted() && !g.inNets(a) {
+			return fmt.Errorf("address %s is not in the cluster's outbound allowlist (--outbound-allow; chart outbound.allow)", a)
+		}
+		return nil
+	}
+	if g.Restricted() && !g.hostAllowed(host) {
+		return fmt.Errorf("host %s is not in the cluster's outbound allowlist (--outbound-allow; chart outbound.allow)", host)
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return fmt.Errorf("host %s is a loopback name: refused unless the outbound allowlist names its address", host)
+	}
+	return nil
+}
+
+func (g *Guard) hostAllowed(host string) bool {
+	for _, h := range g.hosts {
+		if suffix, ok := strings.CutPrefix(h, "*"); ok {
+			if strings.HasSuffix(host, suffix) {
+				return true
+			}
+		} else if host == h {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAddr is the check of every connection: an address in an allowed
+// network goes; otherwise the always-refused kinds are refused.
+func (g *Guard) checkAddr(a netip.Addr) error {
+	a = a.Unmap()
+	if g.inNets(a) {
+		return nil
+	}
+	switch {
+	case a.IsLoopback(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(), a.IsUnspecified(), a.IsMulticast(), a.IsInterfaceLocalMulticast():
+		return fmt.Errorf("address %s is loopback, link-local, unspecified or multicast: refused unless the outbound allowlist names its network", a)
+	}
+	return nil
+}
+
+func (g *Guard) inNets(a netip.Addr) bool {
+	if g == nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range g.nets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Client is an HTTP client whose connections go only where the guard
+// allows, through no proxy, following no redirects.
+func (g *Guard) Client(timeout time.Duration) *http.Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return fmt.Errorf("outbound: %q: %w", address, err)
+			}
+			return g.checkAddr(ap.Addr())
+		}}
+	transport := &http.Transport{
+		Proxy:               nil,
+		DialContext:         dialer.DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        20, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second,
+	}
+	return &http.Client{Timeout: timeout, Transport: transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// redact is the URL without its query and user info (they may hold tokens).
+func redact(u *url.URL) string {
+	c := *u
+	c.User, c.RawQuery, c.Fragment = nil, "", ""
+	return c.String()
+}
