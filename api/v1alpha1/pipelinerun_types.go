@@ -148,6 +148,12 @@ type Trigger struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	Pusher string `json:"pusher,omitempty"`
+
+	// commitTime is when the pushed commit was made, as the provider's event
+	// says (the commit's timestamp): where the delivery metrics' lead time
+	// starts.
+	// +optional
+	CommitTime *metav1.Time `json:"commitTime,omitempty"`
 }
 
 // RunPhase is where a PipelineRun stands as a whole.

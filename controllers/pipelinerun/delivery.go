@@ -21,7 +21,7 @@ var (
 	}, []string{"environment", "result"})
 	leadTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "conveyor_deploy_lead_time_seconds",
-		Help:    "Time from a run's creation (the commit's time is not known to Conveyor) to its successful deploy, by environment.",
+		Help:    "Time from the pushed commit (its time in the push event, for runs the push receiver started) or else from the run's creation, to its successful deploy, by environment.",
 		Buckets: prometheus.ExponentialBuckets(60, 2, 14), // 1 min to about 11 days
 	}, []string{"environment"})
 	timeToRestore = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -57,7 +57,7 @@ func (r *Reconciler) observeDeploy(run *conveyorv1.PipelineRun, next conveyorv1.
 		}
 		return
 	}
-	leadTime.WithLabelValues(env).Observe(end.Sub(run.CreationTimestamp.Time).Seconds())
+	leadTime.WithLabelValues(env).Observe(end.Sub(leadStart(run, end)).Seconds())
 	if since, open := failures.since[env]; open {
 		timeToRestore.WithLabelValues(env).Observe(end.Sub(since).Seconds())
 		delete(failures.since, env)
@@ -75,4 +75,14 @@ func deployEnvironment(run *conveyorv1.PipelineRun, stage string) string {
 		}
 	}
 	return ""
+}
+
+// leadStart is where a deploy's lead time starts: the pushed commit's time
+// when the push receiver recorded it (and it is not after the deploy), else
+// the run's creation.
+func leadStart(run *conveyorv1.PipelineRun, end time.Time) time.Time {
+	if t := run.Spec.Trigger; t != nil && t.CommitTime != nil && !t.CommitTime.After(end) {
+		return t.CommitTime.Time
+	}
+	return run.CreationTimestamp.Time
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -22,7 +23,9 @@ type Push struct {
 	// Branch or Tag is set, from the pushed ref.
 	Branch, Tag string
 	Commit      string
-	Pusher      string
+	// CommitTime is the pushed commit's timestamp; zero when the event does not give it.
+	CommitTime time.Time
+	Pusher     string
 	// CloneURL is the repository's HTTP clone URL.
 	CloneURL string
 	// Deleted is true when the push deleted the ref.
@@ -60,11 +63,12 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 // gitlabPush is the part of GitLab's "Push Hook" and "Tag Push Hook" payloads
 // the receiver reads.
 type gitlabPush struct {
-	ObjectKind   string  `json:"object_kind"`
-	Ref          string  `json:"ref"`
-	After        string  `json:"after"`
-	CheckoutSHA  *string `json:"checkout_sha"`
-	UserUsername string  `json:"user_username"`
+	ObjectKind   string   `json:"object_kind"`
+	Ref          string   `json:"ref"`
+	After        string   `json:"after"`
+	CheckoutSHA  *string  `json:"checkout_sha"`
+	UserUsername string   `json:"user_username"`
+	Commits      []commit `json:"commits"`
 	Project      struct {
 		PathWithNamespace string `json:"path_with_namespace"`
 		WebURL            string `json:"web_url"`
@@ -87,6 +91,26 @@ type githubPush struct {
 	Pusher struct {
 		Name string `json:"name"`
 	} `json:"pusher"`
+	HeadCommit *commit `json:"head_commit"`
+}
+
+// commit is a commit as push events list them.
+type commit struct {
+	ID        string `json:"id"`
+	Timestamp string `json:"timestamp"`
+}
+
+// commitTime is the timestamp of the commit sha among those given; zero when
+// none is it or its time does not read.
+func commitTime(sha string, commits ...*commit) time.Time {
+	for _, c := range commits {
+		if c != nil && c.ID == sha && sha != "" {
+			if t, err := time.Parse(time.RFC3339, c.Timestamp); err == nil {
+				return t
+			}
+		}
+	}
+	return time.Time{}
 }
 
 // parse reads a push event of the provider from its headers and body.
@@ -104,6 +128,11 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 		}
 		p.Repositories = []string{e.Project.PathWithNamespace, e.Project.WebURL, e.Project.GitHTTPURL, e.Project.GitSSHURL}
 		p.Commit, p.Pusher, p.CloneURL = e.After, e.UserUsername, e.Project.GitHTTPURL
+		for i := range e.Commits {
+			if t := commitTime(e.After, &e.Commits[i]); !t.IsZero() {
+				p.CommitTime = t
+			}
+		}
 		p.Deleted = e.After == zeroSHA || (e.CheckoutSHA == nil && e.After == "")
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
@@ -120,6 +149,7 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 		p.Repositories = []string{e.Repository.FullName, e.Repository.HTMLURL, e.Repository.CloneURL, e.Repository.SSHURL}
 		p.Commit, p.Pusher, p.Deleted = e.After, e.Pusher.Name, e.Deleted || e.After == zeroSHA
 		p.CloneURL = e.Repository.CloneURL
+		p.CommitTime = commitTime(e.After, e.HeadCommit)
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
 		}

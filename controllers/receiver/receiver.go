@@ -231,7 +231,7 @@ func (r *Receiver) createRuns(ctx context.Context, push *Push, pipelines []conve
 			Spec: conveyorv1.PipelineRunSpec{
 				PipelineRef: conveyorv1.PipelineReference{Name: p.Name},
 				Git:         git,
-				Trigger:     &conveyorv1.Trigger{Provider: push.Provider, Event: push.Event, Delivery: push.Delivery, Pusher: push.Pusher},
+				Trigger:     trigger(push),
 				Params:      PushParams(&p.Spec, *push),
 			},
 		}
@@ -340,4 +340,13 @@ func (r *Receiver) answer(w http.ResponseWriter, provider, result string, code i
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(res)
+}
+
+// trigger is the run's record of the push.
+func trigger(push *Push) *conveyorv1.Trigger {
+	t := &conveyorv1.Trigger{Provider: push.Provider, Event: push.Event, Delivery: push.Delivery, Pusher: push.Pusher}
+	if !push.CommitTime.IsZero() {
+		t.CommitTime = &metav1.Time{Time: push.CommitTime}
+	}
+	return t
 }

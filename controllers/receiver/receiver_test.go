@@ -188,6 +188,9 @@ func TestGitLabPushCreatesOneRun(t *testing.T) {
 	if run.Spec.Trigger == nil || run.Spec.Trigger.Pusher != "dana" || run.Spec.Trigger.Provider != "gitlab" {
 		t.Fatalf("run trigger %+v", run.Spec.Trigger)
 	}
+	if ct := run.Spec.Trigger.CommitTime; ct == nil || !ct.Time.Equal(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)) {
+		t.Errorf("the run's commit time %v, want the pushed commit's timestamp", ct)
+	}
 }
 
 func TestGitLabTagPush(t *testing.T) {
@@ -216,6 +219,11 @@ func TestGitHubPushAndTag(t *testing.T) {
 		}
 		if run.Spec.Git.Branch != tc.branch || run.Spec.Git.Tag != tc.tag || run.Spec.Trigger.Pusher == "" {
 			t.Fatalf("%s: run spec %+v", tc.file, run.Spec)
+		}
+		// The branch push's head_commit gives its timestamp; the tag push's does not.
+		ct := run.Spec.Trigger.CommitTime
+		if tc.branch != "" && (ct == nil || !ct.Time.Equal(time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC))) || tc.tag != "" && ct != nil {
+			t.Errorf("%s: commit time %v", tc.file, ct)
 		}
 	}
 	if n := len(runsIn(t, p.Namespace)); n != 2 {
