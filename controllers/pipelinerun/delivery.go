@@ -40,9 +40,20 @@ var failures = struct {
 	since map[string]time.Time
 }{since: map[string]time.Time{}}
 
-// observeDeploy counts a deploy stage that ended, once.
+// observeDeploy counts a deploy stage that ended, once. A deploy that
+// starts makes its environment's series exist at zero, so that the first
+// deploy (and the first failure) of an environment is an increase that
+// Prometheus's increase() and rate() see, not a series born at 1.
 func (r *Reconciler) observeDeploy(run *conveyorv1.PipelineRun, next conveyorv1.StageStatus) {
 	env := deployEnvironment(run, next.Name)
+	if env != "" && next.Phase == conveyorv1.StageRunning {
+		for _, result := range []conveyorv1.StagePhase{conveyorv1.StageSucceeded, conveyorv1.StageFailed} {
+			deployments.WithLabelValues(env, string(result))
+		}
+		leadTime.WithLabelValues(env)
+		timeToRestore.WithLabelValues(env)
+		return
+	}
 	if env == "" || next.CompletionTime == nil || (next.Phase != conveyorv1.StageSucceeded && next.Phase != conveyorv1.StageFailed) ||
 		!r.told.first(run.UID, next.Name+"/deployed") {
 		return
