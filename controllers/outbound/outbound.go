@@ -10,6 +10,7 @@
 package outbound
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -63,7 +64,9 @@ func Parse(entries []string) (*Guard, error) {
 func (g *Guard) Restricted() bool { return g != nil && (len(g.hosts) > 0 || len(g.nets) > 0) }
 
 // CheckURL refuses a URL the manager must not send to: not http(s), with
-// user info, a host outside the allowlist, or an IP address refused.
+// user info, a host outside the allowlist, or one whose addresses are
+// refused. A name that does not resolve (yet) passes when the allowlist
+// names it or there is none: each connection is checked again.
 func (g *Guard) CheckURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -79,25 +82,57 @@ func (g *Guard) CheckURL(raw string) error {
 	if host == "" {
 		return fmt.Errorf("%q: no host", redact(u))
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = g.addresses(ctx, host, true)
+	return err
+}
+
+// addresses are the addresses of host the manager may connect to. A host
+// the allowlist names by name may resolve anywhere but to a refused
+// address; any other host, when there is an allowlist, must resolve into
+// its networks. lenient lets a name that does not resolve pass when it
+// needs no resolving to be allowed (no addresses then).
+func (g *Guard) addresses(ctx context.Context, host string, lenient bool) ([]netip.Addr, error) {
+	named := g.hostAllowed(host)
+	restricted := g.Restricted() && !named
+	const hint = "the cluster's outbound allowlist (--outbound-allow; chart outbound.allow)"
+	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
-		if err := g.checkAddr(a); err != nil {
-			return err
+		addrs = []netip.Addr{a}
+	} else {
+		if restricted && len(g.nets) == 0 {
+			return nil, fmt.Errorf("host %s is not in %s", host, hint)
 		}
-		if g.Restricted() && !g.inNets(a) {
-			return fmt.Errorf("address %s is not in the cluster's outbound allowlist (--outbound-allow; chart outbound.allow)", a)
+		addrs, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		switch {
+		case err != nil && restricted:
+			return nil, fmt.Errorf("host %s is not in %s, and does not resolve into its networks: %w", host, hint, err)
+		case err != nil && lenient:
+			return nil, nil
+		case err != nil:
+			return nil, err
 		}
-		return nil
 	}
-	if g.Restricted() && !g.hostAllowed(host) {
-		return fmt.Errorf("host %s is not in the cluster's outbound allowlist (--outbound-allow; chart outbound.allow)", host)
+	for _, a := range addrs {
+		a = a.Unmap()
+		if g.inNets(a) {
+			continue
+		}
+		if refused(a) {
+			return nil, fmt.Errorf("host %s: address %s is loopback, link-local, unspecified or multicast: refused unless %s names its network", host, a, hint)
+		}
+		if restricted {
+			return nil, fmt.Errorf("host %s: address %s is not in %s", host, a, hint)
+		}
 	}
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return fmt.Errorf("host %s is a loopback name: refused unless the outbound allowlist names its address", host)
-	}
-	return nil
+	return addrs, nil
 }
 
 func (g *Guard) hostAllowed(host string) bool {
+	if g == nil {
+		return false
+	}
 	for _, h := range g.hosts {
 		if suffix, ok := strings.CutPrefix(h, "*"); ok {
 			if strings.HasSuffix(host, suffix) {
@@ -117,11 +152,15 @@ func (g *Guard) checkAddr(a netip.Addr) error {
 	if g.inNets(a) {
 		return nil
 	}
-	switch {
-	case a.IsLoopback(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(), a.IsUnspecified(), a.IsMulticast(), a.IsInterfaceLocalMulticast():
+	if refused(a) {
 		return fmt.Errorf("address %s is loopback, link-local, unspecified or multicast: refused unless the outbound allowlist names its network", a)
 	}
 	return nil
+}
+
+// refused: the kinds of address never reached unless the allowlist names them.
+func refused(a netip.Addr) bool {
+	return a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast()
 }
 
 func (g *Guard) inNets(a netip.Addr) bool {
@@ -148,9 +187,30 @@ func (g *Guard) Client(timeout time.Duration) *http.Client {
 			}
 			return g.checkAddr(ap.Addr())
 		}}
+	// Dial resolves the name itself and connects only to the addresses the
+	// guard allows for it (the dialer's Control checks each connection again).
+	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(address)
+		if err != nil {
+			return nil, err
+		}
+		addrs, err := g.addresses(ctx, strings.ToLower(host), false)
+		if err != nil {
+			return nil, err
+		}
+		var last error
+		for _, a := range addrs {
+			c, err := dialer.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
+			if err == nil {
+				return c, nil
+			}
+			last = err
+		}
+		return nil, last
+	}
 	transport := &http.Transport{
 		Proxy:               nil,
-		DialContext:         dialer.DialContext,
+		DialContext:         dial,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConns:        20, MaxIdleConnsPerHost: 2, IdleConnTimeout: 90 * time.Second,
 	}

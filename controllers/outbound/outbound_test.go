@@ -31,8 +31,8 @@ func TestCheckURL(t *testing.T) {
 		{open, "http://[::ffff:127.0.0.1]/x", "loopback"},
 		{open, "http://[::1]/x", "loopback"},
 		{open, "http://0.0.0.0/x", "unspecified"},
-		{open, "http://localhost:8080/x", "loopback name"},
-		{open, "http://api.localhost/x", "loopback name"},
+		{open, "http://localhost:8080/x", "loopback"},
+		{open, "http://a-name-that-does-not-resolve.invalid/x", ""},
 		{open, "ftp://example.com/x", "http or https"},
 		{open, "https://user:pw@example.com/x?token=s3cret", "user info"},
 		{listed, "https://hooks.slack.com/services/T/B/x", ""},
@@ -45,6 +45,8 @@ func TestCheckURL(t *testing.T) {
 		{listed, "http://127.0.0.1:9/x", ""},
 		{listed, "http://192.168.1.1/x", "not in the cluster's outbound allowlist"},
 		{listed, "http://169.254.169.254/x", "link-local"},
+		{listed, "http://nowhere.invalid/x", "and does not resolve into its networks"},
+		{listed, "http://nowhere.example.com/x", ""},
 	}
 	for _, c := range cases {
 		err := c.guard.CheckURL(c.url)

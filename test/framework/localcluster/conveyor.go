@@ -148,6 +148,10 @@ func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, pro
 		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", webhookPort),
 		"--webhook-cert-dir="+filepath.Join(c.Dir, "webhook-certs"),
 		fmt.Sprintf("--receiver-bind-address=127.0.0.1:%d", receiverPort),
+		// The local cluster is one person's machine: a sink or git server
+		// they run on localhost is theirs to reach (a cluster's chart
+		// leaves loopback refused).
+		"--outbound-allow=127.0.0.0/8,::1/128",
 	)
 	if err != nil {
 		return nil, err
