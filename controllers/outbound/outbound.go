@@ -116,14 +116,18 @@ func (g *Guard) addresses(ctx context.Context, host string, lenient bool) ([]net
 	}
 	for _, a := range addrs {
 		a = a.Unmap()
+		what := "address " + a.String()
+		if a.String() != host {
+			what = "host " + host + " resolves to " + what + ", which"
+		}
 		if g.inNets(a) {
 			continue
 		}
 		if refused(a) {
-			return nil, fmt.Errorf("host %s: address %s is loopback, link-local, unspecified or multicast: refused unless %s names its network", host, a, hint)
+			return nil, fmt.Errorf("%s is loopback, link-local, unspecified or multicast: refused unless %s names its network", what, hint)
 		}
 		if restricted {
-			return nil, fmt.Errorf("host %s: address %s is not in %s", host, a, hint)
+			return nil, fmt.Errorf("%s is not in %s", what, hint)
 		}
 	}
 	return addrs, nil

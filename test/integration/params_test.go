@@ -9,8 +9,8 @@ import (
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -283,24 +283,19 @@ func TestPipelineMountsOnlyWhatItsAuthorMayRead(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `job image uses Secret ci-registry (imagePullSecrets), and user "pia" may not get it in namespace `+ns) {
 		t.Fatalf("pia's Pipeline pulling with a Secret she may not read: %v", err)
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "ci-registry-reader", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: []string{"ci-registry"}}}}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pia-ci-registry", Namespace: ns},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "pia"}}}
-	for _, o := range []client.Object{role, binding} {
-		if err := k8s.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	letGetSecret(t, ns, "pia", "ci-registry")
 	NewWithT(t).Eventually(func() error { return as("pia").Create(ctx, p.DeepCopy()) }).WithTimeout(10 * time.Second).Should(Succeed())
 	// Another Secret in a volume is still hers to be refused.
-	got := &conveyorv1.Pipeline{}
-	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
-		t.Fatal(err)
-	}
-	got.Spec.Stages[0].Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "db", Secret: &corev1.SecretVolumeSource{SecretName: "db-password"}}}
-	if err := as("pia").Update(ctx, got); err == nil || !strings.Contains(err.Error(), "uses Secret db-password (volume db)") {
+	// (Read again on a conflict: the manager writes the new Pipeline's status.)
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		got := &conveyorv1.Pipeline{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+			return err
+		}
+		got.Spec.Stages[0].Jobs[0].Volumes = []conveyorv1.JobVolume{{Name: "db", Secret: &corev1.SecretVolumeSource{SecretName: "db-password"}}}
+		return as("pia").Update(ctx, got)
+	})
+	if err == nil || !strings.Contains(err.Error(), "uses Secret db-password (volume db)") {
 		t.Fatalf("pia's update mounting db-password: %v", err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -191,16 +190,7 @@ func TestPipelineURLsGuarded(t *testing.T) {
 			t.Errorf("pia naming a Secret she may not read: %v", err)
 		}
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "chat-url-reader", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}, ResourceNames: []string{"team-chat"}}}}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pia-chat-url", Namespace: ns},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "pia"}}}
-	for _, o := range []client.Object{role, binding} {
-		if err := k8s.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
+	letGetSecret(t, ns, "pia", "team-chat")
 	mine := seedPipelineFrom(t)
 	mine.Namespace, mine.Name = ns, "pias"
 	sink(conveyorv1.EventSink{Name: "chat", URLFrom: &conveyorv1.SecretKeyReference{Name: "team-chat"}, Mode: conveyorv1.SinkTemplate, Template: chatTemplate})(mine)
