@@ -71,6 +71,7 @@ var everything = []string{
 	"--set", "metrics.serviceMonitor.enabled=true",
 	"--set", "receiver.enabled=true",
 	"--set", "events.sinks={http://events.example.svc/conveyor}",
+	"--set", "outbound.allow={hooks.slack.com,10.0.0.0/8}",
 	"--set", "grafanaDashboard.enabled=true",
 	"--set", "sharding.shards={b}",
 	"--set", "pipelineNamespaces={shop-ci}",
@@ -113,6 +114,7 @@ func TestHelmLint(t *testing.T) {
 		{"--set", "environments.namespaces={Prod_1}"},
 		{"--set", "certManager.issuerRef.kind=Secret"},
 		{"--set", "unknownOption=true"},
+		{"--set-json", `outbound.allow=["a,b"]`},
 	} {
 		cmd := exec.Command(helm, append([]string{"template", "x", "charts/conveyor"}, bad...)...)
 		cmd.Dir = root
@@ -325,6 +327,22 @@ func TestChartMatchesConfig(t *testing.T) {
 		}
 	}
 	t.Logf("%d objects in both, %d fields compared", len(kust), compared)
+}
+
+// outbound.allow becomes the managers' --outbound-allow (shards included);
+// without it the flag is not given (any host, loopback and metadata refused).
+func TestChartOutboundAllow(t *testing.T) {
+	objs := index(helmTemplate(t, "--set", "outbound.allow={hooks.slack.com,10.0.0.0/8}", "--set", "sharding.shards={b}"))
+	for _, key := range []string{"Deployment/conveyor-system/conveyor-manager", "Deployment/conveyor-system/conveyor-manager-b"} {
+		if a := args(objs[key]); !slices.Contains(a, "--outbound-allow=hooks.slack.com,10.0.0.0/8") {
+			t.Errorf("%s args %v", key, a)
+		}
+	}
+	for _, a := range args(index(helmTemplate(t))["Deployment/conveyor-system/conveyor-manager"]) {
+		if strings.HasPrefix(a, "--outbound-allow") {
+			t.Errorf("default values give %s", a)
+		}
+	}
 }
 
 // The NetworkPolicy selects the manager's pods and opens only ports the
