@@ -7,12 +7,16 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -443,8 +447,30 @@ func TestJobsOnlyWhereAllowed(t *testing.T) {
 func TestPushReceiver(t *testing.T) {
 	ctx := context.Background()
 	ns := pipeline(t, nil)
+	// A GitLab and a chat on this machine's localhost, as the held-out check
+	// runs them: the local cluster's manager may reach loopback.
+	var mu sync.Mutex
+	var statuses, chat []string
+	gitlab := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var b map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		mu.Lock()
+		statuses = append(statuses, r.Header.Get("PRIVATE-TOKEN")+" "+r.URL.EscapedPath()+" "+b["name"]+"="+b["state"])
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer gitlab.Close()
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct{ Text string }
+		_ = json.NewDecoder(r.Body).Decode(&m)
+		mu.Lock()
+		chat = append(chat, m.Text)
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer sink.Close()
 	if err := admin.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns},
-		StringData: map[string]string{"token": "e2e-secret"}}); err != nil {
+		StringData: map[string]string{"token": "e2e-secret", "gitlab": "glpat-e2e", "url": sink.URL + "/hooks/chat"}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &conveyorv1.Pipeline{}
@@ -452,12 +478,18 @@ func TestPushReceiver(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := client.MergeFrom(p.DeepCopy())
-	p.Spec.Source = &conveyorv1.PipelineSource{Repository: "acme/app", SecretRef: conveyorv1.SecretKeyReference{Name: "hook"}}
+	p.Spec.Source = &conveyorv1.PipelineSource{Repository: "acme/app", SecretRef: conveyorv1.SecretKeyReference{Name: "hook"},
+		CommitStatus: &conveyorv1.CommitStatusReport{Provider: "GitLab", APIURL: gitlab.URL + "/api/v4", Project: "acme/app",
+			TokenRef: conveyorv1.SecretKeyReference{Name: "hook", Key: "gitlab"}}}
+	p.Spec.Notifications = &conveyorv1.Notifications{Sinks: []conveyorv1.EventSink{{Name: "chat",
+		URLFrom: &conveyorv1.SecretKeyReference{Name: "hook"}, Mode: conveyorv1.SinkTemplate, Types: []string{"run.succeeded"},
+		Template: `{"text": {{json (printf "%s %s: %s" .Run .Phase .Message)}}}`}}}
 	if err := admin.Patch(ctx, p, base); err != nil {
 		t.Fatal(err)
 	}
 	body := []byte(`{"object_kind":"push","ref":"refs/heads/feature_push","after":"1234567890abcdef1234567890abcdef12345678",` +
-		`"checkout_sha":"1234567890abcdef1234567890abcdef12345678","user_username":"dana","project":{"path_with_namespace":"acme/app"}}`)
+		`"checkout_sha":"1234567890abcdef1234567890abcdef12345678","user_username":"dana","project":{"path_with_namespace":"acme/app"},` +
+		`"commits":[{"id":"1234567890abcdef1234567890abcdef12345678","timestamp":"2026-11-30T09:00:00+01:00"}]}`)
 	send := func(token string) int {
 		req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/hooks/gitlab", manager.ReceiverPort), bytes.NewReader(body))
 		req.Header.Set("X-Gitlab-Event", "Push Hook")
@@ -490,6 +522,19 @@ func TestPushReceiver(t *testing.T) {
 		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
 	})
 	t.Logf("Run %s, created from the push, succeeded", runs.Items[0].Name)
+	if ct := runs.Items[0].Spec.Trigger.CommitTime; ct == nil || !ct.Time.Equal(time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)) {
+		t.Errorf("the run's commit time %v, want the pushed commit's", ct)
+	}
+	// Each stage reported on the commit, with the token; the chat told the end.
+	NewWithT(t).Eventually(func(g Gomega) {
+		mu.Lock()
+		defer mu.Unlock()
+		g.Expect(statuses).To(ContainElement("glpat-e2e /api/v4/projects/acme%2Fapp/statuses/1234567890abcdef1234567890abcdef12345678 conveyor/app/build=success"))
+		g.Expect(chat).To(ContainElement(HavePrefix(runs.Items[0].Name + " Succeeded: ")))
+	}).WithTimeout(30 * time.Second).Should(Succeed())
+	mu.Lock()
+	t.Logf("GitLab got %d commit statuses, the chat %q", len(statuses), chat)
+	mu.Unlock()
 }
 
 // Cancelling a run whose deploy pod runs: the manager deletes the Job, the
