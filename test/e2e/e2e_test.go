@@ -47,7 +47,10 @@ var (
 	personas   = map[string]client.Client{}
 	managerBin string
 	manager    *localcluster.Manager
-	root       string
+	// shardB is a second manager, for the runs labelled conveyor.dev/shard=b,
+	// as the chart runs shards: every test runs with two shards up.
+	shardB *localcluster.Manager
+	root   string
 )
 
 func TestMain(m *testing.M) {
@@ -101,7 +104,12 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "installing Conveyor:", err)
 		return 1
 	}
-	if manager, err = cluster.StartManager(ctx, managerBin, webhookPort, probePort, receiverPort); err != nil {
+	if manager, err = cluster.StartManager(ctx, managerBin, webhookPort, probePort, receiverPort, "--watch-label-selector=!"+conveyorv1.LabelShard); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	shardProbe, _ := localcluster.FreePort()
+	if shardB, err = cluster.StartShardManager(ctx, managerBin, "b", shardProbe); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -407,7 +415,7 @@ func TestManagerKilledMidStage(t *testing.T) {
 	}
 	<-manager.Done
 	var err error
-	if manager, err = cluster.StartManager(context.Background(), managerBin, manager.WebhookPort, manager.ProbePort, manager.ReceiverPort); err != nil {
+	if manager, err = cluster.RestartManager(context.Background(), managerBin, manager); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("Started the manager again")

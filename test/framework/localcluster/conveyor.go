@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -49,6 +50,8 @@ type Manager struct {
 	ProbePort    int
 	WebhookPort  int
 	ReceiverPort int
+	// Extra are the flags it was started with beyond the defaults.
+	Extra []string
 }
 
 // InstallConveyor installs what config/ holds into the cluster: the CRDs, the
@@ -136,29 +139,58 @@ func (c *Cluster) AllowJobs(ctx context.Context, ns string) error {
 
 // StartManager starts the manager binary as ManagerUser with its webhooks on
 // localhost (serving the certificate InstallConveyor made), and waits until it
-// is ready.
-func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, probePort, receiverPort int) (*Manager, error) {
+// is ready. extra flags come after the defaults (and win over them).
+func (c *Cluster) StartManager(ctx context.Context, bin string, webhookPort, probePort, receiverPort int, extra ...string) (*Manager, error) {
+	return c.startManager(ctx, "manager", bin, webhookPort, probePort, receiverPort, extra...)
+}
+
+// ShardFlags are the flags of a manager for shard name, as the chart gives
+// them: its label only, no webhooks, no receiver, no Environment status.
+func ShardFlags(name string) []string {
+	return []string{"--watch-label-selector=" + conveyorv1.LabelShard + "=" + name, "--webhooks=false",
+		"--receiver-bind-address=0", "--environment-status=false"}
+}
+
+// StartShardManager starts a second manager for shard name (its log is
+// manager-<name>), beside a first one that handles the unlabelled runs.
+func (c *Cluster) StartShardManager(ctx context.Context, bin, name string, probePort int) (*Manager, error) {
+	return c.startManager(ctx, "manager-"+name, bin, 0, probePort, 0, ShardFlags(name)...)
+}
+
+// RestartManager starts m's process again, on its ports and with its flags,
+// once it has ended.
+func (c *Cluster) RestartManager(ctx context.Context, bin string, m *Manager) (*Manager, error) {
+	name := "manager"
+	for _, f := range m.Extra {
+		if shard, ok := strings.CutPrefix(f, "--watch-label-selector="+conveyorv1.LabelShard+"="); ok {
+			name += "-" + shard
+		}
+	}
+	return c.startManager(ctx, name, bin, m.WebhookPort, m.ProbePort, m.ReceiverPort, m.Extra...)
+}
+
+func (c *Cluster) startManager(ctx context.Context, name, bin string, webhookPort, probePort, receiverPort int, extra ...string) (*Manager, error) {
 	kubeconfig := filepath.Join(c.Dir, "manager.kubeconfig")
 	if err := clientcmd.WriteToFile(*c.kubeconfig(ManagerUser), kubeconfig); err != nil {
 		return nil, err
 	}
-	proc, done, err := c.StartProcess("manager", bin, []string{"POD_NAMESPACE=" + ManagerNamespace, "KUBECONFIG=" + kubeconfig},
-		"--leader-elect=false", "--metrics-bind-address=0",
+	args := append([]string{"--leader-elect=false", "--metrics-bind-address=0",
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort),
 		"--webhook-host=127.0.0.1", fmt.Sprintf("--webhook-port=%d", webhookPort),
-		"--webhook-cert-dir="+filepath.Join(c.Dir, "webhook-certs"),
+		"--webhook-cert-dir=" + filepath.Join(c.Dir, "webhook-certs"),
 		fmt.Sprintf("--receiver-bind-address=127.0.0.1:%d", receiverPort),
 		// The local cluster is one person's machine: a sink or git server
 		// they run on localhost is theirs to reach (a cluster's chart
 		// leaves loopback refused).
 		"--outbound-allow=127.0.0.0/8,::1/128",
-	)
+	}, extra...)
+	proc, done, err := c.StartProcess(name, bin, []string{"POD_NAMESPACE=" + ManagerNamespace, "KUBECONFIG=" + kubeconfig}, args...)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort}
+	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort, Extra: extra}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), "", 90*time.Second, done); err != nil {
-		return nil, fmt.Errorf("manager: %w (see %s)", err, c.LogFile("manager"))
+		return nil, fmt.Errorf("%s: %w (see %s)", name, err, c.LogFile(name))
 	}
 	return m, nil
 }
