@@ -221,6 +221,10 @@ func (n *Notifier) Start(ctx context.Context) error {
 	}
 	n.mu.Unlock()
 	<-ctx.Done()
+	// No sender starts after this: the WaitGroup is not added to while waited on.
+	n.mu.Lock()
+	n.ctx = nil
+	n.mu.Unlock()
 	n.wg.Wait()
 	return nil
 }
