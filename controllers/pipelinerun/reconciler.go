@@ -14,10 +14,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -170,7 +174,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Named("pipelinerun").
 		WithOptions(opts).
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
-		Watches(&conveyorv1.Approval{}, handler.EnqueueRequestsFromMapFunc(approvalToRun)).
+		Watches(&conveyorv1.Approval{}, approvalHandler()).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
 		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
 		Watches(&conveyorv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.environmentToHeldRuns)).
@@ -185,6 +189,32 @@ func jobToRun(_ context.Context, o client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}
+
+// PriorityPersonWaiting is the work queue priority of a run that a new
+// Approval names: a person just pressed trigger or approve and waits for the
+// stage to move, so the run goes ahead of the runs waiting in the queue for
+// their Jobs' progress (the work queue is controller-runtime's priority
+// queue; events of the cache's first list go last).
+const PriorityPersonWaiting = 10
+
+// approvalHandler enqueues an Approval's run, a new Approval's ahead of the
+// rest.
+func approvalHandler() handler.EventHandler {
+	mapped := handler.EnqueueRequestsFromMapFunc(approvalToRun)
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
+			if !ok || e.IsInInitialList {
+				mapped.Create(ctx, e, q)
+				return
+			}
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(PriorityPersonWaiting)}, approvalToRun(ctx, e.Object)...)
+		},
+		UpdateFunc:  mapped.Update,
+		DeleteFunc:  mapped.Delete,
+		GenericFunc: mapped.Generic,
+	}
 }
 
 // approvalToRun maps an Approval to the run it names.
