@@ -194,8 +194,10 @@ func jobToRun(_ context.Context, o client.Object) []reconcile.Request {
 // PriorityPersonWaiting is the work queue priority of a run that a new
 // Approval names: a person just pressed trigger or approve and waits for the
 // stage to move, so the run goes ahead of the runs waiting in the queue for
-// their Jobs' progress (the work queue is controller-runtime's priority
-// queue; events of the cache's first list go last).
+// their Jobs' progress. The work queue is controller-runtime's priority
+// queue; events of the cache's first list go last. (The same priority for
+// the run an environment lets go next was tried: handoff p50 376 -> 501 ms,
+// p99 1360 -> 991 ms in one 300-run trial each, no clear gain; not kept.)
 const PriorityPersonWaiting = 10
 
 // approvalHandler enqueues an Approval's run, a new Approval's ahead of the
@@ -204,17 +206,29 @@ func approvalHandler() handler.EventHandler {
 	mapped := handler.EnqueueRequestsFromMapFunc(approvalToRun)
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
-			if !ok || e.IsInInitialList {
+			if e.IsInInitialList {
 				mapped.Create(ctx, e, q)
 				return
 			}
-			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(PriorityPersonWaiting)}, approvalToRun(ctx, e.Object)...)
+			addAhead(q, approvalToRun(ctx, e.Object)...)
 		},
 		UpdateFunc:  mapped.Update,
 		DeleteFunc:  mapped.Delete,
 		GenericFunc: mapped.Generic,
 	}
+}
+
+// addAhead adds the requests at PriorityPersonWaiting (plainly when the
+// queue has no priorities).
+func addAhead(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs ...reconcile.Request) {
+	pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request])
+	if !ok {
+		for _, r := range reqs {
+			q.Add(r)
+		}
+		return
+	}
+	pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(PriorityPersonWaiting)}, reqs...)
 }
 
 // approvalToRun maps an Approval to the run it names.
