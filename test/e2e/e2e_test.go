@@ -410,14 +410,7 @@ func TestManagerKilledMidStage(t *testing.T) {
 		g.Expect(jobsOf(g, run)).To(HaveLen(2))
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
 	t.Log("Killing the manager (SIGKILL) while the deploy Job runs")
-	if err := manager.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-manager.Done
-	var err error
-	if manager, err = cluster.RestartManager(context.Background(), managerBin, manager); err != nil {
-		t.Fatal(err)
-	}
+	manager = killAndRestart(t, manager)
 	t.Log("Started the manager again")
 	waitRun(t, run, 2*time.Minute, func(g Gomega, r *conveyorv1.PipelineRun) {
 		g.Expect(r.Status.Phase).To(Equal(conveyorv1.RunSucceeded))
@@ -608,4 +601,19 @@ func TestJobTimeoutAndRetries(t *testing.T) {
 			t.Errorf("job %s: %s after %d attempts (%d failed), want %s after %d (%d failed)", js.Name, js.Reason, js.Attempts, js.FailedAttempts, tc.reason, tc.attempts, tc.failedAttempts)
 		}
 	}
+}
+
+// killAndRestart kills m with SIGKILL, waits for it to end, and starts it
+// again with its ports and flags.
+func killAndRestart(t *testing.T, m *localcluster.Manager) *localcluster.Manager {
+	t.Helper()
+	if err := m.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-m.Done
+	m, err := cluster.RestartManager(context.Background(), managerBin, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,14 +39,7 @@ func TestShardsEndToEnd(t *testing.T) {
 		g.Expect(jobsOf(g, runB)).NotTo(BeEmpty())
 	}).WithTimeout(2 * time.Minute).Should(Succeed())
 	t.Log("Killing shard b's manager (SIGKILL) while run B's first Job runs")
-	if err := shardB.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-shardB.Done
-	var err error
-	if shardB, err = cluster.RestartManager(ctx, managerBin, shardB); err != nil {
-		t.Fatal(err)
-	}
+	shardB = killAndRestart(t, shardB)
 	t.Log("Started shard b's manager again")
 
 	deploys := map[string]batchv1.Job{}
