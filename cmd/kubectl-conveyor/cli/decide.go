@@ -100,6 +100,9 @@ printed as the API server gave it and the command exits with status 1.`,
 }
 
 func pastTense(verb string) string {
+	if verb == "override" {
+		return "overrode"
+	}
 	if strings.HasSuffix(verb, "e") {
 		return verb + "d"
 	}

@@ -163,3 +163,11 @@ func TestWrap(t *testing.T) {
 		}
 	}
 }
+
+func TestPastTense(t *testing.T) {
+	for verb, want := range map[string]string{"trigger": "triggered", "approve": "approved", "reject": "rejected", "override": "overrode"} {
+		if got := pastTense(verb); got != want {
+			t.Errorf("pastTense(%q) = %q, want %q", verb, got, want)
+		}
+	}
+}
