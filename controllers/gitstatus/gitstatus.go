@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -140,17 +139,9 @@ func (r *Reporter) send(ctx context.Context, s Status) {
 
 // token reads the API token from the Secret the Pipeline names.
 func (r *Reporter) token(ctx context.Context, s Status) (string, error) {
-	secret := &corev1.Secret{}
-	if err := r.opts.Secrets.Get(ctx, client.ObjectKey{Namespace: s.Namespace, Name: s.Config.TokenRef.Name}, secret); err != nil {
-		return "", fmt.Errorf("reading the token Secret %s/%s: %w", s.Namespace, s.Config.TokenRef.Name, err)
-	}
-	key := s.Config.TokenRef.Key
-	if key == "" {
-		key = "token"
-	}
-	token := strings.TrimSpace(string(secret.Data[key]))
-	if token == "" {
-		return "", fmt.Errorf("the token Secret %s/%s has no key %s", s.Namespace, s.Config.TokenRef.Name, key)
+	token, err := notify.SecretValue(ctx, r.opts.Secrets, s.Namespace, s.Config.TokenRef, "token")
+	if err != nil {
+		return "", fmt.Errorf("the token: %w", err)
 	}
 	return token, nil
 }
@@ -162,15 +153,7 @@ func (r *Reporter) post(ctx context.Context, s Status, token string) (bool, erro
 	if err != nil {
 		return false, err
 	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return true, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return false, nil
-	}
-	return notify.RetryableStatus(resp.StatusCode), fmt.Errorf("%s answered %s", s.Config.Provider, resp.Status)
+	return notify.Do(r.http, req, s.Config.Provider)
 }
 
 // Request is the HTTP request that reports s: GitLab's

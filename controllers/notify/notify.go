@@ -8,11 +8,9 @@ package notify
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -24,7 +22,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -296,7 +294,7 @@ func (n *Notifier) attempt(ctx context.Context, s *sink, d delivery) (bool, erro
 	}
 	target, err := n.target(ctx, d)
 	if err != nil {
-		return false, err
+		return !errors.Is(err, errRefused), err
 	}
 	switch d.cfg.Mode {
 	case conveyorv1.SinkTemplate:
@@ -314,21 +312,21 @@ func (n *Notifier) attempt(ctx context.Context, s *sink, d delivery) (bool, erro
 var errRefused = errors.New("sink refused")
 
 // target is a Pipeline sink's URL, read from its Secret when it names one,
-// and checked by the guard.
+// and checked by the guard. A Secret that is not there, a key without a
+// value and a URL the guard refuses are errRefused; other read errors are
+// worth another try.
 func (n *Notifier) target(ctx context.Context, d delivery) (string, error) {
 	raw := d.cfg.URL
 	if ref := d.cfg.URLFrom; ref != nil {
 		if n.opts.Secrets == nil {
 			return "", fmt.Errorf("%w: urlFrom: the manager reads no Secrets", errRefused)
 		}
-		var sec corev1.Secret
-		if err := n.opts.Secrets.Get(ctx, client.ObjectKey{Namespace: d.namespace, Name: ref.Name}, &sec); err != nil {
-			return "", fmt.Errorf("%w: urlFrom: reading Secret %s/%s: %w", errRefused, d.namespace, ref.Name, err)
-		}
-		key := cmp.Or(ref.Key, "url")
-		raw = strings.TrimSpace(string(sec.Data[key]))
-		if raw == "" {
-			return "", fmt.Errorf("%w: urlFrom: Secret %s/%s has no key %q", errRefused, d.namespace, ref.Name, key)
+		var err error
+		if raw, err = SecretValue(ctx, n.opts.Secrets, d.namespace, *ref, "url"); err != nil {
+			if errors.Is(err, ErrNoValue) || apierrors.IsNotFound(err) {
+				return "", fmt.Errorf("%w: urlFrom: %w", errRefused, err)
+			}
+			return "", fmt.Errorf("urlFrom: %w", err)
 		}
 	}
 	if err := n.opts.Guard.CheckURL(raw); err != nil {
@@ -348,16 +346,7 @@ func (n *Notifier) postTemplate(ctx context.Context, target string, d delivery) 
 		return false, fmt.Errorf("%w: %w", errRefused, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := n.http.Do(req)
-	if err != nil {
-		return true, err
-	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
-	if res.StatusCode >= 200 && res.StatusCode < 300 {
-		return false, nil
-	}
-	return RetryableStatus(res.StatusCode), fmt.Errorf("sink answered %s", res.Status)
+	return Do(n.http, req, "sink")
 }
 
 // ceResult reads the CloudEvents client's result.

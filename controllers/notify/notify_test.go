@@ -15,7 +15,10 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -367,6 +370,40 @@ func TestCheckTemplate(t *testing.T) {
 		err := CheckTemplate(tmpl)
 		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
 			t.Errorf("template %s: %v, want %q", tmpl, err, want)
+		}
+	}
+}
+
+// failingReader answers every Get with its error.
+type failingReader struct{ err error }
+
+func (f failingReader) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	return f.err
+}
+func (f failingReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return f.err
+}
+
+// TestURLFromSecretErrors: a sink whose URL Secret is not there is refused
+// at once; a Secret that could not be read (the API server did not answer)
+// is tried again, then counted as failed.
+func TestURLFromSecretErrors(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		err     error
+		result  string
+		retries float64
+	}{
+		{"missing", apierrors.NewNotFound(corev1.Resource("secrets"), "chat"), "refused", 0},
+		{"unreadable", apierrors.NewServiceUnavailable("etcd is down"), "failed", 2},
+	} {
+		n := start(t, Options{Secrets: failingReader{c.err}, Delivery: Delivery{Attempts: 3, Backoff: time.Millisecond}})
+		run, st := pipelineRun(conveyorv1.EventSink{Name: c.name, URLFrom: &conveyorv1.SecretKeyReference{Name: "chat"}})
+		n.Enqueue(waitingEvent(run, st), run, st.PipelineSpec)
+		label := "shop-ci/shop/" + c.name
+		waitFor(t, c.name+" counted", func() bool { return testutil.ToFloat64(sent.WithLabelValues(label, c.result)) == 1 })
+		if got := testutil.ToFloat64(retries.WithLabelValues(label)); got != c.retries {
+			t.Errorf("%s Secret: %v retries, want %v", c.name, got, c.retries)
 		}
 	}
 }
