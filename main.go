@@ -35,19 +35,19 @@ type options struct {
 	webhookDNS   string
 	receiverAddr string
 	trustAny     bool
-	eventSinks   sinkList
+	eventSinks   listFlag
 	eventQueue   int
-	outbound     sinkList
+	outbound     listFlag
 	shard        string
 	envStatus    bool
 	zap          zap.Options
 }
 
-// sinkList is a repeatable flag.
-type sinkList []string
+// listFlag is a repeatable flag.
+type listFlag []string
 
-func (l *sinkList) String() string     { return strings.Join(*l, ",") }
-func (l *sinkList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func parseFlags() *options {
 	o := &options{}

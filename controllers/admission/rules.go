@@ -252,22 +252,43 @@ func CheckOutbound(guard *outbound.Guard, p *conveyorv1.Pipeline) error {
 	return apierrors.NewInvalid(conveyorv1.GroupVersion.WithKind("Pipeline").GroupKind(), p.Name, errs)
 }
 
-// SecretRef is a Secret a Pipeline names, and where.
-type SecretRef struct {
-	Field, Name string
+// AuthorRead is something the manager reads for a Pipeline that its author
+// must be allowed to get: what a job in the run's namespace mounts (the
+// manager creates the Jobs), and a Secret whose content the manager sends
+// out (the commit status token, a sink's URL).
+type AuthorRead struct {
+	// Resource and Name are what RBAC is asked about, in the Pipeline's namespace.
+	Resource, Name string
+	// Where names the field and what it does with it; Why says the rule.
+	Where, Why string
 }
 
-// SecretsSent are the Secrets whose content the manager sends out for the
-// Pipeline: its commit status token, its sinks' URLs.
-func SecretsSent(p *conveyorv1.Pipeline) []SecretRef {
-	var out []SecretRef
+// AuthorReads are what the Pipeline has the manager read for its author.
+// (Deploy jobs mount only what their Environment lists.)
+func AuthorReads(p *conveyorv1.Pipeline) []AuthorRead {
+	var out []AuthorRead
+	for i, st := range p.Spec.Stages {
+		if st.Environment != "" {
+			continue
+		}
+		for j := range st.Jobs {
+			for _, m := range engine.JobMounts(&st.Jobs[j]) {
+				out = append(out, AuthorRead{Resource: m.Resource, Name: m.Name,
+					Where: fmt.Sprintf("spec.stages[%d].jobs[%d]: job %s uses %s %s (%s)", i, j, st.Jobs[j].Name, m.Kind, m.Name, m.Use),
+					Why:   "a Pipeline's jobs read only what its author may"})
+			}
+		}
+	}
+	const sent = "the manager would send what it holds for its author"
 	if src := p.Spec.Source; src != nil && src.CommitStatus != nil {
-		out = append(out, SecretRef{Field: "spec.source.commitStatus.tokenRef", Name: src.CommitStatus.TokenRef.Name})
+		name := src.CommitStatus.TokenRef.Name
+		out = append(out, AuthorRead{Resource: "secrets", Name: name, Where: "spec.source.commitStatus.tokenRef: names Secret " + name, Why: sent})
 	}
 	if n := p.Spec.Notifications; n != nil {
 		for i, s := range n.Sinks {
 			if s.URLFrom != nil {
-				out = append(out, SecretRef{Field: fmt.Sprintf("spec.notifications.sinks[%d].urlFrom", i), Name: s.URLFrom.Name})
+				out = append(out, AuthorRead{Resource: "secrets", Name: s.URLFrom.Name,
+					Where: fmt.Sprintf("spec.notifications.sinks[%d].urlFrom: names Secret %s", i, s.URLFrom.Name), Why: sent})
 			}
 		}
 	}

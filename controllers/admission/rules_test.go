@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -322,5 +323,35 @@ func TestCheckTagRunner(t *testing.T) {
 				t.Fatalf("refused %v (%v), want %v", err != nil, err, tc.refused)
 			}
 		})
+	}
+}
+
+// TestAuthorReads: what the author of a Pipeline must be allowed to get: a
+// run-namespace job's Secret (a deploy job's is its Environment's to list),
+// the commit status token, a sink's URL Secret.
+func TestAuthorReads(t *testing.T) {
+	secret := func(name string) []conveyorv1.JobVolume {
+		return []conveyorv1.JobVolume{{Name: "v", Secret: &corev1.SecretVolumeSource{SecretName: name}}}
+	}
+	p := &conveyorv1.Pipeline{Spec: conveyorv1.PipelineSpec{
+		Stages: []conveyorv1.Stage{
+			{Name: "build", Jobs: []conveyorv1.JobSpec{{Name: "compile", Volumes: secret("go-cache-key")}}},
+			{Name: "deploy", Environment: "production", Jobs: []conveyorv1.JobSpec{{Name: "helm", Volumes: secret("deploy-token")}}},
+		},
+		Source: &conveyorv1.PipelineSource{CommitStatus: &conveyorv1.CommitStatusReport{TokenRef: conveyorv1.SecretKeyReference{Name: "gitlab"}}},
+		Notifications: &conveyorv1.Notifications{Sinks: []conveyorv1.EventSink{
+			{Name: "bus", URL: "https://events.example.com"}, {Name: "chat", URLFrom: &conveyorv1.SecretKeyReference{Name: "team-chat"}}}},
+	}}
+	var got []string
+	for _, r := range AuthorReads(p) {
+		got = append(got, r.Resource+"/"+r.Name+" at "+r.Where)
+	}
+	want := []string{
+		"secrets/go-cache-key at spec.stages[0].jobs[0]: job compile uses Secret go-cache-key (volume v)",
+		"secrets/gitlab at spec.source.commitStatus.tokenRef: names Secret gitlab",
+		"secrets/team-chat at spec.notifications.sinks[1].urlFrom: names Secret team-chat",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("AuthorReads:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

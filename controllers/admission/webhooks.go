@@ -447,10 +447,7 @@ func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) er
 	if err := CheckOutbound(v.guard, p); err != nil {
 		return err
 	}
-	if err := v.mayMount(ctx, p); err != nil {
-		return err
-	}
-	if err := v.mayReadSecrets(ctx, p); err != nil {
+	if err := v.authorMayRead(ctx, p); err != nil {
 		return err
 	}
 	pol, err := environment.ReadPolicy(ctx, v.reader, p.Namespace)
@@ -460,54 +457,23 @@ func (v pipelineValidator) check(ctx context.Context, p *conveyorv1.Pipeline) er
 	return CheckPipelineEnvironments(pol, p)
 }
 
-// mayMount refuses a Pipeline whose jobs in the run's namespace mount a
-// Secret, ConfigMap or claim the user writing the Pipeline may not get
-// there: the manager creates the Jobs, so a Pipeline must not read for its
-// author what RBAC does not let them read. (Deploy jobs mount only what
-// their Environment lists.)
-func (v pipelineValidator) mayMount(ctx context.Context, p *conveyorv1.Pipeline) error {
+// authorMayRead refuses a Pipeline that has the manager read for its
+// author what RBAC does not let the author get (AuthorReads): a job's
+// Secret, ConfigMap or claim in the run's namespace, a Secret the manager
+// sends out.
+func (v pipelineValidator) authorMayRead(ctx context.Context, p *conveyorv1.Pipeline) error {
 	req, err := requester(ctx)
 	if err != nil {
 		return err
 	}
-	for i, st := range p.Spec.Stages {
-		if st.Environment != "" {
-			continue
-		}
-		for j := range st.Jobs {
-			for _, m := range engine.JobMounts(&st.Jobs[j]) {
-				ok, err := allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: p.Namespace, Name: m.Name, Verb: "get", Resource: m.Resource})
-				if err != nil {
-					return apierrors.NewInternalError(err)
-				}
-				if !ok {
-					return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelines").GroupResource(), p.Name,
-						fmt.Errorf("spec.stages[%d].jobs[%d]: job %s uses %s %s (%s), and user %q may not get it in namespace %s: a Pipeline's jobs read only what its author may",
-							i, j, st.Jobs[j].Name, m.Kind, m.Name, m.Use, req.UserInfo.Username, p.Namespace))
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// mayReadSecrets refuses a Pipeline that has the manager read a Secret its
-// author may not get, to send it elsewhere: the commit status token (sent
-// to the apiURL the author chooses), a sink's URL.
-func (v pipelineValidator) mayReadSecrets(ctx context.Context, p *conveyorv1.Pipeline) error {
-	req, err := requester(ctx)
-	if err != nil {
-		return err
-	}
-	for _, ref := range SecretsSent(p) {
-		ok, err := allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: p.Namespace, Name: ref.Name, Verb: "get", Resource: "secrets"})
+	for _, r := range AuthorReads(p) {
+		ok, err := allowed(ctx, v.client, req, authorizationv1.ResourceAttributes{Namespace: p.Namespace, Name: r.Name, Verb: "get", Resource: r.Resource})
 		if err != nil {
 			return apierrors.NewInternalError(err)
 		}
 		if !ok {
 			return apierrors.NewForbidden(conveyorv1.GroupVersion.WithResource("pipelines").GroupResource(), p.Name,
-				fmt.Errorf("%s: names Secret %s, and user %q may not get it in namespace %s: the manager would send what it holds for its author",
-					ref.Field, ref.Name, req.UserInfo.Username, p.Namespace))
+				fmt.Errorf("%s, and user %q may not get it in namespace %s: %s", r.Where, req.UserInfo.Username, p.Namespace, r.Why))
 		}
 	}
 	return nil

@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -149,19 +148,6 @@ func (g *Guard) hostAllowed(host string) bool {
 	return false
 }
 
-// checkAddr is the check of every connection: an address in an allowed
-// network goes; otherwise the always-refused kinds are refused.
-func (g *Guard) checkAddr(a netip.Addr) error {
-	a = a.Unmap()
-	if g.inNets(a) {
-		return nil
-	}
-	if refused(a) {
-		return fmt.Errorf("address %s is loopback, link-local, unspecified or multicast: refused unless the outbound allowlist names its network", a)
-	}
-	return nil
-}
-
 // refused: the kinds of address never reached unless the allowlist names them.
 func refused(a netip.Addr) bool {
 	return a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast()
@@ -183,16 +169,9 @@ func (g *Guard) inNets(a netip.Addr) bool {
 // Client is an HTTP client whose connections go only where the guard
 // allows, through no proxy, following no redirects.
 func (g *Guard) Client(timeout time.Duration) *http.Client {
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second,
-		Control: func(_, address string, _ syscall.RawConn) error {
-			ap, err := netip.ParseAddrPort(address)
-			if err != nil {
-				return fmt.Errorf("outbound: %q: %w", address, err)
-			}
-			return g.checkAddr(ap.Addr())
-		}}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	// Dial resolves the name itself and connects only to the addresses the
-	// guard allows for it (the dialer's Control checks each connection again).
+	// guard allowed for it: what is checked is what is dialled.
 	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(address)
 		if err != nil {
@@ -202,7 +181,7 @@ func (g *Guard) Client(timeout time.Duration) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		var last error
+		last := fmt.Errorf("outbound: no address for %s", host)
 		for _, a := range addrs {
 			c, err := dialer.DialContext(ctx, network, net.JoinHostPort(a.Unmap().String(), port))
 			if err == nil {

@@ -102,9 +102,9 @@ type commit struct {
 
 // commitTime is the timestamp of the commit sha among those given; zero when
 // none is it or its time does not read.
-func commitTime(sha string, commits ...*commit) time.Time {
+func commitTime(sha string, commits []commit) time.Time {
 	for _, c := range commits {
-		if c != nil && c.ID == sha && sha != "" {
+		if c.ID == sha && sha != "" {
 			if t, err := time.Parse(time.RFC3339, c.Timestamp); err == nil {
 				return t
 			}
@@ -128,11 +128,7 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 		}
 		p.Repositories = []string{e.Project.PathWithNamespace, e.Project.WebURL, e.Project.GitHTTPURL, e.Project.GitSSHURL}
 		p.Commit, p.Pusher, p.CloneURL = e.After, e.UserUsername, e.Project.GitHTTPURL
-		for i := range e.Commits {
-			if t := commitTime(e.After, &e.Commits[i]); !t.IsZero() {
-				p.CommitTime = t
-			}
-		}
+		p.CommitTime = commitTime(e.After, e.Commits)
 		p.Deleted = e.After == zeroSHA || (e.CheckoutSHA == nil && e.After == "")
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
@@ -149,7 +145,9 @@ func parse(provider string, h http.Header, body []byte) (*Push, error) {
 		p.Repositories = []string{e.Repository.FullName, e.Repository.HTMLURL, e.Repository.CloneURL, e.Repository.SSHURL}
 		p.Commit, p.Pusher, p.Deleted = e.After, e.Pusher.Name, e.Deleted || e.After == zeroSHA
 		p.CloneURL = e.Repository.CloneURL
-		p.CommitTime = commitTime(e.After, e.HeadCommit)
+		if e.HeadCommit != nil {
+			p.CommitTime = commitTime(e.After, []commit{*e.HeadCommit})
+		}
 		if err := p.setRef(e.Ref); err != nil {
 			return nil, err
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -50,6 +49,8 @@ type Manager struct {
 	ProbePort    int
 	WebhookPort  int
 	ReceiverPort int
+	// Name names its log (manager, manager-<shard>).
+	Name string
 	// Extra are the flags it was started with beyond the defaults.
 	Extra []string
 }
@@ -160,13 +161,7 @@ func (c *Cluster) StartShardManager(ctx context.Context, bin, name string, probe
 // RestartManager starts m's process again, on its ports and with its flags,
 // once it has ended.
 func (c *Cluster) RestartManager(ctx context.Context, bin string, m *Manager) (*Manager, error) {
-	name := "manager"
-	for _, f := range m.Extra {
-		if shard, ok := strings.CutPrefix(f, "--watch-label-selector="+conveyorv1.LabelShard+"="); ok {
-			name += "-" + shard
-		}
-	}
-	return c.startManager(ctx, name, bin, m.WebhookPort, m.ProbePort, m.ReceiverPort, m.Extra...)
+	return c.startManager(ctx, m.Name, bin, m.WebhookPort, m.ProbePort, m.ReceiverPort, m.Extra...)
 }
 
 func (c *Cluster) startManager(ctx context.Context, name, bin string, webhookPort, probePort, receiverPort int, extra ...string) (*Manager, error) {
@@ -188,7 +183,7 @@ func (c *Cluster) startManager(ctx context.Context, name, bin string, webhookPor
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{Process: proc, Done: done, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort, Extra: extra}
+	m := &Manager{Process: proc, Done: done, Name: name, ProbePort: probePort, WebhookPort: webhookPort, ReceiverPort: receiverPort, Extra: extra}
 	if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort), "", 90*time.Second, done); err != nil {
 		return nil, fmt.Errorf("%s: %w (see %s)", name, err, c.LogFile(name))
 	}
