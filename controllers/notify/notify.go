@@ -394,7 +394,7 @@ func RetryableStatus(code int) bool { return code >= 500 || code == 408 || code 
 var (
 	sent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "conveyor_cloudevents_total",
-		Help: "CloudEvents by sink and result: delivered, failed (after every attempt), dropped (the sink's queue was full), refused (a Pipeline sink's URL the outbound allowlist refuses or that could not be read).",
+		Help: "CloudEvents by sink and result: delivered, failed (after every attempt), dropped (the sink's queue was full), refused (a Pipeline sink's URL the outbound allowlist refuses, or whose Secret or key is not there).",
 	}, []string{"sink", "result"})
 	retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "conveyor_cloudevents_retries_total",
