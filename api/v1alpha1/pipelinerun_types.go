@@ -419,8 +419,14 @@ type PipelineRunStatus struct {
 	Params []Param `json:"params,omitempty"`
 
 	// pipelineSpec is the snapshot of the Pipeline's spec taken when the run
-	// started; edits to the Pipeline do not change a run in flight.
+	// started; edits to the Pipeline do not change a run in flight. It was
+	// validated as the Pipeline's spec, and only the manager writes status:
+	// the API server keeps it without a schema, so the run's ten or so status
+	// writes do not check it again each time (docs/performance.md).
 	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	// +kubebuilder:pruning:PreserveUnknownFields
 	PipelineSpec *PipelineSpec `json:"pipelineSpec,omitempty"`
 
 	// stages are the stages that apply to the run's ref, in order.

@@ -67,6 +67,7 @@ type Reconciler struct {
 
 // Reconcile moves one PipelineRun forward: observe → decide → ledger → act → status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	start := time.Now()
 	run, wait, err := r.fetch(ctx, req.NamespacedName)
 	if run == nil || wait > 0 || err != nil {
 		return ctrl.Result{RequeueAfter: wait}, err
@@ -95,13 +96,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	outcome, lost, actErr := r.act(ctx, run, facts, &plan)
 	if lost {
 		// Another run took the lock first: decide again from what is then observed.
+		ctrl.LoggerFrom(ctx).V(1).Info("Lost an environment lock to another run", "took", time.Since(start), "retryIn", lockRetry)
 		return ctrl.Result{RequeueAfter: lockRetry}, nil
 	}
 	// status: what the plan and its outcome say, each transition told once,
 	// then one patch.
 	blocked := plan.Record(outcome)
 	r.tell(run, &plan, blocked)
-	return r.writeStatus(ctx, run, &plan, blocked, actErr)
+	res, err := r.writeStatus(ctx, run, &plan, blocked, actErr)
+	ctrl.LoggerFrom(ctx).V(1).Info("Reconciled", "took", time.Since(start), "phase", run.Status.Phase, "stage", run.Status.CurrentStage,
+		"unchanged", plan.Unchanged, "locksTaken", len(plan.Take), "jobsCreated", len(outcome.Created), "requeueAfter", res.RequeueAfter, "error", err)
+	return res, err
 }
 
 // fetch reads the run: from the cache, or from the API server where the cache

@@ -33,6 +33,7 @@ type options struct {
 	qps                                  float64
 	burst                                int
 	shards                               bool
+	cpuProfile                           int
 }
 
 func main() {
@@ -46,6 +47,7 @@ func main() {
 	flag.Float64Var(&o.qps, "kube-api-qps", 50, "The manager's client QPS (its default), also used for the raw create rate.")
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "The manager's client burst (its default).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
+	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	if err := run(context.Background(), o); err != nil {

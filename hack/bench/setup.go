@@ -345,7 +345,7 @@ func (b *bench) spawnManager(name, selector string, args ...string) (*exec.Cmd, 
 	cmd := exec.Command(b.o.managerBin, append([]string{"--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
 		"--watch-label-selector=" + selector, fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst)}, args...)...)
 	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
-		cmd.Args = append(cmd.Args, "--zap-log-level=debug")
+		cmd.Args = append(cmd.Args, "--zap-log-level=debug", "--zap-time-encoding=rfc3339nano")
 	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconf)
 	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {

@@ -26,10 +26,12 @@ func (b *bench) measureLoad(ctx context.Context, fig *figures) error {
 	b.mu.Lock()
 	b.approvalLat = nil
 	b.mu.Unlock()
+	profiled := b.cpuProfiles(ctx)
 	fig.load, err = b.measure(ctx, b.o.runs, func() error {
 		fig.dur, err = b.throughput(ctx, "run", nil)
 		return err
 	})
+	profiled()
 	if err != nil {
 		return err
 	}
