@@ -11,6 +11,7 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -18,11 +19,13 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -175,7 +178,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	r.fresh = newFreshness(10000)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&conveyorv1.PipelineRun{}).
+		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(notOwnStatusWrite)).
 		Named("pipelinerun").
 		WithOptions(opts).
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
@@ -186,6 +189,29 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
 		Complete(r)
 }
+
+// notOwnStatusWrite lets through every event of a run but an update of its
+// status alone. Only the manager writes a run's status, from a reconcile
+// that decided on what it observed then: its own write brings nothing new to
+// decide on. Letting it through cost a reconcile per status write, and
+// looped for queued runs: each write (the environment's holder, named in
+// the queued stage) brought the run back, to find a newer holder and write
+// again, once or twice per handoff for every run queued there (50 queued
+// runs held the handoff at about 400 ms, docs/performance.md). What moves
+// a run comes as events of its Jobs, Approvals, Pipeline, Release and
+// Environments, as its spec or metadata changing (cancel, delete), or as
+// the requeue its reconcile asked for; queued runs that the environment's
+// queue does not wake learn of a new holder at their periodic recheck
+// (engine.QueuedRecheck).
+var notOwnStatusWrite = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	old, now := e.ObjectOld, e.ObjectNew
+	return old.GetGeneration() != now.GetGeneration() ||
+		!equality.Semantic.DeepEqual(old.GetLabels(), now.GetLabels()) ||
+		!equality.Semantic.DeepEqual(old.GetAnnotations(), now.GetAnnotations()) ||
+		!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) ||
+		!equality.Semantic.DeepEqual(old.GetOwnerReferences(), now.GetOwnerReferences()) ||
+		!old.GetDeletionTimestamp().Equal(now.GetDeletionTimestamp())
+}}
 
 // jobToRun maps a Job, in the run's namespace or an environment's, to its run.
 func jobToRun(_ context.Context, o client.Object) []reconcile.Request {

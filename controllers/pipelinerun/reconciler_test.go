@@ -41,3 +41,37 @@ func TestApprovalJumpsTheQueue(t *testing.T) {
 		t.Errorf("second out of the queue: %s, ahead of the runs that waited", next.Name)
 	}
 }
+
+// TestOwnStatusWriteIsNoEvent: an update of a run's status alone does not
+// bring the run back; a change of its spec (generation), labels,
+// annotations, finalizers, owners or deletion does.
+func TestOwnStatusWriteIsNoEvent(t *testing.T) {
+	base := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: "ci", Name: "run", Generation: 1, ResourceVersion: "7",
+		Labels: map[string]string{"a": "1"}, Annotations: map[string]string{"b": "2"}, Finalizers: []string{conveyorv1.CleanupFinalizer}},
+		Status: conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunQueued}}
+	statusOnly := base.DeepCopy()
+	statusOnly.ResourceVersion = "8"
+	statusOnly.Status.Stages = []conveyorv1.StageStatus{{Name: "deploy", Phase: conveyorv1.StageQueued, HeldBy: "ci/other"}}
+	if notOwnStatusWrite.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: statusOnly}) {
+		t.Errorf("a status write brought the run back")
+	}
+	now := metav1.Now()
+	for name, change := range map[string]func(*conveyorv1.PipelineRun){
+		"spec (cancel)":     func(r *conveyorv1.PipelineRun) { r.Spec.Cancelled, r.Generation = true, 2 },
+		"a label":           func(r *conveyorv1.PipelineRun) { r.Labels["a"] = "2" },
+		"an annotation":     func(r *conveyorv1.PipelineRun) { r.Annotations = nil },
+		"the finalizers":    func(r *conveyorv1.PipelineRun) { r.Finalizers = nil },
+		"the owners":        func(r *conveyorv1.PipelineRun) { r.OwnerReferences = []metav1.OwnerReference{{Name: "p"}} },
+		"deletion":          func(r *conveyorv1.PipelineRun) { r.DeletionTimestamp = &now },
+		"status and a spec": func(r *conveyorv1.PipelineRun) { r.Status.Phase, r.Generation = conveyorv1.RunRunning, 3 },
+	} {
+		next := base.DeepCopy()
+		change(next)
+		if !notOwnStatusWrite.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: next}) {
+			t.Errorf("a change of %s did not bring the run back", name)
+		}
+	}
+	if !notOwnStatusWrite.Create(event.CreateEvent{Object: base}) || !notOwnStatusWrite.Delete(event.DeleteEvent{Object: base}) {
+		t.Errorf("a create or delete did not bring the run back")
+	}
+}

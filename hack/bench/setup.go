@@ -36,6 +36,10 @@ func setUp(ctx context.Context, o options) (*bench, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
 	}
+	// The managers' logs (appended to across a restart) start empty.
+	for _, name := range []string{"manager", "manager-shard-b"} {
+		_ = os.Remove(filepath.Join(o.root, "bin/bench", name+".log"))
+	}
 	b := &bench{o: o, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}, approvedAt: map[string]time.Time{}}
 	dir, err := os.MkdirTemp("", "conveyor-bench-")
 	if err != nil {
@@ -351,7 +355,7 @@ func (b *bench) spawnManager(name, selector string, args ...string) (*exec.Cmd, 
 	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
 		return nil, nil, err
 	}
-	logf, err := os.Create(filepath.Join(b.o.root, "bin/bench", name+".log"))
+	logf, err := os.OpenFile(filepath.Join(b.o.root, "bin/bench", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, err
 	}
