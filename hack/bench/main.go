@@ -34,6 +34,7 @@ type options struct {
 	burst                                int
 	shards                               bool
 	cpuProfile                           int
+	managerFlags                         listFlag
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "The manager's client burst (its default).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
+	flag.Var(&o.managerFlags, "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	if err := run(context.Background(), o); err != nil {
@@ -104,6 +106,9 @@ func run(ctx context.Context, o options) error {
 	}
 	defer stop()
 	fmt.Printf("Conveyor benchmark — %s, %d cores, %s, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, cpuModel())
+	if len(o.managerFlags) > 0 {
+		fmt.Printf("manager flags: %s\n", o.managerFlags.String())
+	}
 	var fig figures
 	for i, phase := range []func(context.Context, *figures) error{b.measureFloor, b.measureLatencies, b.measureLoad, b.measureMemory} {
 		progress("%s", []string{"1. floor", "2. reaction, 3b. handoff", "floor runs, 3. throughput, 4. API cost, 3c. two shards", "5. memory"}[i])
@@ -144,3 +149,9 @@ func percentiles(d []time.Duration) (time.Duration, time.Duration) {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2], d[(len(d)*99)/100]
 }
+
+// listFlag is a flag given any number of times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, " ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

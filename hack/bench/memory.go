@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,24 +46,10 @@ func (b *bench) memoryAfterRestart(ctx context.Context, label string) (memStats,
 // memory collects the manager's garbage (through its heap profile, kept in
 // bin/bench/) and reads its heap and RSS.
 func (b *bench) memory(label string) (memStats, error) {
-	resp, err := http.Get(b.pprof + "/heap?gc=1")
+	path, err := b.fetchProfile(http.DefaultClient, b.pprof+"/heap?gc=1", "heap-"+label+".pb.gz")
 	if err != nil {
 		return memStats{}, err
 	}
-	defer resp.Body.Close()
-	if err := os.MkdirAll(filepath.Join(b.o.root, "bin/bench"), 0o755); err != nil {
-		return memStats{}, err
-	}
-	path := filepath.Join(b.o.root, "bin/bench", "heap-"+label+".pb.gz")
-	f, err := os.Create(path)
-	if err != nil {
-		return memStats{}, err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return memStats{}, err
-	}
-	f.Close()
 	b.profiles = append(b.profiles, path)
 	m, err := scrape(b.metrics)
 	if err != nil {

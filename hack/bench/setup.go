@@ -347,7 +347,7 @@ func (b *bench) startShard() error {
 // logging to bin/bench/<name>.log.
 func (b *bench) spawnManager(name, selector string, args ...string) (*exec.Cmd, chan struct{}, error) {
 	cmd := exec.Command(b.o.managerBin, append([]string{"--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
-		"--watch-label-selector=" + selector, fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst)}, args...)...)
+		"--watch-label-selector=" + selector, fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst)}, append(args, b.o.managerFlags...)...)...)
 	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
 		cmd.Args = append(cmd.Args, "--zap-log-level=debug", "--zap-time-encoding=rfc3339nano")
 	}
