@@ -122,6 +122,11 @@ func (r *Reconciler) createJob(ctx context.Context, run *conveyorv1.PipelineRun,
 		key := engine.JobKey(c.Stage.Name, c.Job.Name)
 		if obs := engine.ObserveJob(existing); engine.OwnJob(facts, key, obs) {
 			o.Created[key] = engine.CreatedJob{Time: existing.CreationTimestamp, UID: existing.UID}
+			// It may have ended already: a Job that succeeded is not in the
+			// cache and sends no event. The next reconcile reads it (the
+			// status then names it), as the run's own status write is no
+			// event (notOwnStatusWrite).
+			plan.Requeue(staleRecheck)
 			return nil
 		}
 		r.Recorder.Eventf(run, existing, corev1.EventTypeWarning, conveyorv1.EventJobIgnored, "IgnoreJob",
