@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strings"
 
+	cliflag "k8s.io/component-base/cli/flag"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -35,19 +35,13 @@ type options struct {
 	webhookDNS   string
 	receiverAddr string
 	trustAny     bool
-	eventSinks   listFlag
+	eventSinks   []string
 	eventQueue   int
-	outbound     listFlag
+	outbound     []string
 	shard        string
 	envStatus    bool
 	zap          zap.Options
 }
-
-// listFlag is a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func parseFlags() *options {
 	o := &options{}
@@ -72,9 +66,9 @@ func parseFlags() *options {
 	flag.IntVar(&o.concurrency, "concurrency", 4, "Reconciles run at once per kind.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server above kube-api-qps.")
-	flag.Var(&o.eventSinks, "event-sink", "URL to POST a CloudEvent to for each run, stage and approval transition (repeat for more sinks; none by default).")
+	flag.Var(cliflag.NewStringSlice(&o.eventSinks), "event-sink", "URL to POST a CloudEvent to for each run, stage and approval transition (repeat for more sinks; none by default).")
 	flag.IntVar(&o.eventQueue, "event-queue-size", 1000, "Events each sink's queue holds; a full queue drops new events and counts them (conveyor_cloudevents_total{result=\"dropped\"}).")
-	flag.Var(&o.outbound, "outbound-allow", "Hosts ('hooks.slack.com', '*.example.com'), IP addresses and CIDR networks that URLs named by Pipelines (their event sinks, their commit status API) may reach; repeat or separate with commas. Empty allows any host; loopback, link-local (cloud metadata), unspecified and multicast addresses are refused unless a network listed here contains them.")
+	flag.Var(cliflag.NewStringSlice(&o.outbound), "outbound-allow", "Hosts ('hooks.slack.com', '*.example.com'), IP addresses and CIDR networks that URLs named by Pipelines (their event sinks, their commit status API) may reach; repeat or separate with commas. Empty allows any host; loopback, link-local (cloud metadata), unspecified and multicast addresses are refused unless a network listed here contains them.")
 	flag.StringVar(&o.shard, "watch-label-selector", "", "Handle only the runs (and their Jobs and Approvals) and Pipelines whose labels match, e.g. 'conveyor.dev/shard=b', or '!conveyor.dev/shard' for the unlabelled ones: one manager per shard, each with its own --leader-election-id. Empty handles all.")
 	flag.BoolVar(&o.envStatus, "environment-status", true, "Write Environments' status (holder, freeze); with shards, exactly one manager does.")
 	o.zap.BindFlags(flag.CommandLine)

@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
+	cliflag "k8s.io/component-base/cli/flag"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -34,7 +35,7 @@ type options struct {
 	burst                                int
 	shards                               bool
 	cpuProfile                           int
-	managerFlags                         listFlag
+	managerFlags                         []string
 }
 
 func main() {
@@ -49,7 +50,7 @@ func main() {
 	flag.IntVar(&o.burst, "kube-api-burst", 100, "The manager's client burst (its default).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
-	flag.Var(&o.managerFlags, "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
+	flag.Var(cliflag.NewStringSlice(&o.managerFlags), "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
 	if err := run(context.Background(), o); err != nil {
@@ -107,7 +108,7 @@ func run(ctx context.Context, o options) error {
 	defer stop()
 	fmt.Printf("Conveyor benchmark — %s, %d cores, %s, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.GOOS+"/"+runtime.GOARCH, cpuModel())
 	if len(o.managerFlags) > 0 {
-		fmt.Printf("manager flags: %s\n", o.managerFlags.String())
+		fmt.Printf("manager flags: %s\n", strings.Join(o.managerFlags, " "))
 	}
 	var fig figures
 	for i, phase := range []func(context.Context, *figures) error{b.measureFloor, b.measureLatencies, b.measureLoad, b.measureMemory} {
@@ -149,9 +150,3 @@ func percentiles(d []time.Duration) (time.Duration, time.Duration) {
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2], d[(len(d)*99)/100]
 }
-
-// listFlag is a flag given any number of times.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, " ") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
