@@ -63,17 +63,15 @@ func (r *Reconciler) observeLocks(ctx context.Context, f *engine.Facts) error {
 }
 
 // readLock reads an environment's lock for the run's stage. The Lease is
-// read from the API server; the queue from the cache.
+// read from the API server, or from this manager's last copy when that
+// names another holder (leaseMemory); the queue from the cache.
 func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest) (engine.Lock, error) {
 	l := engine.Lock{}
-	lease := &coordinationv1.Lease{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: req.Environment, Name: conveyorv1.EnvironmentLease}, lease)
+	lease, err := r.readLease(ctx, req.Environment, run.UID)
 	switch {
-	case apierrors.IsNotFound(err):
-		// Never taken (a missing namespace shows when the Lease is created).
 	case err != nil:
 		return l, err
-	default:
+	case lease != nil:
 		l.Lease = lease
 		l.Holder = &engine.LockHolder{Run: ptr.Deref(lease.Spec.HolderIdentity, ""),
 			Stage: lease.Annotations[conveyorv1.AnnotationStage], UID: types.UID(lease.Labels[conveyorv1.LabelRunUID])}
@@ -88,6 +86,26 @@ func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, 
 	}
 	l.Queued, err = r.queuedFor(ctx, req.Environment)
 	return l, err
+}
+
+// readLease is env's Lease: the copy this manager last wrote or read when
+// it names a holder other than the run, else read from the API server; nil
+// when it was never taken (a missing namespace shows when it is created).
+func (r *Reconciler) readLease(ctx context.Context, env string, run types.UID) (*coordinationv1.Lease, error) {
+	if lease := r.leases.heldByOther(env, run); lease != nil {
+		return lease, nil
+	}
+	lease := &coordinationv1.Lease{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: env, Name: conveyorv1.EnvironmentLease}, lease)
+	switch {
+	case apierrors.IsNotFound(err):
+		r.leases.remember(env, nil)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	r.leases.remember(env, lease)
+	return lease, nil
 }
 
 // released learns whether a lock's holder is done with it: the run is gone,
@@ -122,7 +140,8 @@ func (r *Reconciler) released(ctx context.Context, h *engine.LockHolder) error {
 
 // takeLock makes the run's stage the holder of env's lock: it creates the
 // Lease, or updates the one read, which the API server refuses if another
-// run changed it since. lost is true when another run took it first.
+// run changed it since. lost is true when another run took it first, or
+// the Lease read is gone (the next reconcile reads it again).
 func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest, read *coordinationv1.Lease) (lost bool, err error) {
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: req.Environment, Name: conveyorv1.EnvironmentLease}}
 	if read != nil {
@@ -137,7 +156,12 @@ func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, 
 	} else {
 		err = r.Create(ctx, lease)
 	}
-	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+	switch {
+	case err == nil:
+		r.leases.remember(req.Environment, lease)
+	case apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err),
+		read != nil && apierrors.IsNotFound(err): // deleted since it was read
+		r.leases.remember(req.Environment, nil)
 		return true, nil
 	}
 	return false, err

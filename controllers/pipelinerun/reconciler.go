@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,8 +55,9 @@ type Reconciler struct {
 	// (the webhooks not registered): local use only.
 	TrustUnrecordedApprovers bool
 
-	fresh *freshness
-	told  *onceSet
+	fresh  *freshness
+	told   *onceSet
+	leases *leaseMemory
 }
 
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch;delete
@@ -86,12 +88,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	// decide: one pure decision.
 	plan := engine.DecideRun(facts)
-	// ledger: a tag run's verdicts and deploys, before anything acts on them.
+	// ledger: a tag run's verdicts and deploys, and the deploys in their
+	// Environments' records, before anything acts on them.
 	if !plan.Unchanged {
-		if err := ledger.Record(ctx, r.Client, r.Recorder, run, &plan.Status, facts.Ledger); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := environment.Record(ctx, r.Client, r.APIReader, run, &plan.Status, facts.Policy); err != nil {
+		if err := r.record(ctx, run, &plan.Status, facts); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -110,6 +110,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ctrl.LoggerFrom(ctx).V(1).Info("Reconciled", "took", time.Since(start), "phase", run.Status.Phase, "stage", run.Status.CurrentStage,
 		"unchanged", plan.Unchanged, "locksTaken", len(plan.Take), "jobsCreated", len(outcome.Created), "requeueAfter", res.RequeueAfter, "error", err)
 	return res, err
+}
+
+// record writes what the run's next status completes into the release
+// ledger and into its Environments' records, side by side: they are
+// separate objects, each write is idempotent, and when one fails the run is
+// decided again and neither is told. Written one after the other, they were
+// two round trips in a row in every queue handoff.
+func (r *Reconciler) record(ctx context.Context, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, facts engine.Facts) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ledger.Record(gctx, r.Client, r.Recorder, run, st, facts.Ledger) })
+	g.Go(func() error { return environment.Record(gctx, r.Client, r.APIReader, run, st, facts.Policy) })
+	return g.Wait()
 }
 
 // fetch reads the run: from the cache, or from the API server where the cache
@@ -176,6 +188,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	// A few transitions per run in flight; the oldest are forgotten first.
 	r.told = newOnceSet(50000)
 	r.fresh = newFreshness(10000)
+	r.leases = newLeaseMemory()
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(notOwnStatusWrite)).

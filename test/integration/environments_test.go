@@ -258,3 +258,31 @@ func TestOverlapCheckBites(t *testing.T) {
 		return max
 	}).WithTimeout(10 * time.Second).Should(Equal(2))
 }
+
+// TestDeletedLeaseIsTakenAgain: the manager keeps its last copy of an
+// environment's Lease to take the lock without reading it first. Someone
+// deletes the Lease meanwhile: the next run's update of the copy finds it
+// gone, and the run reads again and creates it, rather than reading the
+// refusal as a missing namespace.
+func TestDeletedLeaseIsTakenAgain(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	watchStaging(t)
+	a := deployRun(t, ns, "web", "web-a")
+	finishJob(t, waitJob(t, a, "deploy", "helm"), "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}}
+	if err := k8s.Delete(context.Background(), lease); err != nil {
+		t.Fatal(err)
+	}
+	b := deployRun(t, ns, "web", "web-b")
+	finishJob(t, waitJob(t, b, "deploy", "helm"), "", "")
+	done := waitRun(t, b, conveyorv1.RunSucceeded, "deploy")
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(lease), lease); err != nil {
+		t.Fatal(err)
+	}
+	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-b" {
+		t.Errorf("lease holder %q, want %s/web-b; run: %s", holder, ns, describe(done))
+	}
+}

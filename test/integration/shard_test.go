@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 )
 
@@ -223,4 +224,41 @@ func TestShardTakesItsApprovals(t *testing.T) {
 	if err := k8s.List(context.Background(), &jobs, client.MatchingLabels{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelShard: "b"}); err != nil || len(jobs.Items) != 6 {
 		t.Errorf("%d Jobs of the run carry shard b (%v), want 6", len(jobs.Items), err)
 	}
+}
+
+// TestStaleLeaseCopyTakesNothing: a manager takes an environment's lock from
+// its own last copy of the Lease, without reading it first (the queue
+// handoff's shortcut). Another shard takes the lock meanwhile: the copy is
+// behind, names a holder that is done, and the take must be refused and
+// read again, leaving the run queued behind the other shard's deploy, never
+// beside it. When that deploy ends, the run deploys.
+func TestStaleLeaseCopyTakesNothing(t *testing.T) {
+	startTwoShards(t)
+	watchStaging(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "blue", "")
+	deployPipeline(t, ns, "green", "")
+	green := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "green"}}
+	if err := k8s.Patch(context.Background(), green, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first manager takes the lock for blue-1 and keeps that Lease.
+	blue1 := deployRun(t, ns, "blue", "blue-1")
+	finishJob(t, waitJob(t, blue1, "deploy", "helm"), "", "")
+	waitRun(t, blue1, conveyorv1.RunSucceeded, "deploy")
+	// Shard b takes it from blue-1 for green-1: the first manager's copy is
+	// now behind.
+	green1 := deployRun(t, ns, "green", "green-1")
+	greenJob := waitJob(t, green1, "deploy", "helm")
+	// blue-2's manager finds blue-1 done in its copy; the update is refused.
+	blue2 := deployRun(t, ns, "blue", "blue-2")
+	waitQueued(t, blue2, ns+"/green-1")
+
+	finishJob(t, greenJob, "", "")
+	waitRun(t, green1, conveyorv1.RunSucceeded, "deploy")
+	// blue-2 learns of green-1's end at its periodic recheck (another shard).
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(runJobs(g, blue2, "deploy")).To(HaveLen(1))
+	}).WithTimeout(engine.QueuedRecheck + 15*time.Second).Should(Succeed())
 }
