@@ -32,7 +32,8 @@ import (
 // last. The lock is free when that stage has ended (or its run is gone), as
 // the API server has the run: nothing needs to give it back, so a crash can
 // never leave it held. Taking it is a create, or an update of the Lease as
-// read: the API server's optimistic concurrency lets only one run take it.
+// read (or as this manager last wrote it, leaseMemory): the API server's
+// optimistic concurrency lets only one run take it.
 // Who goes next is the engine's queue verdict (engine.QueueVerdict).
 
 // lockRetry is how soon a run that lost the race for a free lock looks again.

@@ -116,7 +116,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // ledger and into its Environments' records, side by side: they are
 // separate objects, each write is idempotent, and when one fails the run is
 // decided again and neither is told. Written one after the other, they were
-// two round trips in a row in every queue handoff.
+// two round trips in a row when a tag run's deploy ends, on the way to the
+// next deploy in that environment.
 func (r *Reconciler) record(ctx context.Context, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, facts engine.Facts) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ledger.Record(gctx, r.Client, r.Recorder, run, st, facts.Ledger) })

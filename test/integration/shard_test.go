@@ -89,6 +89,20 @@ func cachedRuns(g Gomega, mgr ctrl.Manager, ns string) []string {
 	return names
 }
 
+// blueAndGreen makes a namespace with two deployPipelines: blue, of the
+// first manager, and green, labelled for shard b.
+func blueAndGreen(t *testing.T) string {
+	t.Helper()
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "blue", "")
+	deployPipeline(t, ns, "green", "")
+	green := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "green"}}
+	if err := k8s.Patch(context.Background(), green, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	return ns
+}
+
 // TestShardsSplitTheRuns: two managers side by side, one for unlabelled runs
 // and one for shard b. A run takes its Pipeline's shard at admission,
 // whatever its creator wrote; its Jobs and Approvals follow it; each manager
@@ -98,13 +112,7 @@ func cachedRuns(g Gomega, mgr ctrl.Manager, ns string) []string {
 func TestShardsSplitTheRuns(t *testing.T) {
 	main, b := startTwoShards(t)
 	watchStaging(t)
-	ns := newNamespace(t)
-	deployPipeline(t, ns, "blue", "")
-	deployPipeline(t, ns, "green", "")
-	green := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "green"}}
-	if err := k8s.Patch(context.Background(), green, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`))); err != nil {
-		t.Fatal(err)
-	}
+	ns := blueAndGreen(t)
 
 	// The creator's label does not choose the shard: the Pipeline's does.
 	forged := &conveyorv1.PipelineRun{
@@ -235,13 +243,7 @@ func TestShardTakesItsApprovals(t *testing.T) {
 func TestStaleLeaseCopyTakesNothing(t *testing.T) {
 	startTwoShards(t)
 	watchStaging(t)
-	ns := newNamespace(t)
-	deployPipeline(t, ns, "blue", "")
-	deployPipeline(t, ns, "green", "")
-	green := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "green"}}
-	if err := k8s.Patch(context.Background(), green, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"conveyor.dev/shard":"b"}}}`))); err != nil {
-		t.Fatal(err)
-	}
+	ns := blueAndGreen(t)
 
 	// The first manager takes the lock for blue-1 and keeps that Lease.
 	blue1 := deployRun(t, ns, "blue", "blue-1")
