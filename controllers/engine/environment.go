@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -219,4 +220,67 @@ func ReleasedBy(run *conveyorv1.PipelineRun, stage string) bool {
 		}
 	}
 	return false
+}
+
+// EndedDeploys are the environments whose lock a run's stage may hold and
+// its next status ends: a stage there that was running or queued and is now
+// finished. The values are the stages.
+func EndedDeploys(old, next *conveyorv1.PipelineRunStatus) map[string]string {
+	was := map[string]conveyorv1.StagePhase{}
+	for _, ss := range old.Stages {
+		was[ss.Name] = ss.Phase
+	}
+	var out map[string]string
+	for _, ss := range next.Stages {
+		if p := was[ss.Name]; ss.Namespace == "" || !ss.Phase.Finished() || (p != conveyorv1.StageRunning && p != conveyorv1.StageQueued) {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[ss.Namespace] = ss.Name
+	}
+	return out
+}
+
+// Handover is the run, and its stage, that an environment's lock is handed
+// to when the deploy holding it ends.
+type Handover struct {
+	To    *conveyorv1.PipelineRun
+	Stage string
+}
+
+// HandOver is who the lock of environment namespace env goes to when the
+// deploy holding it ends, instead of waiting for the next run to take it:
+// the head of its queue (QueueHead, but the run given), when the
+// environment lets a deploy start now (one Environment names the namespace,
+// its freeze windows read, and none is open). Nil when nobody is handed the
+// lock: the next run then takes it itself, deciding every rule again.
+func HandOver(pol Policy, env string, queued []*conveyorv1.PipelineRun, except types.UID, now time.Time) *Handover {
+	head := QueueHead(queued, except)
+	if head == nil {
+		return nil
+	}
+	e, breach := pol.For(env)
+	if breach != nil {
+		return nil
+	}
+	if windows, err := ParseWindows(e); err != nil || Frozen(windows, now) != nil {
+		return nil
+	}
+	if stage := QueuedStage(head, env); stage != "" {
+		return &Handover{To: head, Stage: stage}
+	}
+	return nil
+}
+
+// QueuedStage is the stage of a run queued for environment namespace env,
+// "" when none.
+func QueuedStage(run *conveyorv1.PipelineRun, env string) string {
+	for _, ss := range run.Status.Stages {
+		if ss.Phase == conveyorv1.StageQueued && ss.Namespace == env {
+			return ss.Name
+		}
+	}
+	return ""
 }

@@ -96,3 +96,62 @@ func TestDecideTakesFreeLock(t *testing.T) {
 		t.Fatalf("unlocked: phase %s stage %s job %q health %d reason %s", blocked.Status.Phase, ss.Phase, ss.Jobs[0].JobName, blocked.Health, blocked.Reason)
 	}
 }
+
+// TestHandOver: the lock of a deploy that ends goes to the queue's head
+// only where that head could deploy now, and only the stages that held or
+// waited for a lock and end now count as ended.
+func TestHandOver(t *testing.T) {
+	queued := func(name string, age int, stage, env string) *conveyorv1.PipelineRun {
+		r := newRun(tag)
+		r.Name, r.UID = name, types.UID("uid-"+name)
+		r.CreationTimestamp = metav1.NewTime(t0.Add(time.Duration(age) * time.Second))
+		r.Status.Stages = []conveyorv1.StageStatus{{Name: stage, Namespace: env, Phase: conveyorv1.StageQueued}}
+		return r
+	}
+	ended, older, newer := queued("ended", 0, "production", "prod"), queued("a", 1, "deploy", "prod"), queued("b", 2, "production", "prod")
+	env := conveyorv1.Environment{Spec: conveyorv1.EnvironmentSpec{Namespace: "prod"}}
+	frozen := *env.DeepCopy()
+	frozen.Spec.FreezeWindows = []conveyorv1.FreezeWindow{{Name: "launch", Start: &t0, End: &metav1.Time{Time: t0.Add(time.Hour)}}}
+	broken := *env.DeepCopy()
+	broken.Spec.FreezeWindows = []conveyorv1.FreezeWindow{{Name: "bad", Schedule: "not a schedule", Duration: &metav1.Duration{Duration: time.Hour}}}
+	now := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name      string
+		envs      []conveyorv1.Environment
+		queue     []*conveyorv1.PipelineRun
+		to, stage string
+	}{
+		{"the oldest queued run, at its queued stage", []conveyorv1.Environment{env}, []*conveyorv1.PipelineRun{ended, older, newer}, "a", "deploy"},
+		{"nobody queued but the ended run", []conveyorv1.Environment{env}, []*conveyorv1.PipelineRun{ended}, "", ""},
+		{"no Environment names the namespace", nil, []*conveyorv1.PipelineRun{older}, "", ""},
+		{"two Environments name it", []conveyorv1.Environment{env, env}, []*conveyorv1.PipelineRun{older}, "", ""},
+		{"a freeze window is open", []conveyorv1.Environment{frozen}, []*conveyorv1.PipelineRun{older}, "", ""},
+		{"the freeze windows do not read", []conveyorv1.Environment{broken}, []*conveyorv1.PipelineRun{older}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := HandOver(Policy{Environments: tc.envs}, "prod", tc.queue, ended.UID, now)
+			switch {
+			case tc.to == "" && h != nil:
+				t.Fatalf("handed to %s, want nobody", h.To.Name)
+			case tc.to != "" && (h == nil || h.To.Name != tc.to || h.Stage != tc.stage):
+				t.Fatalf("handed %+v, want %s at stage %s", h, tc.to, tc.stage)
+			}
+		})
+	}
+
+	old := &conveyorv1.PipelineRunStatus{Stages: []conveyorv1.StageStatus{
+		{Name: "build", Namespace: "", Phase: conveyorv1.StageRunning},
+		{Name: "staging", Namespace: "stg", Phase: conveyorv1.StageRunning},
+		{Name: "canary", Namespace: "can", Phase: conveyorv1.StageQueued},
+		{Name: "production", Namespace: "prod", Phase: conveyorv1.StageRunning},
+		{Name: "frozen", Namespace: "frz", Phase: conveyorv1.StageFrozen},
+	}}
+	next := old.DeepCopy()
+	next.Stages[0].Phase, next.Stages[1].Phase, next.Stages[2].Phase, next.Stages[4].Phase =
+		conveyorv1.StageSucceeded, conveyorv1.StageFailed, conveyorv1.StageCancelled, conveyorv1.StageCancelled
+	got := EndedDeploys(old, next)
+	want := map[string]string{"stg": "staging", "can": "canary"}
+	if len(got) != len(want) || got["stg"] != "staging" || got["can"] != "canary" {
+		t.Fatalf("ended deploys %v, want %v (a stage without a namespace, one still running and one never queued do not count)", got, want)
+	}
+}

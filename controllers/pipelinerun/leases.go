@@ -50,3 +50,15 @@ func (m *leaseMemory) remember(env string, l *coordinationv1.Lease) {
 	}
 	m.leases[env] = l.DeepCopy()
 }
+
+// heldBy returns a copy of env's remembered Lease when it names run's stage
+// as the holder, nil otherwise.
+func (m *leaseMemory) heldBy(env string, run types.UID, stage string) *coordinationv1.Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.leases[env]
+	if l == nil || types.UID(l.Labels[conveyorv1.LabelRunUID]) != run || l.Annotations[conveyorv1.AnnotationStage] != stage {
+		return nil
+	}
+	return l.DeepCopy()
+}

@@ -3,6 +3,7 @@ package pipelinerun
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -228,6 +229,11 @@ func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object,
 
 // wakeHead enqueues the run env's queue lets go next (engine.QueueHead).
 func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if r.leases.heldByOther(env, except.UID) != nil {
+		// The lock has moved on, handed over (and its new holder woken then)
+		// or taken; the queue's head learns of it when that deploy ends.
+		return
+	}
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", env)
@@ -255,4 +261,61 @@ func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
 		}
 	}
+}
+
+// handOver passes the lock of each environment whose deploy the run's next
+// status ends to the run that environment's queue lets go next
+// (engine.HandOver), before that status is written: the head, woken at once,
+// finds itself the holder and creates its Job, instead of waiting for the
+// ended run's status write to reach the cache and then taking the lock. The
+// lock still changes hands in one write, an update of the Lease as this
+// manager last wrote it for the ended deploy, which the API server refuses if
+// anyone changed it since. The head's stage is queued, which no other run
+// takes for released (engine.ReleasedBy), and before its Job it reads the
+// Lease from the API server, as any holder does. Nothing is handed where the
+// run still has a stage to deploy to that environment, where this manager
+// does not know the Lease as naming the ended deploy, or where the head
+// could not deploy now (a freeze): the next run then takes the lock itself.
+// A handover that fails changes nothing for the ended run.
+func (r *Reconciler) handOver(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) {
+	for env, stage := range engine.EndedDeploys(&run.Status, next) {
+		lease := r.leases.heldBy(env, run.UID, stage)
+		if lease == nil || deploysAgain(run, next, env, stage) {
+			continue
+		}
+		queued, err := r.queuedFor(ctx, env)
+		if err != nil {
+			continue
+		}
+		h := engine.HandOver(pol, env, queued, run.UID, r.Now().Time)
+		if h == nil {
+			continue
+		}
+		lost, err := r.takeLock(ctx, h.To, engine.LockRequest{Environment: env, Stage: h.Stage}, lease)
+		if lost || err != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("The lock was not handed over; the next run takes it itself", "environment", env, "to", klog.KObj(h.To), "error", err)
+			continue
+		}
+		lockHandovers.WithLabelValues(env).Inc()
+		ctrl.LoggerFrom(ctx).V(1).Info("Handed an environment's lock over", "environment", env, "to", klog.KObj(h.To), "stage", h.Stage)
+		select {
+		case r.handed <- event.GenericEvent{Object: h.To}:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// deploysAgain reports whether a stage of the run other than the one given
+// has yet to deploy to env.
+func deploysAgain(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, env, ended string) bool {
+	if st.PipelineSpec == nil {
+		return false
+	}
+	done := map[string]bool{}
+	for _, ss := range st.Stages {
+		done[ss.Name] = ss.Phase.Finished()
+	}
+	return slices.ContainsFunc(st.PipelineSpec.Stages, func(s conveyorv1.Stage) bool {
+		return s.Name != ended && s.Environment != "" && engine.StageNamespace(run.Namespace, &s) == env && !done[s.Name]
+	})
 }

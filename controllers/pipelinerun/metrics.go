@@ -39,6 +39,10 @@ var (
 		Help:    "Time a stage waited for its environment, in use by another run's deploy, by environment.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 s to about 2 h
 	}, []string{"environment"})
+	lockHandovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conveyor_environment_lock_handovers_total",
+		Help: "Environment locks handed by the deploy that ended to the run queued next, by environment (the other handoffs are taken by the next run itself).",
+	}, []string{"environment"})
 	jobsCreated = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "conveyor_jobs_created_total",
 		Help: "batch/v1 Jobs created for the stages of runs.",
@@ -46,7 +50,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(runsStarted, runsFinished, stageDuration, approvalWait, environmentQueueWait, jobsCreated, queuedDeploys)
+	ctrlmetrics.Registry.MustRegister(runsStarted, runsFinished, stageDuration, approvalWait, environmentQueueWait, lockHandovers, jobsCreated, queuedDeploys)
 }
 
 // queuedDeploys reports how many stages are queued for each environment, as

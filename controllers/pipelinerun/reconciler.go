@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -58,6 +59,8 @@ type Reconciler struct {
 	fresh  *freshness
 	told   *onceSet
 	leases *leaseMemory
+	// handed wakes the runs handed an environment's lock (handOver).
+	handed chan event.GenericEvent
 }
 
 // +kubebuilder:rbac:groups=conveyor.dev,resources=pipelineruns,verbs=get;list;watch;update;patch;delete
@@ -113,15 +116,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // record writes what the run's next status completes into the release
-// ledger and into its Environments' records, side by side: they are
+// ledger and into its Environments' records, and hands the locks of the
+// deploys it ends to the runs queued next (handOver), side by side: they are
 // separate objects, each write is idempotent, and when one fails the run is
-// decided again and neither is told. Written one after the other, they were
-// two round trips in a row when a tag run's deploy ends, on the way to the
-// next deploy in that environment.
+// decided again and neither record is told. Written one after the other,
+// they were round trips in a row when a tag run's deploy ends, on the way to
+// the next deploy in that environment.
 func (r *Reconciler) record(ctx context.Context, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, facts engine.Facts) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ledger.Record(gctx, r.Client, r.Recorder, run, st, facts.Ledger) })
 	g.Go(func() error { return environment.Record(gctx, r.Client, r.APIReader, run, st, facts.Policy) })
+	g.Go(func() error { r.handOver(gctx, run, st, facts.Policy); return nil })
 	return g.Wait()
 }
 
@@ -190,6 +195,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	r.told = newOnceSet(50000)
 	r.fresh = newFreshness(10000)
 	r.leases = newLeaseMemory()
+	r.handed = make(chan event.GenericEvent, 1024)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(notOwnStatusWrite)).
@@ -201,6 +207,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
 		Watches(&conveyorv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.environmentToHeldRuns)).
 		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
+		WatchesRawSource(source.Channel(r.handed, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }
 

@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -285,4 +286,78 @@ func TestDeletedLeaseIsTakenAgain(t *testing.T) {
 	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-b" {
 		t.Errorf("lease holder %q, want %s/web-b; run: %s", holder, ns, describe(done))
 	}
+}
+
+// TestHandedLockGoesOn: when a deploy ends, the manager hands its lock to
+// the queue's head in the same reconcile (the head need not take it). A head
+// that then cannot start (here a ResourceQuota refuses every Job in the
+// environment) keeps the lock while the others wait, and nothing deploys
+// twice. Cancelled, it hands the lock on to the next run, which deploys once
+// Jobs may be created again; the cancelled run never deploys.
+func TestHandedLockGoesOn(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	watchStaging(t)
+	ctx := context.Background()
+
+	a := deployRun(t, ns, "web", "web-a")
+	jobA := waitJob(t, a, "deploy", "helm")
+	b := deployRun(t, ns, "web", "web-b")
+	waitQueued(t, b, ns+"/web-a")
+	c := deployRun(t, ns, "web", "web-c")
+	waitQueued(t, c, ns+"/web-a")
+
+	// No Job may be created in the environment: the quota's status is
+	// written as the quota controller would.
+	quota := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: queueEnv, Name: "no-jobs"},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{"count/jobs.batch": resource.MustParse("0")}}}
+	if err := k8s.Create(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), quota) })
+	quota.Status = corev1.ResourceQuotaStatus{Hard: quota.Spec.Hard, Used: corev1.ResourceList{"count/jobs.batch": resource.MustParse("0")}}
+	if err := k8s.Status().Update(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+
+	handovers := func() float64 {
+		return sample(t, "conveyor_environment_lock_handovers_total", map[string]string{"environment": queueEnv})
+	}
+	before := handovers()
+	finishJob(t, jobA, "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	lease := &coordinationv1.Lease{}
+	holder := func(g Gomega) string {
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease)).To(Succeed())
+		return ptr.Deref(lease.Spec.HolderIdentity, "") + " " + lease.Annotations[conveyorv1.AnnotationStage]
+	}
+	NewWithT(t).Eventually(holder).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-b deploy"))
+	if n := handovers(); n != before+1 {
+		t.Errorf("lock handovers: %v, want %v (a's end hands the lock to b)", n, before+1)
+	}
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(holder(g)).To(Equal(ns + "/web-b deploy"))
+		g.Expect(runJobs(g, b, "deploy")).To(BeEmpty(), "b has a Job despite the quota")
+		g.Expect(runJobs(g, c, "deploy")).To(BeEmpty(), "c deployed while b holds the lock")
+	}).WithTimeout(2 * time.Second).Should(Succeed())
+
+	patch := client.MergeFrom(b.DeepCopy())
+	b.Spec.Cancelled = true
+	if err := k8s.Patch(ctx, b, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, b, conveyorv1.RunCancelled, "deploy")
+	NewWithT(t).Eventually(holder).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-c deploy"))
+	if n := handovers(); n != before+2 {
+		t.Errorf("lock handovers: %v, want %v (b's cancel hands the lock to c)", n, before+2)
+	}
+	if err := k8s.Delete(ctx, quota); err != nil {
+		t.Fatal(err)
+	}
+	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
+	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the cancelled run deployed")
+	}).WithTimeout(time.Second).Should(Succeed())
 }
