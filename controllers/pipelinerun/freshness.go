@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/lru"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -38,8 +39,8 @@ const (
 	// useCache: the cached run is as fresh as anything this manager wrote.
 	useCache readVerdict = iota
 	// waitForCache: the cache does not show this manager's last write yet;
-	// the write's own watch event brings the run back (staleRecheck in case
-	// the difference is someone else's metadata write).
+	// the write's own watch event brings the run back (awaited; staleRecheck
+	// in case the difference is someone else's metadata write).
 	waitForCache
 	// readAPI: read the run from the API server: someone changed its spec
 	// (cancelled it), the cache still differs after waiting, or a cancelled
@@ -72,6 +73,18 @@ func (f *freshness) check(run *conveyorv1.PipelineRun) readVerdict {
 		verdict = readAPI
 	}
 	return verdict
+}
+
+// awaited reports whether a reconcile waits for the cache to show this
+// version of the run (waitForCache): its watch event is then let through
+// (notOwnStatusWrite), to bring the run back as soon as the cache has it.
+func (f *freshness) awaited(run client.Object) bool {
+	v, ok := f.latest.Get(run.GetUID())
+	if !ok {
+		return false
+	}
+	seen := v.(seenVersion)
+	return seen.waited && seen.resourceVersion == run.GetResourceVersion()
 }
 
 // read notes a run read from the API server.

@@ -198,7 +198,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	r.handed = make(chan event.GenericEvent, 1024)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(notOwnStatusWrite)).
+		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(r.notOwnStatusWrite())).
 		Named("pipelinerun").
 		WithOptions(opts).
 		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
@@ -219,21 +219,26 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 // the queued stage) brought the run back, to find a newer holder and write
 // again, once or twice per handoff for every run queued there (with 50
 // queued, handoff p50 227–407 ms against 78–145 ms without, in
-// docs/performance.md). What moves
-// a run comes as events of its Jobs, Approvals, Pipeline, Release and
-// Environments, as its spec or metadata changing (cancel, delete), or as
-// the requeue its reconcile asked for; queued runs that the environment's
-// queue does not wake learn of a new holder at their periodic recheck
-// (engine.QueuedRecheck).
-var notOwnStatusWrite = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	old, now := e.ObjectOld, e.ObjectNew
-	return old.GetGeneration() != now.GetGeneration() ||
-		!equality.Semantic.DeepEqual(old.GetLabels(), now.GetLabels()) ||
-		!equality.Semantic.DeepEqual(old.GetAnnotations(), now.GetAnnotations()) ||
-		!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) ||
-		!equality.Semantic.DeepEqual(old.GetOwnerReferences(), now.GetOwnerReferences()) ||
-		!old.GetDeletionTimestamp().Equal(now.GetDeletionTimestamp())
-}}
+// docs/performance.md). What moves a run comes as events of its Jobs,
+// Approvals, Pipeline, Release and Environments, as its spec or metadata
+// changing (cancel, delete), or as the requeue its reconcile asked for;
+// queued runs that the environment's queue does not wake learn of a new
+// holder at their periodic recheck (engine.QueuedRecheck). The one status
+// write let through is the one a reconcile waits for, having met a cache
+// that did not show it yet (freshness.awaited): without its event, that
+// reconcile came back only at staleRecheck, 200 ms later.
+func (r *Reconciler) notOwnStatusWrite() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		old, now := e.ObjectOld, e.ObjectNew
+		return old.GetGeneration() != now.GetGeneration() ||
+			!equality.Semantic.DeepEqual(old.GetLabels(), now.GetLabels()) ||
+			!equality.Semantic.DeepEqual(old.GetAnnotations(), now.GetAnnotations()) ||
+			!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) ||
+			!equality.Semantic.DeepEqual(old.GetOwnerReferences(), now.GetOwnerReferences()) ||
+			!old.GetDeletionTimestamp().Equal(now.GetDeletionTimestamp()) ||
+			r.fresh.awaited(now)
+	}}
+}
 
 // jobToRun maps a Job, in the run's namespace or an environment's, to its run.
 func jobToRun(_ context.Context, o client.Object) []reconcile.Request {

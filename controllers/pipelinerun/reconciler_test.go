@@ -44,8 +44,11 @@ func TestApprovalJumpsTheQueue(t *testing.T) {
 
 // TestOwnStatusWriteIsNoEvent: an update of a run's status alone does not
 // bring the run back; a change of its spec (generation), labels,
-// annotations, finalizers, owners or deletion does.
+// annotations, finalizers, owners or deletion does, and so does the status
+// write a reconcile waits for the cache to show.
 func TestOwnStatusWriteIsNoEvent(t *testing.T) {
+	r := &Reconciler{fresh: newFreshness(10)}
+	notOwnStatusWrite := r.notOwnStatusWrite()
 	base := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: "ci", Name: "run", Generation: 1, ResourceVersion: "7",
 		Labels: map[string]string{"a": "1"}, Annotations: map[string]string{"b": "2"}, Finalizers: []string{conveyorv1.CleanupFinalizer}},
 		Status: conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunQueued}}
@@ -73,5 +76,24 @@ func TestOwnStatusWriteIsNoEvent(t *testing.T) {
 	}
 	if !notOwnStatusWrite.Create(event.CreateEvent{Object: base}) || !notOwnStatusWrite.Delete(event.DeleteEvent{Object: base}) {
 		t.Errorf("a create or delete did not bring the run back")
+	}
+
+	// The manager wrote version 8; a reconcile met the cache at 7 and waits.
+	base.UID = "uid-run"
+	statusOnly.UID = base.UID
+	r.fresh.wrote(statusOnly, false)
+	if notOwnStatusWrite.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: statusOnly}) {
+		t.Errorf("a status write nobody waits for brought the run back")
+	}
+	if got := r.fresh.check(base); got != waitForCache {
+		t.Fatalf("a cache behind the manager's write: verdict %v, want waitForCache", got)
+	}
+	if !notOwnStatusWrite.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: statusOnly}) {
+		t.Errorf("the status write a reconcile waits for did not bring the run back")
+	}
+	other := statusOnly.DeepCopy()
+	other.ResourceVersion = "9"
+	if notOwnStatusWrite.Update(event.UpdateEvent{ObjectOld: statusOnly, ObjectNew: other}) {
+		t.Errorf("a status write of another version than the one waited for brought the run back")
 	}
 }
