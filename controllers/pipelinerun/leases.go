@@ -62,3 +62,10 @@ func (m *leaseMemory) heldBy(env string, run types.UID, stage string) *coordinat
 	}
 	return l.DeepCopy()
 }
+
+// known reports whether this manager has a copy of env's Lease.
+func (m *leaseMemory) known(env string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leases[env] != nil
+}

@@ -32,7 +32,9 @@ import (
 // whose holder is the run and stage deploying there, or that deployed there
 // last. The lock is free when that stage has ended (or its run is gone), as
 // the API server has the run: nothing needs to give it back, so a crash can
-// never leave it held. Taking it is a create, or an update of the Lease as
+// never leave it held. (A deploy that ends hands it to the next queued run,
+// handOver; a queued stage held back by a freeze or policy gives it back,
+// giveBack: a Lease naming no holder is free.) Taking it is a create, or an update of the Lease as
 // read (or as this manager last wrote it, leaseMemory): the API server's
 // optimistic concurrency lets only one run take it.
 // Who goes next is the engine's queue verdict (engine.QueueVerdict).
@@ -73,6 +75,8 @@ func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, 
 	switch {
 	case err != nil:
 		return l, err
+	case lease != nil && ptr.Deref(lease.Spec.HolderIdentity, "") == "":
+		l.Lease = lease // given back (giveBack): free, taken by updating it
 	case lease != nil:
 		l.Lease = lease
 		l.Holder = &engine.LockHolder{Run: ptr.Deref(lease.Spec.HolderIdentity, ""),
@@ -229,7 +233,7 @@ func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object,
 
 // wakeHead enqueues the run env's queue lets go next (engine.QueueHead).
 func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if r.leases.heldByOther(env, except.UID) != nil {
+	if l := r.leases.heldByOther(env, except.UID); l != nil && ptr.Deref(l.Spec.HolderIdentity, "") != "" {
 		// The lock has moved on, handed over (and its new holder woken then)
 		// or taken; the queue's head learns of it when that deploy ends.
 		return
@@ -279,30 +283,79 @@ func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv
 // A handover that fails changes nothing for the ended run.
 func (r *Reconciler) handOver(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) {
 	for env, stage := range engine.EndedDeploys(&run.Status, next) {
-		lease := r.leases.heldBy(env, run.UID, stage)
-		if lease == nil || deploysAgain(run, next, env, stage) {
-			continue
-		}
-		queued, err := r.queuedFor(ctx, env)
-		if err != nil {
-			continue
-		}
-		h := engine.HandOver(pol, env, queued, run.UID, r.Now().Time)
-		if h == nil {
-			continue
-		}
-		lost, err := r.takeLock(ctx, h.To, engine.LockRequest{Environment: env, Stage: h.Stage}, lease)
-		if lost || err != nil {
-			ctrl.LoggerFrom(ctx).V(1).Info("The lock was not handed over; the next run takes it itself", "environment", env, "to", klog.KObj(h.To), "error", err)
-			continue
-		}
-		lockHandovers.WithLabelValues(env).Inc()
-		ctrl.LoggerFrom(ctx).V(1).Info("Handed an environment's lock over", "environment", env, "to", klog.KObj(h.To), "stage", h.Stage)
-		select {
-		case r.handed <- event.GenericEvent{Object: h.To}:
-		case <-ctx.Done():
+		if lease := r.leases.heldBy(env, run.UID, stage); lease != nil && !deploysAgain(run, next, env, stage) {
+			r.passLock(ctx, run, env, lease, pol, false)
 		}
 	}
+}
+
+// giveBack lets go of the locks the run holds for stages its next status
+// holds back (Frozen, Blocked): a stage handed the lock while queued, then
+// stopped by a freeze or a policy changed meanwhile (or one that took the
+// lock before a restart and is stopped now), would otherwise keep every
+// other deploy out until it ends. The lock is handed to the queue's next run,
+// or else left with no holder, which any run may take. The Lease is read
+// from the API server when this manager knows nothing of it.
+func (r *Reconciler) giveBack(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
+	for _, ss := range next.Stages {
+		if ss.Namespace == "" || (ss.Phase != conveyorv1.StageFrozen && ss.Phase != conveyorv1.StageBlocked) {
+			continue
+		}
+		if !r.leases.known(ss.Namespace) {
+			if _, err := r.readLease(ctx, ss.Namespace, run.UID); err != nil {
+				return fmt.Errorf("reading the lock of environment %s: %w", ss.Namespace, err)
+			}
+		}
+		if lease := r.leases.heldBy(ss.Namespace, run.UID, ss.Name); lease != nil {
+			r.passLock(ctx, run, ss.Namespace, lease, pol, true)
+		}
+	}
+	return nil
+}
+
+// passLock updates env's Lease, as this manager has it naming run, to name
+// the run the queue lets go next (engine.HandOver), and wakes that run; when
+// nobody is handed it and free is set, to name no holder. A refused update
+// (the Lease changed since) leaves it: the next run takes the lock itself.
+func (r *Reconciler) passLock(ctx context.Context, run *conveyorv1.PipelineRun, env string, lease *coordinationv1.Lease, pol engine.Policy, free bool) {
+	log := ctrl.LoggerFrom(ctx).WithValues("environment", env)
+	queued, err := r.queuedFor(ctx, env)
+	if err != nil {
+		log.V(1).Info("The lock was not passed on", "error", err)
+		return
+	}
+	h := engine.HandOver(pol, env, queued, run.UID, r.Now().Time)
+	if h == nil {
+		if free {
+			r.freeLock(ctx, env, lease)
+		}
+		return
+	}
+	lost, err := r.takeLock(ctx, h.To, engine.LockRequest{Environment: env, Stage: h.Stage}, lease)
+	if lost || err != nil {
+		log.V(1).Info("The lock was not handed over; the next run takes it itself", "to", klog.KObj(h.To), "error", err)
+		return
+	}
+	lockHandovers.WithLabelValues(env).Inc()
+	log.V(1).Info("Handed an environment's lock over", "to", klog.KObj(h.To), "stage", h.Stage)
+	select {
+	case r.handed <- event.GenericEvent{Object: h.To}:
+	case <-ctx.Done():
+	}
+}
+
+// freeLock updates env's Lease, as read, to name no holder.
+func (r *Reconciler) freeLock(ctx context.Context, env string, lease *coordinationv1.Lease) {
+	lease.Spec.HolderIdentity, lease.Spec.AcquireTime = nil, nil
+	lease.Labels = map[string]string{conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue}
+	lease.Annotations = nil
+	if err := r.Update(ctx, lease); err != nil {
+		r.leases.remember(env, nil)
+		ctrl.LoggerFrom(ctx).V(1).Info("The lock was not given back", "environment", env, "error", err)
+		return
+	}
+	r.leases.remember(env, lease)
+	ctrl.LoggerFrom(ctx).V(1).Info("Gave an environment's lock back", "environment", env)
 }
 
 // deploysAgain reports whether a stage of the run other than the one given

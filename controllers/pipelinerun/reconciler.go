@@ -116,8 +116,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // record writes what the run's next status completes into the release
-// ledger and into its Environments' records, and hands the locks of the
-// deploys it ends to the runs queued next (handOver), side by side: they are
+// ledger and into its Environments' records, and passes on the locks of the
+// deploys it ends or holds back (handOver, giveBack), side by side: they are
 // separate objects, each write is idempotent, and when one fails the run is
 // decided again and neither record is told. Written one after the other,
 // they were round trips in a row when a tag run's deploy ends, on the way to
@@ -126,7 +126,7 @@ func (r *Reconciler) record(ctx context.Context, run *conveyorv1.PipelineRun, st
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ledger.Record(gctx, r.Client, r.Recorder, run, st, facts.Ledger) })
 	g.Go(func() error { return environment.Record(gctx, r.Client, r.APIReader, run, st, facts.Policy) })
-	g.Go(func() error { r.handOver(gctx, run, st, facts.Policy); return nil })
+	g.Go(func() error { r.handOver(gctx, run, st, facts.Policy); return r.giveBack(gctx, run, st, facts.Policy) })
 	return g.Wait()
 }
 

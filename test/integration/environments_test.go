@@ -361,3 +361,70 @@ func TestHandedLockGoesOn(t *testing.T) {
 		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the cancelled run deployed")
 	}).WithTimeout(time.Second).Should(Succeed())
 }
+
+// TestHandedLockGivenBack: the queue's head is handed the lock when the
+// deploy before it ends, but the policy changed while it was queued (its
+// Pipeline may no longer deploy there): it goes Blocked and passes the lock
+// on to the next run, which deploys, instead of keeping the environment
+// from everyone while blocked.
+func TestHandedLockGivenBack(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	deployPipeline(t, ns, "api", "")
+	watchStaging(t)
+	ctx := context.Background()
+
+	a := deployRun(t, ns, "web", "web-a")
+	jobA := waitJob(t, a, "deploy", "helm")
+	b := deployRun(t, ns, "api", "api-b")
+	waitQueued(t, b, ns+"/web-a")
+	c := deployRun(t, ns, "web", "web-c")
+	waitQueued(t, c, ns+"/web-a")
+
+	// Only this namespace's web Pipeline may deploy there from now on.
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: queueEnv}, env); err != nil {
+		t.Fatal(err)
+	}
+	was := env.Spec.Pipelines
+	t.Cleanup(func() {
+		NewWithT(t).Eventually(func(g Gomega) {
+			e := &conveyorv1.Environment{}
+			g.Expect(k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, e)).To(Succeed())
+			e.Spec.Pipelines = was
+			g.Expect(k8s.Update(context.Background(), e)).To(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+	})
+	env.Spec.Pipelines = conveyorv1.PipelineSelector{Names: []string{ns + "/web"}}
+	if err := k8s.Update(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+
+	handovers := func() float64 {
+		return sample(t, "conveyor_environment_lock_handovers_total", map[string]string{"environment": queueEnv})
+	}
+	before := handovers()
+	finishJob(t, jobA, "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	jobC := waitJob(t, c, "deploy", "helm")
+	blocked := waitRun(t, b, conveyorv1.RunWaiting, "deploy")
+	if st := stageOf(blocked, "deploy"); st.Phase != conveyorv1.StageBlocked {
+		t.Errorf("b's deploy stage: %s, want Blocked; run: %s", st.Phase, describe(blocked))
+	}
+	if n := handovers(); n != before+2 {
+		t.Errorf("lock handovers: %v, want %v (a's end to b, b's block to c)", n, before+2)
+	}
+	lease := &coordinationv1.Lease{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-c" {
+		t.Errorf("lease holder %q, want %s/web-c; blocked run: %s", holder, ns, describe(blocked))
+	}
+	finishJob(t, jobC, "", "")
+	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the blocked run deployed")
+	}).WithTimeout(time.Second).Should(Succeed())
+}
