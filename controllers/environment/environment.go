@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -22,6 +23,23 @@ import (
 // +kubebuilder:rbac:groups=conveyor.dev,resources=environments/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
+// namespaceMeta is what ReadPolicy reads of a namespace: its metadata.
+func namespaceMeta() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
+}
+
+// StartPolicyInformers registers, before the cache starts, the informer of
+// namespaces' metadata that ReadPolicy reads, so that it starts with the
+// others: started by the first read instead, it made the first deploying
+// run's reconcile wait for its first list (about 110 ms of the 125 ms that
+// reconcile took in the bench, against 12 ms for the next runs).
+func StartPolicyInformers(ctx context.Context, c cache.Cache) error {
+	_, err := c.GetInformer(ctx, namespaceMeta(), cache.BlockUntilSynced(false))
+	return err
+}
+
 // ReadPolicy reads every Environment and the labels of the namespace a
 // Pipeline lives in: what the environment rules read.
 func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.Policy, error) {
@@ -29,8 +47,7 @@ func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.
 	if err := c.List(ctx, envs); err != nil {
 		return engine.Policy{}, fmt.Errorf("listing Environments: %w", err)
 	}
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	ns := namespaceMeta()
 	if err := c.Get(ctx, types.NamespacedName{Name: namespace}, ns); client.IgnoreNotFound(err) != nil {
 		return engine.Policy{}, fmt.Errorf("reading namespace %s: %w", namespace, err)
 	}

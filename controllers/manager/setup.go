@@ -6,6 +6,7 @@ package manager
 
 import (
 	"context"
+	"fmt"
 
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -45,6 +46,9 @@ type SetupOptions struct {
 
 // Setup registers the field indexes and the reconcilers with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
+	if err := environment.StartPolicyInformers(ctx, mgr.GetCache()); err != nil {
+		return fmt.Errorf("registering the namespace informer: %w", err)
+	}
 	if err := index.Setup(ctx, mgr); err != nil {
 		return err
 	}
