@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -94,6 +95,65 @@ func waitQueued(t *testing.T, run *conveyorv1.PipelineRun, holder string) *conve
 	return got
 }
 
+// queueTest starts a manager and a namespace with deployPipelines of the
+// given names (queue order OldestFirst), and watches the queue's environment
+// for overlapping deploys; it returns the namespace.
+func queueTest(t *testing.T, pipelines ...string) string {
+	t.Helper()
+	startManager(t)
+	ns := newNamespace(t)
+	for _, p := range pipelines {
+		deployPipeline(t, ns, p, "")
+	}
+	watchStaging(t)
+	return ns
+}
+
+// deploysLast has run last deploy and succeed, and checks that run never
+// deploys.
+func deploysLast(t *testing.T, last, never *conveyorv1.PipelineRun, why string) {
+	t.Helper()
+	finishJob(t, waitJob(t, last, "deploy", "helm"), "", "")
+	waitRun(t, last, conveyorv1.RunSucceeded, "deploy")
+	neverDeploys(t, never, why)
+}
+
+// lockHandovers is the manager's count of lock handovers in the queue's
+// environment.
+func lockHandovers(t *testing.T) float64 {
+	return sample(t, "conveyor_environment_lock_handovers_total", map[string]string{"environment": queueEnv})
+}
+
+// queueOfThree has run web-a of Pipeline web deploy to the queue's
+// environment, then queues a run of Pipeline second and run web-c behind it.
+func queueOfThree(t *testing.T, ns, second string) (a, b, c *conveyorv1.PipelineRun, jobA *batchv1.Job) {
+	t.Helper()
+	a = deployRun(t, ns, "web", "web-a")
+	jobA = waitJob(t, a, "deploy", "helm")
+	b = deployRun(t, ns, second, second+"-b")
+	waitQueued(t, b, ns+"/web-a")
+	c = deployRun(t, ns, "web", "web-c")
+	waitQueued(t, c, ns+"/web-a")
+	return a, b, c, jobA
+}
+
+// cancelRun cancels a run (spec.cancelled) and waits until it has ended.
+func cancelRun(t *testing.T, run *conveyorv1.PipelineRun, stage string) {
+	t.Helper()
+	if err := k8s.Patch(context.Background(), run.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancelled":true}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitRun(t, run, conveyorv1.RunCancelled, stage)
+}
+
+// neverDeploys checks for a second that a run has no Job.
+func neverDeploys(t *testing.T, run *conveyorv1.PipelineRun, why string) {
+	t.Helper()
+	NewWithT(t).Consistently(func(g Gomega) {
+		g.Expect(runJobs(g, run, "")).To(BeEmpty(), why)
+	}).WithTimeout(time.Second).Should(Succeed())
+}
+
 // TestEnvironmentQueueOldestFirst: across two Pipelines, one deploy runs in
 // staging at a time; the others are Queued with the holder named, and go in
 // the order their runs were created; the gauge counts them; the Lease names
@@ -105,16 +165,12 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 	deployPipeline(t, ns, "api", conveyorv1.QueueOldestFirst)
 	watchStaging(t)
 
-	a := deployRun(t, ns, "web", "web-a")
-	jobA := waitJob(t, a, "deploy", "helm")
-	b := deployRun(t, ns, "api", "api-b")
-	c := deployRun(t, ns, "web", "web-c")
+	a, b, c, jobA := queueOfThree(t, ns, "api")
 	holderA := ns + "/web-a"
 	queued := waitQueued(t, b, holderA)
 	if msg := readyMessage(queued); !strings.Contains(msg, "environment "+queueEnv+" is in use by run "+holderA+" (stage deploy)") {
 		t.Errorf("queued run's Ready message: %q", msg)
 	}
-	waitQueued(t, c, holderA)
 
 	lease := &coordinationv1.Lease{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
@@ -183,17 +239,8 @@ func TestEnvironmentQueueNewestFirst(t *testing.T) {
 	waitQueued(t, c, ns+"/web-a")
 
 	// Cancelling the holder deletes its Job and frees staging for c.
-	patch := client.MergeFrom(a.DeepCopy())
-	a.Spec.Cancelled = true
-	if err := k8s.Patch(context.Background(), a, patch); err != nil {
-		t.Fatal(err)
-	}
-	waitRun(t, a, conveyorv1.RunCancelled, "deploy")
-	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
-	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
-	NewWithT(t).Consistently(func(g Gomega) {
-		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the superseded run deployed")
-	}).WithTimeout(time.Second).Should(Succeed())
+	cancelRun(t, a, "deploy")
+	deploysLast(t, c, b, "the superseded run deployed")
 }
 
 // TestEnvironmentStaleLock: a lock whose holder is gone is taken over.
@@ -266,10 +313,7 @@ func TestOverlapCheckBites(t *testing.T) {
 // gone, and the run reads again and creates it, rather than reading the
 // refusal as a missing namespace.
 func TestDeletedLeaseIsTakenAgain(t *testing.T) {
-	startManager(t)
-	ns := newNamespace(t)
-	deployPipeline(t, ns, "web", "")
-	watchStaging(t)
+	ns := queueTest(t, "web")
 	a := deployRun(t, ns, "web", "web-a")
 	finishJob(t, waitJob(t, a, "deploy", "helm"), "", "")
 	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
@@ -295,18 +339,10 @@ func TestDeletedLeaseIsTakenAgain(t *testing.T) {
 // twice. Cancelled, it hands the lock on to the next run, which deploys once
 // Jobs may be created again; the cancelled run never deploys.
 func TestHandedLockGoesOn(t *testing.T) {
-	startManager(t)
-	ns := newNamespace(t)
-	deployPipeline(t, ns, "web", "")
-	watchStaging(t)
+	ns := queueTest(t, "web")
 	ctx := context.Background()
 
-	a := deployRun(t, ns, "web", "web-a")
-	jobA := waitJob(t, a, "deploy", "helm")
-	b := deployRun(t, ns, "web", "web-b")
-	waitQueued(t, b, ns+"/web-a")
-	c := deployRun(t, ns, "web", "web-c")
-	waitQueued(t, c, ns+"/web-a")
+	a, b, c, jobA := queueOfThree(t, ns, "web")
 
 	// No Job may be created in the environment: the quota's status is
 	// written as the quota controller would.
@@ -321,10 +357,7 @@ func TestHandedLockGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	handovers := func() float64 {
-		return sample(t, "conveyor_environment_lock_handovers_total", map[string]string{"environment": queueEnv})
-	}
-	before := handovers()
+	before := lockHandovers(t)
 	finishJob(t, jobA, "", "")
 	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
 	lease := &coordinationv1.Lease{}
@@ -333,7 +366,7 @@ func TestHandedLockGoesOn(t *testing.T) {
 		return ptr.Deref(lease.Spec.HolderIdentity, "") + " " + lease.Annotations[conveyorv1.AnnotationStage]
 	}
 	NewWithT(t).Eventually(holder).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-b deploy"))
-	if n := handovers(); n != before+1 {
+	if n := lockHandovers(t); n != before+1 {
 		t.Errorf("lock handovers: %v, want %v (a's end hands the lock to b)", n, before+1)
 	}
 	NewWithT(t).Consistently(func(g Gomega) {
@@ -342,24 +375,15 @@ func TestHandedLockGoesOn(t *testing.T) {
 		g.Expect(runJobs(g, c, "deploy")).To(BeEmpty(), "c deployed while b holds the lock")
 	}).WithTimeout(2 * time.Second).Should(Succeed())
 
-	patch := client.MergeFrom(b.DeepCopy())
-	b.Spec.Cancelled = true
-	if err := k8s.Patch(ctx, b, patch); err != nil {
-		t.Fatal(err)
-	}
-	waitRun(t, b, conveyorv1.RunCancelled, "deploy")
+	cancelRun(t, b, "deploy")
 	NewWithT(t).Eventually(holder).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-c deploy"))
-	if n := handovers(); n != before+2 {
+	if n := lockHandovers(t); n != before+2 {
 		t.Errorf("lock handovers: %v, want %v (b's cancel hands the lock to c)", n, before+2)
 	}
 	if err := k8s.Delete(ctx, quota); err != nil {
 		t.Fatal(err)
 	}
-	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
-	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
-	NewWithT(t).Consistently(func(g Gomega) {
-		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the cancelled run deployed")
-	}).WithTimeout(time.Second).Should(Succeed())
+	deploysLast(t, c, b, "the cancelled run deployed")
 }
 
 // TestHandedLockGivenBack: the queue's head is handed the lock when the
@@ -368,19 +392,10 @@ func TestHandedLockGoesOn(t *testing.T) {
 // on to the next run, which deploys, instead of keeping the environment
 // from everyone while blocked.
 func TestHandedLockGivenBack(t *testing.T) {
-	startManager(t)
-	ns := newNamespace(t)
-	deployPipeline(t, ns, "web", "")
-	deployPipeline(t, ns, "api", "")
-	watchStaging(t)
+	ns := queueTest(t, "web", "api")
 	ctx := context.Background()
 
-	a := deployRun(t, ns, "web", "web-a")
-	jobA := waitJob(t, a, "deploy", "helm")
-	b := deployRun(t, ns, "api", "api-b")
-	waitQueued(t, b, ns+"/web-a")
-	c := deployRun(t, ns, "web", "web-c")
-	waitQueued(t, c, ns+"/web-a")
+	a, b, c, jobA := queueOfThree(t, ns, "api")
 
 	// Only this namespace's web Pipeline may deploy there from now on.
 	env := &conveyorv1.Environment{}
@@ -401,10 +416,7 @@ func TestHandedLockGivenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	handovers := func() float64 {
-		return sample(t, "conveyor_environment_lock_handovers_total", map[string]string{"environment": queueEnv})
-	}
-	before := handovers()
+	before := lockHandovers(t)
 	finishJob(t, jobA, "", "")
 	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
 	jobC := waitJob(t, c, "deploy", "helm")
@@ -412,7 +424,7 @@ func TestHandedLockGivenBack(t *testing.T) {
 	if st := stageOf(blocked, "deploy"); st.Phase != conveyorv1.StageBlocked {
 		t.Errorf("b's deploy stage: %s, want Blocked; run: %s", st.Phase, describe(blocked))
 	}
-	if n := handovers(); n != before+2 {
+	if n := lockHandovers(t); n != before+2 {
 		t.Errorf("lock handovers: %v, want %v (a's end to b, b's block to c)", n, before+2)
 	}
 	lease := &coordinationv1.Lease{}
@@ -424,7 +436,5 @@ func TestHandedLockGivenBack(t *testing.T) {
 	}
 	finishJob(t, jobC, "", "")
 	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
-	NewWithT(t).Consistently(func(g Gomega) {
-		g.Expect(runJobs(g, b, "")).To(BeEmpty(), "the blocked run deployed")
-	}).WithTimeout(time.Second).Should(Succeed())
+	neverDeploys(t, b, "the blocked run deployed")
 }
