@@ -404,6 +404,9 @@ func TestHandedLockGivenBack(t *testing.T) {
 	}
 	was := env.Spec.Pipelines
 	t.Cleanup(func() {
+		// b first ends: once the policy is restored it would deploy, after
+		// the manager has stopped, and leave its Job to the next tests.
+		cancelRun(t, b, "deploy")
 		NewWithT(t).Eventually(func(g Gomega) {
 			e := &conveyorv1.Environment{}
 			g.Expect(k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, e)).To(Succeed())
