@@ -34,9 +34,10 @@ import (
 // the API server has the run: nothing needs to give it back, so a crash can
 // never leave it held. (A deploy that ends hands it to the next queued run,
 // handOver; a queued stage held back by a freeze or policy gives it back,
-// giveBack: a Lease naming no holder is free.) Taking it is a create, or an update of the Lease as
-// read (or as this manager last wrote it, leaseMemory): the API server's
-// optimistic concurrency lets only one run take it.
+// giveBack: a Lease naming no holder is free.) Taking it is a create, or an
+// update of the Lease as read (or as this manager last wrote it,
+// leaseMemory): the API server's optimistic concurrency lets only one run
+// take it.
 // Who goes next is the engine's queue verdict (engine.QueueVerdict).
 
 // lockRetry is how soon a run that lost the race for a free lock looks again.
@@ -284,7 +285,7 @@ func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv
 func (r *Reconciler) handOver(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) {
 	for env, stage := range engine.EndedDeploys(&run.Status, next) {
 		if lease := r.leases.heldBy(env, run.UID, stage); lease != nil && !deploysAgain(run, next, env, stage) {
-			r.passLock(ctx, run, env, lease, pol, false)
+			r.passLock(ctx, run, env, lease, pol)
 		}
 	}
 }
@@ -306,35 +307,32 @@ func (r *Reconciler) giveBack(ctx context.Context, run *conveyorv1.PipelineRun, 
 				return fmt.Errorf("reading the lock of environment %s: %w", ss.Namespace, err)
 			}
 		}
-		if lease := r.leases.heldBy(ss.Namespace, run.UID, ss.Name); lease != nil {
-			r.passLock(ctx, run, ss.Namespace, lease, pol, true)
+		if lease := r.leases.heldBy(ss.Namespace, run.UID, ss.Name); lease != nil && r.passLock(ctx, run, ss.Namespace, lease, pol) {
+			r.freeLock(ctx, ss.Namespace, lease)
 		}
 	}
 	return nil
 }
 
 // passLock updates env's Lease, as this manager has it naming run, to name
-// the run the queue lets go next (engine.HandOver), and wakes that run; when
-// nobody is handed it and free is set, to name no holder. A refused update
+// the run the queue lets go next (engine.HandOver), and wakes that run. It
+// reports true when the queue has nobody to hand it to; a refused update
 // (the Lease changed since) leaves it: the next run takes the lock itself.
-func (r *Reconciler) passLock(ctx context.Context, run *conveyorv1.PipelineRun, env string, lease *coordinationv1.Lease, pol engine.Policy, free bool) {
+func (r *Reconciler) passLock(ctx context.Context, run *conveyorv1.PipelineRun, env string, lease *coordinationv1.Lease, pol engine.Policy) (nobody bool) {
 	log := ctrl.LoggerFrom(ctx).WithValues("environment", env)
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {
 		log.V(1).Info("The lock was not passed on", "error", err)
-		return
+		return false
 	}
 	h := engine.HandOver(pol, env, queued, run.UID, r.Now().Time)
 	if h == nil {
-		if free {
-			r.freeLock(ctx, env, lease)
-		}
-		return
+		return true
 	}
 	lost, err := r.takeLock(ctx, h.To, engine.LockRequest{Environment: env, Stage: h.Stage}, lease)
 	if lost || err != nil {
 		log.V(1).Info("The lock was not handed over; the next run takes it itself", "to", klog.KObj(h.To), "error", err)
-		return
+		return false
 	}
 	lockHandovers.WithLabelValues(env).Inc()
 	log.V(1).Info("Handed an environment's lock over", "to", klog.KObj(h.To), "stage", h.Stage)
@@ -342,6 +340,7 @@ func (r *Reconciler) passLock(ctx context.Context, run *conveyorv1.PipelineRun, 
 	case r.handed <- event.GenericEvent{Object: h.To}:
 	case <-ctx.Done():
 	}
+	return false
 }
 
 // freeLock updates env's Lease, as read, to name no holder.
