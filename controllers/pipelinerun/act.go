@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -29,7 +30,7 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	for env, reason := range facts.Blocked {
 		outcome.Block(env, reason)
 	}
-	if err := r.ensureFinalizer(ctx, run, plan); err != nil {
+	if err := r.ensureFinalizer(ctx, run, outsideNow(run, plan)); err != nil {
 		return outcome, false, err
 	}
 	for _, req := range plan.Take {
@@ -46,7 +47,46 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	for _, obs := range plan.Delete {
 		errs = append(errs, r.deleteJob(ctx, run, obs, plan))
 	}
+	// Ahead of need, after this reconcile's Jobs: the stage that first
+	// deploys outside the run's namespace then starts without waiting for
+	// this write (after an Approval, or a lock handed over). It is the same
+	// one write per run.
+	errs = append(errs, r.ensureFinalizer(ctx, run, deploysOutside(run, &plan.Status)))
 	return outcome, false, errors.Join(errs...)
+}
+
+// outsideNow reports whether the plan creates a Job or takes a lock outside
+// the run's namespace.
+func outsideNow(run *conveyorv1.PipelineRun, plan *engine.Plan) bool {
+	for _, c := range plan.Create {
+		if c.Namespace != run.Namespace {
+			return true
+		}
+	}
+	return slices.ContainsFunc(append(plan.Acquire, plan.Take...), func(req engine.LockRequest) bool { return req.Environment != run.Namespace })
+}
+
+// deploysOutside reports whether the run, in flight, has a stage yet to run
+// outside its namespace.
+func deploysOutside(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) bool {
+	return !st.Phase.Finished() && !run.Spec.Cancelled && stageAhead(run, st, func(s *conveyorv1.Stage) bool {
+		return engine.StageNamespace(run.Namespace, s) != run.Namespace
+	})
+}
+
+// stageAhead reports whether a stage of the run that applies to its ref and
+// has not finished matches.
+func stageAhead(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, match func(*conveyorv1.Stage) bool) bool {
+	if st.PipelineSpec == nil {
+		return false
+	}
+	done := map[string]bool{}
+	for _, ss := range st.Stages {
+		done[ss.Name] = ss.Phase.Finished()
+	}
+	return slices.ContainsFunc(engine.RunStages(st.PipelineSpec, run.Spec.Git), func(s conveyorv1.Stage) bool {
+		return !done[s.Name] && match(&s)
+	})
 }
 
 // blockedOr notes in the outcome a namespace where Conveyor may not act
@@ -72,18 +112,11 @@ func blockedReason(err error) string {
 	return ""
 }
 
-// ensureFinalizer ensures the run carries the finalizer that deletes its Jobs
-// in other namespaces (and so gives back its environments' locks) with it,
-// before the first such Job or lock exists.
-func (r *Reconciler) ensureFinalizer(ctx context.Context, run *conveyorv1.PipelineRun, plan *engine.Plan) error {
-	outside := false
-	for _, c := range plan.Create {
-		outside = outside || c.Namespace != run.Namespace
-	}
-	for _, req := range append(plan.Acquire, plan.Take...) {
-		outside = outside || req.Environment != run.Namespace
-	}
-	if !outside || controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) {
+// ensureFinalizer ensures, when need is true, that the run carries the
+// finalizer that deletes its Jobs in other namespaces (and so gives back its
+// environments' locks) with it, before the first such Job or lock exists.
+func (r *Reconciler) ensureFinalizer(ctx context.Context, run *conveyorv1.PipelineRun, need bool) error {
+	if !need || controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) {
 		return nil
 	}
 	// Patch a copy: the answer carries the stored status, not the one being built.

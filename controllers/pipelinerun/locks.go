@@ -3,7 +3,6 @@ package pipelinerun
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -360,14 +359,7 @@ func (r *Reconciler) freeLock(ctx context.Context, env string, lease *coordinati
 // deploysAgain reports whether a stage of the run other than the one given
 // has yet to deploy to env.
 func deploysAgain(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, env, ended string) bool {
-	if st.PipelineSpec == nil {
-		return false
-	}
-	done := map[string]bool{}
-	for _, ss := range st.Stages {
-		done[ss.Name] = ss.Phase.Finished()
-	}
-	return slices.ContainsFunc(st.PipelineSpec.Stages, func(s conveyorv1.Stage) bool {
-		return s.Name != ended && s.Environment != "" && engine.StageNamespace(run.Namespace, &s) == env && !done[s.Name]
+	return stageAhead(run, st, func(s *conveyorv1.Stage) bool {
+		return s.Name != ended && s.Environment != "" && engine.StageNamespace(run.Namespace, s) == env
 	})
 }

@@ -152,6 +152,10 @@ stages:
 	if jobs := runJobs(NewWithT(t), run, "staging"); len(jobs) != 0 {
 		t.Errorf("%d staging Jobs after expiry", len(jobs))
 	}
+	// Nothing of this run ever left its namespace: no cleanup finalizer.
+	if len(got.Finalizers) != 0 {
+		t.Errorf("a run that never leaves its namespace carries finalizers %v", got.Finalizers)
+	}
 }
 
 // A run past its Pipeline's timeout fails with reason Timeout and its running

@@ -29,6 +29,15 @@ func TestBranchFlow(t *testing.T) {
 	seedPipeline(t, ns)
 	run := newRun(t, ns, featureLogin)
 
+	// The cleanup finalizer goes on with the run's first Jobs, ahead of its
+	// first stage outside its namespace, which then starts without that write.
+	waitJob(t, run, "build", "compile")
+	NewWithT(t).Eventually(func(g Gomega) {
+		r := &conveyorv1.PipelineRun{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), r)).To(Succeed())
+		g.Expect(r.Status.CurrentStage).To(Equal("build"))
+		g.Expect(r.Finalizers).To(ContainElement(conveyorv1.CleanupFinalizer))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 	passStage(t, run, "build", "compile")
 	testing := waitJob(t, run, "testing", "unit")
 	waitJob(t, run, "testing", "lint")
