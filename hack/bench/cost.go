@@ -159,31 +159,44 @@ func (b *bench) jobCreateCodes(ctx context.Context) (map[string]float64, error) 
 	})
 }
 
-// cost is what a phase cost the API server and the processes around it.
+// cost is what a phase cost the API server and the processes around it,
+// and the floor's hops timed while it ran (probe).
 type cost struct {
 	cpu  cpu
 	reqs requests
 	runs int
 	dur  time.Duration
+	hops []time.Duration
+	// probeJobs are the probe's Job creates that succeeded.
+	probeJobs int
 }
 
-// measure runs phase and returns its cost.
-func (b *bench) measure(ctx context.Context, runs int, phase func() error) (cost, error) {
+// measure runs phase and returns its cost, with the floor's hops timed
+// meanwhile when probed.
+func (b *bench) measure(ctx context.Context, runs int, probed bool, phase func() error) (cost, error) {
 	progress("  %d runs", runs)
 	r0, err := b.apiRequests(ctx)
 	if err != nil {
 		return cost{}, err
 	}
 	c0, start := b.cpuNow(), time.Now()
+	p := &probe{}
+	if probed {
+		p = b.startProbe(ctx)
+	}
 	if err := phase(); err != nil {
+		p.end()
 		return cost{}, err
 	}
+	hops := p.end()
 	c1, dur := b.cpuNow(), time.Since(start)
 	r1, err := b.apiRequests(ctx)
 	if err != nil {
 		return cost{}, err
 	}
-	return cost{cpu: c1.sub(c0), reqs: r1.sub(r0), runs: runs, dur: dur}, nil
+	reqs := r1.sub(r0)
+	reqs["POST jobs"] -= float64(p.creates)
+	return cost{cpu: c1.sub(c0), reqs: reqs, runs: runs, dur: dur, hops: hops, probeJobs: p.created}, nil
 }
 
 // perRun is a figure per run of the phase.

@@ -87,6 +87,7 @@ type bench struct {
 	// Job's watch event.
 	approvedAt  map[string]time.Time
 	approvalLat []time.Duration
+	probes      int // probes started (startProbe), for their Jobs' names
 }
 
 // managers are the manager processes running.
@@ -147,6 +148,9 @@ func cpuModel() string {
 }
 
 func percentiles(d []time.Duration) (time.Duration, time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)/2], d[(len(d)*99)/100]
 }

@@ -17,7 +17,7 @@ import (
 // cancelled after; then 3c, the throughput with two shards.
 func (b *bench) measureLoad(ctx context.Context, fig *figures) error {
 	var err error
-	if fig.floor, err = b.measure(ctx, b.o.runs, func() error { return b.floorRuns(ctx, b.o.runs) }); err != nil {
+	if fig.floor, err = b.measure(ctx, b.o.runs, false, func() error { return b.floorRuns(ctx, b.o.runs) }); err != nil {
 		return err
 	}
 	if fig.before, err = b.apiWrites(ctx); err != nil {
@@ -27,7 +27,7 @@ func (b *bench) measureLoad(ctx context.Context, fig *figures) error {
 	b.approvalLat = nil
 	b.mu.Unlock()
 	profiled := b.cpuProfiles(ctx)
-	fig.load, err = b.measure(ctx, b.o.runs, func() error {
+	fig.load, err = b.measure(ctx, b.o.runs, true, func() error {
 		fig.dur, err = b.throughput(ctx, "run", nil)
 		return err
 	})
@@ -154,7 +154,7 @@ func (b *bench) measureShards(ctx context.Context) (shardedFigures, error) {
 	if err != nil {
 		return shardedFigures{}, err
 	}
-	c, err := b.measure(ctx, b.o.runs, func() error {
+	c, err := b.measure(ctx, b.o.runs, true, func() error {
 		_, err := b.throughput(ctx, "sharded", shard)
 		return err
 	})
@@ -165,5 +165,5 @@ func (b *bench) measureShards(ctx context.Context) (shardedFigures, error) {
 	if err != nil {
 		return shardedFigures{}, err
 	}
-	return shardedFigures{cost: c, jobCreates: c.perRun(after["201"] - before["201"]), conflicts: c.perRun(after["409"] - before["409"])}, nil
+	return shardedFigures{cost: c, jobCreates: c.perRun(after["201"] - before["201"] - float64(c.probeJobs)), conflicts: c.perRun(after["409"] - before["409"])}, nil
 }
