@@ -50,8 +50,10 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	// Ahead of need, after this reconcile's Jobs: the stage that first
 	// deploys outside the run's namespace then starts without waiting for
 	// this write (after an Approval, or a lock handed over). It is the same
-	// one write per run.
-	errs = append(errs, r.ensureFinalizer(ctx, run, deploysOutside(run, &plan.Status)))
+	// one write per run; when it fails, that stage puts it on first.
+	if err := r.ensureFinalizer(ctx, run, deploysOutside(run, &plan.Status)); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("The cleanup finalizer was not put on ahead of need; the first stage outside the namespace puts it on", "error", err)
+	}
 	return outcome, false, errors.Join(errs...)
 }
 
@@ -63,7 +65,7 @@ func outsideNow(run *conveyorv1.PipelineRun, plan *engine.Plan) bool {
 			return true
 		}
 	}
-	return slices.ContainsFunc(append(plan.Acquire, plan.Take...), func(req engine.LockRequest) bool { return req.Environment != run.Namespace })
+	return slices.ContainsFunc(slices.Concat(plan.Acquire, plan.Take), func(req engine.LockRequest) bool { return req.Environment != run.Namespace })
 }
 
 // deploysOutside reports whether the run, in flight, has a stage yet to run
