@@ -27,9 +27,11 @@ const (
 	// RunQueued indexes unfinished PipelineRuns by the environment a
 	// stage of theirs is queued for.
 	RunQueued = "conveyor.dev/queued-for"
-	// RunHeld indexes unfinished PipelineRuns by the environment a deploy
-	// stage of theirs is Frozen or Blocked in.
-	RunHeld = "conveyor.dev/held-in"
+	// RunHeld indexes, under the one key Held, unfinished PipelineRuns with
+	// a deploy stage Frozen or Blocked.
+	RunHeld = "conveyor.dev/held"
+	// Held is RunHeld's key.
+	Held = "held"
 	// RunDeploying indexes unfinished PipelineRuns by the environment a
 	// deploy stage of theirs runs in.
 	RunDeploying = "conveyor.dev/deploying-to"
@@ -67,7 +69,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 		return fmt.Errorf("indexing PipelineRuns by queued environment: %w", err)
 	}
 	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunHeld, func(o client.Object) []string {
-		return stagesIn(o.(*conveyorv1.PipelineRun), conveyorv1.StageFrozen, conveyorv1.StageBlocked)
+		if len(stagesIn(o.(*conveyorv1.PipelineRun), conveyorv1.StageFrozen, conveyorv1.StageBlocked)) == 0 {
+			return nil
+		}
+		return []string{Held}
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by held environment: %w", err)
 	}

@@ -51,7 +51,8 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	// deploys outside the run's namespace then starts without waiting for
 	// this write (after an Approval, or a lock handed over). It is the same
 	// one write per run; when it fails, that stage puts it on first.
-	if err := r.ensureFinalizer(ctx, run, deploysOutside(run, &plan.Status)); err != nil {
+	ahead := !controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) && deploysOutside(run, &plan.Status)
+	if err := r.ensureFinalizer(ctx, run, ahead); err != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("The cleanup finalizer was not put on ahead of need; the first stage outside the namespace puts it on", "error", err)
 	}
 	return outcome, false, errors.Join(errs...)

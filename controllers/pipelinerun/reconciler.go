@@ -317,23 +317,18 @@ func (r *Reconciler) releaseToRuns(ctx context.Context, o client.Object) []recon
 // environmentToHeldRuns maps an Environment to the runs whose deploy stages
 // it may let go: those Frozen or Blocked anywhere (a policy changed, a
 // freeze lifted, a deploy recorded that another environment requires).
-// Environments are few; held runs fewer.
+// Held runs are few. (Listing every Environment to look up its namespace's
+// held runs was half the Environment copying that took 13 % of the
+// manager's CPU in a bench profile, on every Environment write.)
 func (r *Reconciler) environmentToHeldRuns(ctx context.Context, _ client.Object) []reconcile.Request {
-	envs := &conveyorv1.EnvironmentList{}
-	if err := r.List(ctx, envs); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing Environments")
+	runs := &conveyorv1.PipelineRunList{}
+	if err := r.List(ctx, runs, client.MatchingFields{index.RunHeld: index.Held}, client.UnsafeDisableDeepCopy); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing held runs")
 		return nil
 	}
-	var reqs []reconcile.Request
-	for _, env := range envs.Items {
-		runs := &conveyorv1.PipelineRunList{}
-		if err := r.List(ctx, runs, client.MatchingFields{index.RunHeld: env.Spec.Namespace}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing held runs", "namespace", env.Spec.Namespace)
-			continue
-		}
-		for i := range runs.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&runs.Items[i])})
-		}
+	reqs := make([]reconcile.Request, 0, len(runs.Items))
+	for i := range runs.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&runs.Items[i])})
 	}
 	return reqs
 }
