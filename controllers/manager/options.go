@@ -217,7 +217,8 @@ func Options(c Config) ctrl.Options {
 				// success in its status the moment it sees it, and never reads
 				// that Job again, so the Jobs of finished runs cost no memory.
 				// A Job leaving the cache this way reaches the run as a delete
-				// event; the run reads it from the API server (observeUncached).
+				// event; the run reads it from the API server, from its watch cache at
+				// the version of that event (pipelinerun observeJobs).
 				&batchv1.Job{}: {Label: jobs, Field: fields.OneTermEqualSelector(jobSucceededField, "0"), Transform: slimJob},
 				// A shard's runs only. Pipelines, Releases and Environments
 				// are few and every shard reads them all (the push receiver

@@ -99,7 +99,9 @@ func deploys(f *engine.Facts) bool {
 // those its status names as created (or being created) that the cache does
 // not hold: a Job that succeeded leaves the cache (see the manager's
 // options), and one created moments ago may not be in it yet. A Job that
-// does not exist stays unobserved.
+// left the cache is read at least as new as the version it left at, which
+// the API server answers from its watch cache (jobsLeft); others with a
+// quorum read. A Job that does not exist stays unobserved.
 func (r *Reconciler) observeJobs(ctx context.Context, f *engine.Facts) error {
 	run := f.Run
 	jobs := &batchv1.JobList{}
@@ -114,8 +116,8 @@ func (r *Reconciler) observeJobs(ctx context.Context, f *engine.Facts) error {
 			if _, ok := f.Jobs[engine.JobKey(ss.Name, js.Name)]; ok || js.JobName == "" || (js.Phase != conveyorv1.JobRunning && js.Phase != conveyorv1.JobPending) {
 				continue
 			}
-			job := &batchv1.Job{}
-			err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: js.Namespace, Name: js.JobName}, job)
+			job, key := &batchv1.Job{}, types.NamespacedName{Namespace: js.Namespace, Name: js.JobName}
+			err := r.APIReader.Get(ctx, key, job, r.jobsLeft.readOptions(key)...)
 			if apierrors.IsNotFound(err) {
 				continue
 			}

@@ -7,6 +7,7 @@ package pipelinerun
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,8 @@ type Reconciler struct {
 	fresh  *freshness
 	told   *onceSet
 	leases *leaseMemory
+	// jobsLeft has the versions at which Jobs left the cache.
+	jobsLeft *jobsLeft
 	// handed wakes the runs handed an environment's lock (handOver).
 	handed chan event.GenericEvent
 }
@@ -195,13 +198,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	r.told = newOnceSet(50000)
 	r.fresh = newFreshness(10000)
 	r.leases = newLeaseMemory()
+	r.jobsLeft = newJobsLeft(10000)
 	r.handed = make(chan event.GenericEvent, 1024)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&conveyorv1.PipelineRun{}, builder.WithPredicates(r.notOwnStatusWrite())).
 		Named("pipelinerun").
 		WithOptions(opts).
-		Watches(&batchv1.Job{}, handler.EnqueueRequestsFromMapFunc(jobToRun)).
+		Watches(&batchv1.Job{}, r.jobHandler()).
 		Watches(&conveyorv1.Approval{}, approvalHandler()).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
 		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
@@ -233,11 +237,21 @@ func (r *Reconciler) notOwnStatusWrite() predicate.Funcs {
 		return old.GetGeneration() != now.GetGeneration() ||
 			!equality.Semantic.DeepEqual(old.GetLabels(), now.GetLabels()) ||
 			!equality.Semantic.DeepEqual(old.GetAnnotations(), now.GetAnnotations()) ||
-			!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) ||
+			!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) && !cleanupFinalizerAdded(old, now) ||
 			!equality.Semantic.DeepEqual(old.GetOwnerReferences(), now.GetOwnerReferences()) ||
 			!old.GetDeletionTimestamp().Equal(now.GetDeletionTimestamp()) ||
 			r.fresh.awaited(now)
 	}}
+}
+
+// cleanupFinalizerAdded reports whether the run's finalizers changed by the
+// addition of the cleanup finalizer alone: the manager's own write (only it
+// may add it, admission says), made by a reconcile that goes on to write the
+// run's status. Its event brought the run back twice: to a cache not yet
+// showing that status write (waitForCache), and then with the awaited write.
+func cleanupFinalizerAdded(old, now client.Object) bool {
+	return !slices.Contains(old.GetFinalizers(), conveyorv1.CleanupFinalizer) &&
+		slices.Equal(append(slices.Clone(old.GetFinalizers()), conveyorv1.CleanupFinalizer), now.GetFinalizers())
 }
 
 // jobToRun maps a Job, in the run's namespace or an environment's, to its run.
