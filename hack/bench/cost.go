@@ -119,7 +119,9 @@ func (r requests) total(match func(string) bool) float64 {
 }
 
 // eachRequestSample calls f with the labels and value of each
-// apiserver_request_total sample the API server reports.
+// apiserver_request_total sample the API server reports, and of each
+// etcd_requests_total sample (its requests to etcd, by operation and
+// resource), labelled metric=etcd.
 func (b *bench) eachRequestSample(ctx context.Context, f func(labels map[string]string, value float64)) error {
 	cs, err := kubernetes.NewForConfig(b.cfg)
 	if err != nil {
@@ -130,17 +132,30 @@ func (b *bench) eachRequestSample(ctx context.Context, f func(labels map[string]
 		return err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "apiserver_request_total{") {
+		switch {
+		case strings.HasPrefix(line, "apiserver_request_total{"):
 			f(parseSample(line))
+		case strings.HasPrefix(line, "etcd_requests_total{"):
+			labels, v := parseSample(line)
+			labels["metric"] = "etcd"
+			f(labels, v)
 		}
 	}
 	return nil
 }
 
-// apiRequests reads apiserver_request_total from the API server.
+// etcdKey marks the keys of requests to etcd: "etcd operation resource".
+const etcdKey = "etcd "
+
+// apiRequests reads apiserver_request_total from the API server, and its
+// requests to etcd (etcdKey).
 func (b *bench) apiRequests(ctx context.Context) (requests, error) {
 	out := requests{}
 	return out, b.eachRequestSample(ctx, func(labels map[string]string, value float64) {
+		if labels["metric"] == "etcd" {
+			out[etcdKey+labels["operation"]+" "+labels["resource"]] += value
+			return
+		}
 		key := labels["verb"] + " " + labels["resource"]
 		if sub := labels["subresource"]; sub != "" {
 			key += "/" + sub
@@ -306,11 +321,11 @@ func (b *bench) floorRun(ctx context.Context, name string) error {
 }
 
 // requestRows are the requests per run of a phase, by verb and resource,
-// most first.
-func requestRows(c cost) []string {
+// most first: the API server's (etcd false) or its requests to etcd.
+func requestRows(c cost, etcd bool) []string {
 	keys := make([]string, 0, len(c.reqs))
 	for k := range c.reqs {
-		if !strings.HasPrefix(k, "WATCH") { // a watch is one long request
+		if strings.HasPrefix(k, etcdKey) == etcd && !strings.HasPrefix(k, "WATCH") { // a watch is one long request
 			keys = append(keys, k)
 		}
 	}
@@ -318,7 +333,7 @@ func requestRows(c cost) []string {
 	var rows []string
 	for _, k := range keys {
 		if per := c.perRun(c.reqs[k]); per >= 0.05 {
-			rows = append(rows, fmt.Sprintf("%s %.2f", k, per))
+			rows = append(rows, fmt.Sprintf("%s %.2f", strings.TrimPrefix(k, etcdKey), per))
 		}
 	}
 	return rows
