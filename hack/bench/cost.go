@@ -184,6 +184,8 @@ type cost struct {
 	hops []time.Duration
 	// probeJobs are the probe's Job creates that succeeded.
 	probeJobs int
+	// reconciles are the first manager's reconciles, by controller.
+	reconciles map[string]float64
 }
 
 // measure runs phase and returns its cost, with the floor's hops timed
@@ -194,6 +196,7 @@ func (b *bench) measure(ctx context.Context, runs int, probed bool, phase func()
 	if err != nil {
 		return cost{}, err
 	}
+	rc0 := b.reconciles()
 	c0, start := b.cpuNow(), time.Now()
 	p := &probe{}
 	if probed {
@@ -211,7 +214,11 @@ func (b *bench) measure(ctx context.Context, runs int, probed bool, phase func()
 	}
 	reqs := r1.sub(r0)
 	reqs["POST jobs"] -= float64(p.creates)
-	return cost{cpu: c1.sub(c0), reqs: reqs, runs: runs, dur: dur, hops: hops, probeJobs: p.created}, nil
+	rc := b.reconciles()
+	for k, v := range rc0 {
+		rc[k] -= v
+	}
+	return cost{cpu: c1.sub(c0), reqs: reqs, runs: runs, dur: dur, hops: hops, probeJobs: p.created, reconciles: rc}, nil
 }
 
 // perRun is a figure per run of the phase.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 )
@@ -74,6 +76,13 @@ func (b *bench) reportCost(fig *figures) {
 	ratio := load.perRun(load.cpu.apiserver) / floor.perRun(floor.cpu.apiserver)
 	row("4. API server CPU per run: Conveyor / floor", fmt.Sprintf("%s / %s = %.2fx", msPer(load, load.cpu.apiserver), msPer(floor, floor.cpu.apiserver), ratio), "<= 1.5x", pb(ratio <= 1.5))
 	row("4. CPU per run, Conveyor: etcd, manager, driver", fmt.Sprintf("%s, %s, %s", msPer(load, load.cpu.etcd), msPer(load, load.cpu.manager), msPer(load, load.cpu.driver)), "", nil)
+	var rc []string
+	for _, k := range slices.Sorted(maps.Keys(load.reconciles)) {
+		if per := load.perRun(load.reconciles[k]); per >= 0.05 {
+			rc = append(rc, fmt.Sprintf("%s %.1f", k, per))
+		}
+	}
+	row("4. manager reconciles per run, by controller", strings.Join(rc, ", "), "", nil)
 	row("4. CPU per run, floor: etcd, raw client + driver", fmt.Sprintf("%s, %s", msPer(floor, floor.cpu.etcd), msPer(floor, floor.cpu.driver)), "", nil)
 	w, fw := load.perRun(load.reqs.total(isWrite)), floor.perRun(floor.reqs.total(isWrite))
 	row("4. API writes per run, Events included: Conveyor / floor", fmt.Sprintf("%.1f / %.1f = %.2fx", w, fw, w/fw), "<= 1.5x", pb(w <= 1.5*fw))

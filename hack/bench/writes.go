@@ -50,22 +50,49 @@ func (b *bench) apiWrites(ctx context.Context) (writes, error) {
 	})
 }
 
-// scrape reads a Prometheus text endpoint into name -> value (unlabelled samples).
-func scrape(url string) (map[string]float64, error) {
+// metricsText reads a Prometheus text endpoint.
+func metricsText(url string) (string, error) {
 	resp, err := http.Get(url) //nolint:gosec // the manager's local metrics endpoint
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+		return "", fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return string(out), nil
+}
+
+// reconciles are the manager's reconciles so far, by controller
+// (controller_runtime_reconcile_total, every result); none when its metrics
+// do not answer.
+func (b *bench) reconciles() map[string]float64 {
+	out := map[string]float64{}
+	text, err := metricsText(b.metrics)
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "controller_runtime_reconcile_total{") {
+			labels, v := parseSample(line)
+			out[labels["controller"]] += v
+		}
+	}
+	return out
+}
+
+// scrape reads a Prometheus text endpoint into name -> value (unlabelled samples).
+func scrape(url string) (map[string]float64, error) {
+	out, err := metricsText(url)
+	if err != nil {
+		return nil, err
 	}
 	m := map[string]float64{}
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		if line == "" || line[0] == '#' || strings.Contains(line, "{") {
 			continue
 		}
