@@ -193,7 +193,8 @@ func (r *Reconciler) queuedFor(ctx context.Context, env string) ([]*conveyorv1.P
 // and only those that can act: when a stage that held or waited for an
 // environment ends (or its run is deleted), the head of that environment's
 // queue, which takes it; when a run joins a queue, the older queued runs of
-// its Pipeline, which a NewestFirst queue supersedes. The other queued runs
+// its Pipeline, which a NewestFirst queue supersedes, and the run itself when
+// it joins at the head (wakeOnJoin). The other queued runs
 // learn of a new holder at their periodic recheck (engine.QueuedRecheck):
 // waking the whole queue at every handoff would cost a reconcile and a status
 // write per queued run, and delay the one run that can go.
@@ -213,7 +214,7 @@ func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object,
 				case (before.Phase == conveyorv1.StageRunning || before.Phase == conveyorv1.StageQueued) && ss.Phase.Finished() && before.Namespace != "":
 					r.wakeHead(ctx, before.Namespace, now, q)
 				case ss.Phase == conveyorv1.StageQueued && before.Phase != conveyorv1.StageQueued && ss.Namespace != "":
-					r.wakeOlder(ctx, ss.Namespace, now, q)
+					r.wakeOnJoin(ctx, ss.Namespace, now, q)
 				}
 			}
 		},
@@ -249,19 +250,29 @@ func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv
 	}
 }
 
-// wakeOlder enqueues the runs of newer's Pipeline queued for env before it,
-// which a NewestFirst queue supersedes.
-func (r *Reconciler) wakeOlder(ctx context.Context, env string, newer *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if engine.QueueOf(newer) != conveyorv1.QueueNewestFirst {
-		return
-	}
+// wakeOnJoin wakes, as a run joins env's queue, the runs of its Pipeline
+// queued there before it, which a NewestFirst queue supersedes; and the run
+// itself when it joins at the queue's head. The deploy before it may have
+// ended while the run decided to queue, and that end's wake-up (wakeHead)
+// found the queue without it, the cache not showing the run queued yet;
+// its own status write brings no reconcile (notOwnStatusWrite), so it waited
+// for its recheck (engine.QueuedRecheck, 15 s: one such handoff took 14 s in
+// a bench trial). Of the two events, the one the cache shows second sees
+// both. A head whose lock is still held reconciles to no write.
+func (r *Reconciler) wakeOnJoin(ctx context.Context, env string, joined *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing queued runs", "environment", env)
 		return
 	}
+	if head := engine.QueueHead(queued, ""); head != nil && head.UID == joined.UID {
+		q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(joined)})
+	}
+	if engine.QueueOf(joined) != conveyorv1.QueueNewestFirst {
+		return
+	}
 	for _, run := range queued {
-		if engine.NewerInLine(run, newer) {
+		if engine.NewerInLine(run, joined) {
 			q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(run)})
 		}
 	}

@@ -7,7 +7,6 @@ package pipelinerun
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"time"
 
@@ -237,21 +236,11 @@ func (r *Reconciler) notOwnStatusWrite() predicate.Funcs {
 		return old.GetGeneration() != now.GetGeneration() ||
 			!equality.Semantic.DeepEqual(old.GetLabels(), now.GetLabels()) ||
 			!equality.Semantic.DeepEqual(old.GetAnnotations(), now.GetAnnotations()) ||
-			!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) && !cleanupFinalizerAdded(old, now) ||
+			!equality.Semantic.DeepEqual(old.GetFinalizers(), now.GetFinalizers()) ||
 			!equality.Semantic.DeepEqual(old.GetOwnerReferences(), now.GetOwnerReferences()) ||
 			!old.GetDeletionTimestamp().Equal(now.GetDeletionTimestamp()) ||
 			r.fresh.awaited(now)
 	}}
-}
-
-// cleanupFinalizerAdded reports whether the run's finalizers changed by the
-// addition of the cleanup finalizer alone: the manager's own write (only it
-// may add it, admission says), made by a reconcile that goes on to write the
-// run's status. Its event brought the run back twice: to a cache not yet
-// showing that status write (waitForCache), and then with the awaited write.
-func cleanupFinalizerAdded(old, now client.Object) bool {
-	return !slices.Contains(old.GetFinalizers(), conveyorv1.CleanupFinalizer) &&
-		slices.Equal(append(slices.Clone(old.GetFinalizers()), conveyorv1.CleanupFinalizer), now.GetFinalizers())
 }
 
 // jobToRun maps a Job, in the run's namespace or an environment's, to its run.
