@@ -60,12 +60,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by pipeline: %w", err)
 	}
-	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunQueued, func(o client.Object) []string {
-		if env := engine.QueuedEnvironment(o.(*conveyorv1.PipelineRun)); env != "" {
-			return []string{env}
-		}
-		return nil
-	}); err != nil {
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunQueued, QueuedFor); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by queued environment: %w", err)
 	}
 	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunHeld, func(o client.Object) []string {
@@ -85,6 +80,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 		return []string{o.(*conveyorv1.Environment).Spec.Namespace}
 	}); err != nil {
 		return fmt.Errorf("indexing Environments by namespace: %w", err)
+	}
+	return nil
+}
+
+// QueuedFor is a run's RunQueued index value: the environment a stage of
+// it is queued for.
+func QueuedFor(o client.Object) []string {
+	if env := engine.QueuedEnvironment(o.(*conveyorv1.PipelineRun)); env != "" {
+		return []string{env}
 	}
 	return nil
 }

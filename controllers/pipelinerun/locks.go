@@ -256,9 +256,9 @@ func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv
 // ended while the run decided to queue, and that end's wake-up (wakeHead)
 // found the queue without it, the cache not showing the run queued yet;
 // its own status write brings no reconcile (notOwnStatusWrite), so it waited
-// for its recheck (engine.QueuedRecheck, 15 s: one such handoff took 14 s in
-// a bench trial). Of the two events, the one the cache shows second sees
-// both. A head whose lock is still held reconciles to no write.
+// for its recheck (engine.QueuedRecheck, 15 s). This race was found by
+// reading the code, not seen in a trace. Of the two events, the one the
+// cache shows second sees both.
 func (r *Reconciler) wakeOnJoin(ctx context.Context, env string, joined *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	queued, err := r.queuedFor(ctx, env)
 	if err != nil {

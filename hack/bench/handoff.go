@@ -43,8 +43,15 @@ func (b *bench) handoffSetup(ctx context.Context) error {
 // environment, waits for every one, and measures each handoff: from the
 // driver completing one deploy's Job to the next deploy's Job appearing.
 // It deletes the runs afterwards, so the later phases do not see them.
-func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, err error) {
+// Its cost is the runs' status writes and reconciles, per run, until the
+// last one ended.
+func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, c handoffCost, err error) {
 	var chans []chan struct{}
+	r0, err := b.apiRequests(ctx)
+	if err != nil {
+		return 0, 0, 0, c, err
+	}
+	rc0 := b.reconciles()
 	start := time.Now()
 	for i := 0; i < handoffRuns; i++ {
 		name := fmt.Sprintf("handoff-%02d", i)
@@ -54,17 +61,23 @@ func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, err
 		b.mu.Unlock()
 		chans = append(chans, ch)
 		if _, err := b.newRunOf(ctx, handoffNS, "deploy", name); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, c, err
 		}
 	}
 	for i, ch := range chans {
 		select {
 		case <-ch:
 		case <-time.After(5 * time.Minute):
-			return 0, 0, 0, fmt.Errorf("run handoff-%02d did not finish", i)
+			return 0, 0, 0, c, fmt.Errorf("run handoff-%02d did not finish", i)
 		}
 	}
 	total = time.Since(start)
+	r1, err := b.apiRequests(ctx)
+	if err != nil {
+		return 0, 0, 0, c, err
+	}
+	c.statusWrites = r1.sub(r0)["PATCH pipelineruns/status"] / handoffRuns
+	c.reconciles = (b.reconciles()["pipelinerun"] - rc0["pipelinerun"]) / handoffRuns
 	b.mu.Lock()
 	type job struct{ added, done time.Time }
 	var jobs []job
@@ -76,28 +89,32 @@ func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, err
 	var gaps []time.Duration
 	for i := 1; i < len(jobs); i++ {
 		if jobs[i].added.Before(jobs[i-1].done) {
-			return 0, 0, 0, fmt.Errorf("two deploys overlapped in %s", handoffEnv)
+			return 0, 0, 0, c, fmt.Errorf("two deploys overlapped in %s", handoffEnv)
 		}
 		gaps = append(gaps, jobs[i].added.Sub(jobs[i-1].done))
 	}
 	if len(gaps) != handoffRuns-1 {
-		return 0, 0, 0, fmt.Errorf("%d deploys seen in %s, want %d", len(jobs), handoffEnv, handoffRuns)
+		return 0, 0, 0, c, fmt.Errorf("%d deploys seen in %s, want %d", len(jobs), handoffEnv, handoffRuns)
 	}
 	if err := b.c.DeleteAllOf(ctx, &conveyorv1.PipelineRun{}, client.InNamespace(handoffNS)); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, c, err
 	}
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		list := &conveyorv1.PipelineRunList{}
 		if err := b.c.List(ctx, list, client.InNamespace(handoffNS)); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, c, err
 		}
 		if len(list.Items) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, 0, fmt.Errorf("%d handoff runs not deleted", len(list.Items))
+			return 0, 0, 0, c, fmt.Errorf("%d handoff runs not deleted", len(list.Items))
 		}
 	}
 	p50, p99 = percentiles(gaps)
-	return p50, p99, total, nil
+	return p50, p99, total, c, nil
 }
+
+// handoffCost is 3b's cost per run: the manager's run status writes and
+// run reconciles, for the runs created, queued and ended.
+type handoffCost struct{ statusWrites, reconciles float64 }

@@ -26,7 +26,7 @@ func (b *bench) measureLatencies(ctx context.Context, fig *figures) error {
 	if fig.react, err = b.reaction(ctx); err != nil {
 		return err
 	}
-	fig.handP50, fig.handP99, fig.handTotal, err = b.handoff(ctx)
+	fig.handP50, fig.handP99, fig.handTotal, fig.handCost, err = b.handoff(ctx)
 	return err
 }
 

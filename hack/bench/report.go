@@ -16,6 +16,7 @@ type figures struct {
 	rawRate                       float64
 	react                         reactionFigures
 	handP50, handP99, handTotal   time.Duration
+	handCost                      handoffCost
 	dur                           time.Duration
 	before, after, quiet, settled writes
 	mem0, mem1, memN              memStats
@@ -58,6 +59,7 @@ func (b *bench) report(fig *figures) {
 	bound := b.o.qps * jobsPerRun / math.Max(runWrites, jobsPerRun)
 	row(fmt.Sprintf("3. Jobs/s that QPS %.0f allows at %.1f run writes per 6 Jobs, and share", b.o.qps, runWrites), fmt.Sprintf("%.1f/s, %.0f%% of it", bound, 100*jobsPerSec/bound), "", nil)
 	row(fmt.Sprintf("3b. one environment, %d deploys queued: handoff p50 / p99", handoffRuns), fmt.Sprintf("%s / %s", ms(fig.handP50), ms(fig.handP99)), "p50 <= 50 ms", pb(fig.handP50 <= 50*time.Millisecond))
+	row("3b. run status writes and run reconciles per run", fmt.Sprintf("%.2f, %.2f", fig.handCost.statusWrites, fig.handCost.reconciles), "", nil)
 	row("3b. deploys/s through one environment", fmt.Sprintf("%.1f/s (%s)", float64(handoffRuns)/fig.handTotal.Seconds(), fig.handTotal.Round(time.Millisecond)), "", nil)
 	row("4. manager writes per run: Job creates + run status/metadata", fmt.Sprintf("%.2f = %.2f + %.2f + %.2f", core/runsF, w.jobCreates/runsF, w.runStatus/runsF, w.runMeta/runsF), fmt.Sprintf("min %.0f = 6 + 10", jobsPerRun+patchesPerRun), nil)
 	row("4. writes per stage transition / minimum", fmt.Sprintf("%.2fx", core/minimum), "<= 1.2x", pb(core <= 1.2*minimum))
