@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -186,7 +187,9 @@ func readPipeline(ctx context.Context, reader client.Reader, run *conveyorv1.Pip
 // recordRequester writes the authenticated user into spec.requester on create,
 // replacing whatever the client wrote; but for a run the push receiver (the
 // manager) creates with the Kubernetes user its Pipeline maps the pusher to
-// (the validator checks the mapping).
+// (the validator checks the mapping). It also copies the Pipeline's shard
+// label, and puts on the cleanup finalizer when the Pipeline deploys outside
+// the run's namespace (placeFinalizer).
 type recordRequester struct {
 	manager string
 	reader  client.Reader
@@ -202,12 +205,26 @@ func (d recordRequester) Default(ctx context.Context, run *conveyorv1.PipelineRu
 		return err
 	}
 	CopyShard(run, labelsOf(pipeline))
+	placeFinalizer(run, pipeline)
 	if pushed(run, req, d.manager) && run.Spec.Requester != nil && run.Spec.Requester.Username != "" {
 		run.Spec.Requester = &conveyorv1.UserInfo{Username: run.Spec.Requester.Username}
 		return nil
 	}
 	run.Spec.Requester = Identity(req.UserInfo)
 	return nil
+}
+
+// placeFinalizer puts the cleanup finalizer (conveyorv1.CleanupFinalizer) on
+// a run, as it is created, whose Pipeline has a stage for its ref outside the
+// run's namespace: the manager then need not write it before that stage's
+// first Job or lock, one write per run fewer. The manager still puts it on
+// when it is missing (a Pipeline changed before the run started), so the
+// finalizer never depends on this webhook. A run that turns out not to need
+// it only keeps it until it is deleted.
+func placeFinalizer(run *conveyorv1.PipelineRun, pipeline *conveyorv1.Pipeline) {
+	if pipeline != nil && engine.DeploysOutside(run, &conveyorv1.PipelineRunStatus{PipelineSpec: &pipeline.Spec}) {
+		controllerutil.AddFinalizer(run, conveyorv1.CleanupFinalizer)
+	}
 }
 
 // pushed reports whether the manager's push receiver creates the run.

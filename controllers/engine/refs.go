@@ -7,6 +7,7 @@ package engine
 import (
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -111,4 +112,29 @@ func StageNamespace(runNamespace string, stage *conveyorv1.Stage) string {
 		return stage.Environment
 	}
 	return runNamespace
+}
+
+// DeploysOutside reports whether the run, in flight, has a stage yet to run
+// outside its namespace: the run needs the cleanup finalizer
+// (conveyorv1.CleanupFinalizer). A run not started yet is read with a status
+// holding only its Pipeline's spec.
+func DeploysOutside(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) bool {
+	return !st.Phase.Finished() && !run.Spec.Cancelled && StageAhead(run, st, func(s *conveyorv1.Stage) bool {
+		return StageNamespace(run.Namespace, s) != run.Namespace
+	})
+}
+
+// StageAhead reports whether a stage of the run that applies to its ref and
+// has not finished matches.
+func StageAhead(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, match func(*conveyorv1.Stage) bool) bool {
+	if st.PipelineSpec == nil {
+		return false
+	}
+	done := map[string]bool{}
+	for _, ss := range st.Stages {
+		done[ss.Name] = ss.Phase.Finished()
+	}
+	return slices.ContainsFunc(RunStages(st.PipelineSpec, run.Spec.Git), func(s conveyorv1.Stage) bool {
+		return !done[s.Name] && match(&s)
+	})
 }

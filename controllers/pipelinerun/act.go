@@ -51,7 +51,7 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 	// deploys outside the run's namespace then starts without waiting for
 	// this write (after an Approval, or a lock handed over). It is the same
 	// one write per run; when it fails, that stage puts it on first.
-	ahead := !controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) && deploysOutside(run, &plan.Status)
+	ahead := !controllerutil.ContainsFinalizer(run, conveyorv1.CleanupFinalizer) && engine.DeploysOutside(run, &plan.Status)
 	if err := r.ensureFinalizer(ctx, run, ahead); err != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("The cleanup finalizer was not put on ahead of need; the first stage outside the namespace puts it on", "error", err)
 	}
@@ -67,29 +67,6 @@ func outsideNow(run *conveyorv1.PipelineRun, plan *engine.Plan) bool {
 		}
 	}
 	return slices.ContainsFunc(slices.Concat(plan.Acquire, plan.Take), func(req engine.LockRequest) bool { return req.Environment != run.Namespace })
-}
-
-// deploysOutside reports whether the run, in flight, has a stage yet to run
-// outside its namespace.
-func deploysOutside(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) bool {
-	return !st.Phase.Finished() && !run.Spec.Cancelled && stageAhead(run, st, func(s *conveyorv1.Stage) bool {
-		return engine.StageNamespace(run.Namespace, s) != run.Namespace
-	})
-}
-
-// stageAhead reports whether a stage of the run that applies to its ref and
-// has not finished matches.
-func stageAhead(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, match func(*conveyorv1.Stage) bool) bool {
-	if st.PipelineSpec == nil {
-		return false
-	}
-	done := map[string]bool{}
-	for _, ss := range st.Stages {
-		done[ss.Name] = ss.Phase.Finished()
-	}
-	return slices.ContainsFunc(engine.RunStages(st.PipelineSpec, run.Spec.Git), func(s conveyorv1.Stage) bool {
-		return !done[s.Name] && match(&s)
-	})
 }
 
 // blockedOr notes in the outcome a namespace where Conveyor may not act

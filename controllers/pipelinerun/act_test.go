@@ -6,9 +6,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 )
 
-// TestStagesAhead: deploysOutside (the finalizer put on ahead of need) and
+// TestStagesAhead: engine.DeploysOutside (the finalizer put on ahead of need) and
 // deploysAgain (no handover while the run deploys there again) look only at
 // the stages the run's ref runs that have not finished.
 func TestStagesAhead(t *testing.T) {
@@ -42,7 +43,7 @@ func TestStagesAhead(t *testing.T) {
 		{"finished", run(tag, false), status(conveyorv1.RunFailed), false},
 		{"no snapshot yet", run(tag, false), &conveyorv1.PipelineRunStatus{Phase: conveyorv1.RunRunning}, false},
 	} {
-		if got := deploysOutside(c.run, c.st); got != c.want {
+		if got := engine.DeploysOutside(c.run, c.st); got != c.want {
 			t.Errorf("deploysOutside, %s: %v, want %v", c.name, got, c.want)
 		}
 	}

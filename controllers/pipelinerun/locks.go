@@ -370,7 +370,7 @@ func (r *Reconciler) freeLock(ctx context.Context, env string, lease *coordinati
 // deploysAgain reports whether a stage of the run other than the one given
 // has yet to deploy to env.
 func deploysAgain(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, env, ended string) bool {
-	return stageAhead(run, st, func(s *conveyorv1.Stage) bool {
+	return engine.StageAhead(run, st, func(s *conveyorv1.Stage) bool {
 		return s.Name != ended && s.Environment != "" && engine.StageNamespace(run.Namespace, s) == env
 	})
 }

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,15 +30,7 @@ func TestBranchFlow(t *testing.T) {
 	seedPipeline(t, ns)
 	run := newRun(t, ns, featureLogin)
 
-	// The cleanup finalizer goes on with the run's first Jobs, ahead of its
-	// first stage outside its namespace, which then starts without that write.
 	waitJob(t, run, "build", "compile")
-	NewWithT(t).Eventually(func(g Gomega) {
-		r := &conveyorv1.PipelineRun{}
-		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), r)).To(Succeed())
-		g.Expect(r.Status.CurrentStage).To(Equal("build"))
-		g.Expect(r.Finalizers).To(ContainElement(conveyorv1.CleanupFinalizer))
-	}).WithTimeout(10 * time.Second).Should(Succeed())
 	passStage(t, run, "build", "compile")
 	testing := waitJob(t, run, "testing", "unit")
 	waitJob(t, run, "testing", "lint")
@@ -363,6 +356,46 @@ func TestRefNotAllowed(t *testing.T) {
 	NewWithT(t).Consistently(func(g Gomega) {
 		g.Expect(runJobs(g, early, "")).To(BeEmpty())
 	}).WithTimeout(time.Second).Should(Succeed())
+}
+
+// TestFinalizerAtCreate: the cleanup finalizer is on a run from its create
+// when its Pipeline deploys outside the run's namespace (the mutating
+// webhook), on none whose Pipeline stays in it, and the manager puts it on a
+// run created before its Pipeline, before its first Job outside.
+func TestFinalizerAtCreate(t *testing.T) {
+	startManager(t)
+	ns := newNamespace(t)
+	seedPipeline(t, ns)
+	if run := newRun(t, ns, featureLogin); !slices.Contains(run.Finalizers, conveyorv1.CleanupFinalizer) {
+		t.Fatalf("a run of a Pipeline deploying to staging was created with finalizers %v", run.Finalizers)
+	}
+
+	inside := newNamespace(t)
+	seedPipelineWith(t, inside, func(p *conveyorv1.Pipeline) { p.Spec.Stages = p.Spec.Stages[:2] })
+	run := newRun(t, inside, featureLogin)
+	if len(run.Finalizers) != 0 {
+		t.Fatalf("a run of a Pipeline that stays in its namespace was created with finalizers %v", run.Finalizers)
+	}
+	waitJob(t, run, "build", "compile")
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(run), run); err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Finalizers) != 0 {
+		t.Fatalf("the manager put finalizers %v on a run that stays in its namespace", run.Finalizers)
+	}
+
+	early := newNamespace(t)
+	run = newRun(t, early, featureLogin)
+	if len(run.Finalizers) != 0 {
+		t.Fatalf("a run created before its Pipeline has finalizers %v", run.Finalizers)
+	}
+	seedPipeline(t, early)
+	waitJob(t, run, "build", "compile")
+	NewWithT(t).Eventually(func(g Gomega) {
+		r := &conveyorv1.PipelineRun{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(run), r)).To(Succeed())
+		g.Expect(r.Finalizers).To(ContainElement(conveyorv1.CleanupFinalizer))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
 
 // A missing environment namespace gives a condition naming it, and the stage
