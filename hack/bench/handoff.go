@@ -33,10 +33,11 @@ func (b *bench) handoffSetup(ctx context.Context) error {
 		TriggerGroups: []string{"devops"}, AllowAuto: true}}); err != nil {
 		return err
 	}
-	return b.c.Create(ctx, &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: handoffNS, Name: "deploy"},
+	b.pipelines = append(b.pipelines, &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: handoffNS, Name: "deploy"},
 		Spec: conveyorv1.PipelineSpec{Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
 			History: &conveyorv1.History{Succeeded: ptr.To[int32](1000), Failed: ptr.To[int32](1000)},
 			Stages:  []conveyorv1.Stage{{Name: "production", Environment: handoffEnv, Jobs: []conveyorv1.JobSpec{{Name: "deploy", Image: "alpine/helm:3"}}}}}})
+	return nil
 }
 
 // handoff creates handoffRuns runs at once that all deploy to one

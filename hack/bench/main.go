@@ -24,8 +24,11 @@ import (
 	cliflag "k8s.io/component-base/cli/flag"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
 
 type options struct {
@@ -33,7 +36,7 @@ type options struct {
 	managerBin, root                     string
 	qps                                  float64
 	burst                                int
-	shards                               bool
+	shards, webhooks                     bool
 	cpuProfile                           int
 	managerFlags                         []string
 }
@@ -48,6 +51,7 @@ func main() {
 	flag.StringVar(&o.root, "root", ".", "The repository root.")
 	flag.Float64Var(&o.qps, "kube-api-qps", 100, "The manager's client QPS (its default), also used for the raw create rate.")
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "The manager's client burst (its default).")
+	flag.BoolVar(&o.webhooks, "webhooks", true, "Run the manager with its admission webhooks, as installed: runs are created as one user and Approvals as another (false: no admission, and the manager trusts unrecorded approvers).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
 	flag.Var(cliflag.NewStringSlice(&o.managerFlags), "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
@@ -60,18 +64,24 @@ func main() {
 }
 
 type bench struct {
-	o        options
-	cfg      *rest.Config
-	c        client.Client // the driver's client (high QPS)
-	cache    cache.Cache
-	metrics  string // the manager's metrics URL
-	pprof    string // the manager's /debug/pprof URL
-	profiles []string
-	mgr      *exec.Cmd
-	mgrDone  chan struct{}
-	shard    *exec.Cmd // the second shard's manager (phase 3c)
-	shardEnd chan struct{}
-	kubeconf string
+	o   options
+	cfg *rest.Config
+	c   client.Client // the driver's client (high QPS)
+	// requester and approver are the driver's clients for runs and for
+	// Approvals: with the webhooks, two people (impersonated), since a
+	// requester may not pass their own run's gate; else c.
+	requester, approver client.Client
+	webhook             envtest.WebhookInstallOptions // where the webhooks are served, with o.webhooks
+	pipelines           []*conveyorv1.Pipeline        // made by createWorld, created once the manager runs
+	cache               cache.Cache
+	metrics             string // the manager's metrics URL
+	pprof               string // the manager's /debug/pprof URL
+	profiles            []string
+	mgr                 *exec.Cmd
+	mgrDone             chan struct{}
+	shard               *exec.Cmd // the second shard's manager (phase 3c)
+	shardEnd            chan struct{}
+	kubeconf            string
 
 	mu        sync.Mutex
 	jobSeen   map[string]chan struct{} // job name -> closed when its Add event arrived

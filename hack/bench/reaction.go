@@ -18,6 +18,9 @@ func (b *bench) measureLatencies(ctx context.Context, fig *figures) error {
 	if err := b.startManager(ctx); err != nil {
 		return err
 	}
+	if err := b.createPipelines(ctx); err != nil {
+		return err
+	}
 	time.Sleep(5 * time.Second)
 	var err error
 	if fig.mem0, err = b.memory("idle"); err != nil {

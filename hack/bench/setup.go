@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +35,12 @@ import (
 // started) and the API server.
 func setUp(ctx context.Context, o options) (*bench, func(), error) {
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(o.root, "config/crd/bases")}, ErrorIfCRDPathMissing: true}
+	if o.webhooks {
+		var err error
+		if env.WebhookInstallOptions, err = webhookConfigs(o.root); err != nil {
+			return nil, nil, err
+		}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
@@ -40,7 +49,7 @@ func setUp(ctx context.Context, o options) (*bench, func(), error) {
 	for _, name := range []string{"manager", "manager-shard-b"} {
 		_ = os.Remove(filepath.Join(o.root, "bin/bench", name+".log"))
 	}
-	b := &bench{o: o, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}, approvedAt: map[string]time.Time{}}
+	b := &bench{o: o, webhook: env.WebhookInstallOptions, jobSeen: map[string]chan struct{}{}, runFirst: map[string]chan struct{}{}, runDone: map[string]chan struct{}{}, approved: map[string]bool{}, approvedAt: map[string]time.Time{}}
 	dir, err := os.MkdirTemp("", "conveyor-bench-")
 	if err != nil {
 		return nil, nil, err
@@ -70,6 +79,16 @@ func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest
 	if b.c, err = client.New(b.cfg, client.Options{Scheme: localcluster.Scheme()}); err != nil {
 		return err
 	}
+	b.requester, b.approver = b.c, b.c
+	if b.o.webhooks {
+		if b.requester, err = impersonating(b.cfg, "bench-requester"); err != nil {
+			return err
+		}
+		// In every group the seed's stages name: triggers and the gate.
+		if b.approver, err = impersonating(b.cfg, "bench-approver", "developers", "testers", "release-engineers", "devops"); err != nil {
+			return err
+		}
+	}
 	admin, err := env.AddUser(envtest.User{Name: "bench-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return err
@@ -85,7 +104,72 @@ func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest
 	return b.startCache(ctx)
 }
 
-// createWorld creates the namespaces and Pipelines of every phase.
+// createPipelines creates the Pipelines createWorld made.
+func (b *bench) createPipelines(ctx context.Context) error {
+	for _, p := range b.pipelines {
+		if err := b.c.Create(ctx, p); err != nil {
+			return fmt.Errorf("creating Pipeline %s/%s: %w", p.Namespace, p.Name, err)
+		}
+	}
+	b.pipelines = nil
+	return nil
+}
+
+// impersonating is a client acting as user, in groups and system:masters
+// (the rights of the driver, the rules' groups of a person).
+func impersonating(cfg *rest.Config, user string, groups ...string) (client.Client, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append([]string{"system:masters"}, groups...)}
+	return client.New(cfg, client.Options{Scheme: localcluster.Scheme()})
+}
+
+// webhookConfigs reads the webhook configurations the manager serves
+// (config/webhook), each limited to the namespaces other than the floor's:
+// the floor is a raw client's irreducible work, and goes through no
+// admission. envtest points them at its local serving address.
+func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
+	var wh envtest.WebhookInstallOptions
+	data, err := os.ReadFile(filepath.Join(root, "config/webhook/manifests.yaml"))
+	if err != nil {
+		return wh, err
+	}
+	notFloor := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"floor"}}}}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var kind metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &kind); err != nil {
+			return wh, err
+		}
+		switch kind.Kind {
+		case "MutatingWebhookConfiguration":
+			c := &admissionregistrationv1.MutatingWebhookConfiguration{}
+			if err := yaml.UnmarshalStrict([]byte(doc), c); err != nil {
+				return wh, err
+			}
+			for i := range c.Webhooks {
+				c.Webhooks[i].NamespaceSelector = notFloor
+			}
+			wh.MutatingWebhooks = append(wh.MutatingWebhooks, c)
+		case "ValidatingWebhookConfiguration":
+			c := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+			if err := yaml.UnmarshalStrict([]byte(doc), c); err != nil {
+				return wh, err
+			}
+			for i := range c.Webhooks {
+				c.Webhooks[i].NamespaceSelector = notFloor
+			}
+			wh.ValidatingWebhooks = append(wh.ValidatingWebhooks, c)
+		}
+	}
+	if len(wh.MutatingWebhooks) == 0 || len(wh.ValidatingWebhooks) == 0 {
+		return wh, fmt.Errorf("no webhook configurations in config/webhook/manifests.yaml")
+	}
+	return wh, nil
+}
+
+// createWorld creates the namespaces and Environments of every phase, and
+// makes its Pipelines, created once the manager serves the webhooks that
+// admit them (createPipelines).
 func (b *bench) createWorld(ctx context.Context) error {
 	for _, ns := range append([]string{"bench", "react", "floor"}, localcluster.Environments...) {
 		// The shipped production Environment takes Pipelines from namespaces
@@ -238,7 +322,7 @@ func (b *bench) approve(ctx context.Context, r *conveyorv1.PipelineRun, key stri
 	}
 	a := &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Name: strings.ReplaceAll(key, "/", "-"), Namespace: r.Namespace, Labels: labels},
 		Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: r.Name}, Stage: r.Status.CurrentStage, Decision: conveyorv1.DecisionApprove}}
-	if err := b.c.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
+	if err := b.approver.Create(ctx, a); client.IgnoreAlreadyExists(err) != nil {
 		fmt.Fprintln(os.Stderr, "creating Approval:", err)
 	}
 }
@@ -259,8 +343,9 @@ func (b *bench) seedPipeline(ctx context.Context, ns string) error {
 	return b.lanePipeline(ctx, ns, "shop", "")
 }
 
-// lanePipeline creates the seed's pipeline under another name, its
-// environments prefixed (staging becomes <prefix>staging), in namespace ns.
+// lanePipeline makes the seed's pipeline under another name, its
+// environments prefixed (staging becomes <prefix>staging), in namespace ns,
+// to be created with the others (createPipelines).
 func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error {
 	data, err := os.ReadFile(filepath.Join(b.o.root, "config/samples/pipeline.yaml"))
 	if err != nil {
@@ -278,7 +363,8 @@ func (b *bench) lanePipeline(ctx context.Context, ns, name, prefix string) error
 			p.Spec.Stages[i].Environment = prefix + env
 		}
 	}
-	return b.c.Create(ctx, p)
+	b.pipelines = append(b.pipelines, p)
+	return nil
 }
 
 // environments creates the shipped Environments (the seed's rules) with
@@ -308,8 +394,8 @@ func (b *bench) environments(ctx context.Context, prefix string) error {
 func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
 
 // startManager starts the manager as a process with its default settings
-// (but for the client limits the bench is told), webhooks off, metrics and
-// pprof on local ports. It handles the runs without a shard label: the
+// (but for the client limits the bench is told), serving the webhooks
+// (unless told not to), metrics and pprof on local ports. It handles the runs without a shard label: the
 // floor's runs carry one, and so do the second shard's (phase 3c).
 func (b *bench) startManager(ctx context.Context) error {
 	port, err := localcluster.FreePort()
@@ -322,11 +408,29 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.pprof = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pport)
-	b.mgr, b.mgrDone, err = b.spawnManager("manager", "!"+conveyorv1.LabelShard, fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport))
+	args := []string{fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pport)}
+	if b.o.webhooks {
+		args = append(args, "--webhooks=true", "--webhook-host="+b.webhook.LocalServingHost,
+			fmt.Sprintf("--webhook-port=%d", b.webhook.LocalServingPort), "--webhook-cert-dir="+b.webhook.LocalServingCertDir)
+	}
+	b.mgr, b.mgrDone, err = b.spawnManager("manager", "!"+conveyorv1.LabelShard, args...)
 	if err != nil {
 		return err
 	}
-	return waitMetrics(b.metrics)
+	if err := waitMetrics(b.metrics); err != nil || !b.o.webhooks {
+		return err
+	}
+	return waitListening(net.JoinHostPort(b.webhook.LocalServingHost, strconv.Itoa(b.webhook.LocalServingPort)))
+}
+
+// waitListening waits until something listens at addr.
+func waitListening(addr string) error {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			return conn.Close()
+		}
+	}
+	return fmt.Errorf("the manager's webhook server at %s did not come up (logs in bin/bench)", addr)
 }
 
 // startShard starts a second manager for the runs labelled shard b, as the
@@ -344,9 +448,11 @@ func (b *bench) startShard() error {
 }
 
 // spawnManager starts a manager process for the shard the selector picks,
-// logging to bin/bench/<name>.log.
+// logging to bin/bench/<name>.log. It serves no webhooks unless args say so
+// (one manager serves them); without webhooks, it trusts Approvals that
+// carry no approver recorded by them.
 func (b *bench) spawnManager(name, selector string, args ...string) (*exec.Cmd, chan struct{}, error) {
-	cmd := exec.Command(b.o.managerBin, append([]string{"--webhooks=false", "--insecure-trust-unrecorded-approvers", "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
+	cmd := exec.Command(b.o.managerBin, append([]string{"--webhooks=false", fmt.Sprintf("--insecure-trust-unrecorded-approvers=%t", !b.o.webhooks), "--metrics-secure=false", "--leader-elect=false", "--health-probe-bind-address=0",
 		"--watch-label-selector=" + selector, fmt.Sprintf("--kube-api-qps=%g", b.o.qps), fmt.Sprintf("--kube-api-burst=%d", b.o.burst)}, append(args, b.o.managerFlags...)...)...)
 	if os.Getenv("BENCH_MANAGER_DEBUG") != "" {
 		cmd.Args = append(cmd.Args, "--zap-log-level=debug", "--zap-time-encoding=rfc3339nano")
@@ -416,5 +522,5 @@ func (b *bench) newRunLabelled(ctx context.Context, ns, pipeline, name, shard st
 	if shard != "" {
 		r.Labels = map[string]string{conveyorv1.LabelShard: shard}
 	}
-	return r, b.c.Create(ctx, r)
+	return r, b.requester.Create(ctx, r)
 }
