@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,21 +141,49 @@ func (b *bench) eachRequestSample(ctx context.Context, f func(labels map[string]
 			labels, v := parseSample(line)
 			labels["metric"] = "etcd"
 			f(labels, v)
+		case strings.HasPrefix(line, "apiserver_admission_webhook_admission_duration_seconds_count{"):
+			labels, v := parseSample(line)
+			labels["metric"] = "webhook"
+			f(labels, v)
+		case strings.HasPrefix(line, "apiserver_admission_webhook_admission_duration_seconds_sum{"):
+			labels, v := parseSample(line)
+			labels["metric"] = "webhook seconds"
+			f(labels, v)
 		}
 	}
 	return nil
 }
 
-// etcdKey marks the keys of requests to etcd: "etcd operation resource".
-const etcdKey = "etcd "
+// etcdKey marks the keys of requests to etcd: "etcd operation resource";
+// hookKey and hookSecondsKey, the API server's calls to each admission
+// webhook and the seconds they took: "hook name".
+const (
+	etcdKey        = "etcd "
+	hookKey        = "hook "
+	hookSecondsKey = "hook seconds "
+	// In the manager's figures (reconciles): its webhook server's requests
+	// and their seconds, by path.
+	handlerKey        = "handled "
+	handlerSecondsKey = "handled seconds "
+)
+
+// isHook reports whether a key counts admission webhook calls or their time.
+func isHook(key string) bool { return strings.HasPrefix(key, hookKey) }
 
 // apiRequests reads apiserver_request_total from the API server, and its
 // requests to etcd (etcdKey).
 func (b *bench) apiRequests(ctx context.Context) (requests, error) {
 	out := requests{}
 	return out, b.eachRequestSample(ctx, func(labels map[string]string, value float64) {
-		if labels["metric"] == "etcd" {
+		switch labels["metric"] {
+		case "etcd":
 			out[etcdKey+labels["operation"]+" "+labels["resource"]] += value
+			return
+		case "webhook":
+			out[hookKey+labels["name"]] += value
+			return
+		case "webhook seconds":
+			out[hookSecondsKey+labels["name"]] += value
 			return
 		}
 		key := labels["verb"] + " " + labels["resource"]
@@ -332,7 +362,7 @@ func (b *bench) floorRun(ctx context.Context, name string) error {
 func requestRows(c cost, etcd bool) []string {
 	keys := make([]string, 0, len(c.reqs))
 	for k := range c.reqs {
-		if strings.HasPrefix(k, etcdKey) == etcd && !strings.HasPrefix(k, "WATCH") { // a watch is one long request
+		if strings.HasPrefix(k, etcdKey) == etcd && !strings.HasPrefix(k, "WATCH") && !isHook(k) { // a watch is one long request
 			keys = append(keys, k)
 		}
 	}
@@ -341,6 +371,31 @@ func requestRows(c cost, etcd bool) []string {
 	for _, k := range keys {
 		if per := c.perRun(c.reqs[k]); per >= 0.05 {
 			rows = append(rows, fmt.Sprintf("%s %.2f", strings.TrimPrefix(k, etcdKey), per))
+		}
+	}
+	return rows
+}
+
+// hookRows are the admission webhook calls per run of a phase, by webhook,
+// with the mean time of a call, most called first; then the requests the
+// manager's webhook server handled, by path, with the mean time it took.
+func hookRows(c cost) []string {
+	var names []string
+	for k := range c.reqs {
+		if name, ok := strings.CutPrefix(k, hookKey); ok && !strings.HasPrefix(k, hookSecondsKey) {
+			names = append(names, name)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool { return c.reqs[hookKey+names[i]] > c.reqs[hookKey+names[j]] })
+	var rows []string
+	for _, name := range names {
+		if n := c.reqs[hookKey+name]; c.perRun(n) >= 0.05 {
+			rows = append(rows, fmt.Sprintf("%s %.2f (%.1f ms)", name, c.perRun(n), 1000*c.reqs[hookSecondsKey+name]/n))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.reconciles)) {
+		if path, ok := strings.CutPrefix(k, handlerKey); ok && !strings.HasPrefix(k, handlerSecondsKey) && c.reconciles[k] > 0 {
+			rows = append(rows, fmt.Sprintf("handled %s %.2f (%.1f ms)", path, c.perRun(c.reconciles[k]), 1000*c.reconciles[handlerSecondsKey+path]/c.reconciles[k]))
 		}
 	}
 	return rows

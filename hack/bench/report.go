@@ -80,7 +80,7 @@ func (b *bench) reportCost(fig *figures) {
 	row("4. CPU per run, Conveyor: etcd, manager, driver", fmt.Sprintf("%s, %s, %s", msPer(load, load.cpu.etcd), msPer(load, load.cpu.manager), msPer(load, load.cpu.driver)), "", nil)
 	var rc []string
 	for _, k := range slices.Sorted(maps.Keys(load.reconciles)) {
-		if per := load.perRun(load.reconciles[k]); per >= 0.05 {
+		if per := load.perRun(load.reconciles[k]); per >= 0.05 && !strings.HasPrefix(k, handlerKey) {
 			rc = append(rc, fmt.Sprintf("%s %.1f", k, per))
 		}
 	}
@@ -89,7 +89,7 @@ func (b *bench) reportCost(fig *figures) {
 	w, fw := load.perRun(load.reqs.total(isWrite)), floor.perRun(floor.reqs.total(isWrite))
 	row("4. API writes per run, Events included: Conveyor / floor", fmt.Sprintf("%.1f / %.1f = %.2fx", w, fw, w/fw), "<= 1.5x", pb(w <= 1.5*fw))
 	reads := func(k string) bool {
-		return !isWrite(k) && !strings.HasPrefix(k, "WATCH") && !strings.HasPrefix(k, etcdKey)
+		return !isWrite(k) && !strings.HasPrefix(k, "WATCH") && !strings.HasPrefix(k, etcdKey) && !isHook(k)
 	}
 	row("4. API reads per run (GET, LIST): Conveyor / floor", fmt.Sprintf("%.1f / %.1f", load.perRun(load.reqs.total(reads)), floor.perRun(floor.reqs.total(reads))), "", nil)
 	etcdReads := func(k string) bool {
@@ -120,6 +120,10 @@ func (b *bench) reportCost(fig *figures) {
 	fmt.Println("  " + strings.Join(requestRows(load, false), ", "))
 	fmt.Println("Floor:")
 	fmt.Println("  " + strings.Join(requestRows(floor, false), ", "))
+	if hooks := hookRows(load); len(hooks) > 0 {
+		fmt.Println("The API server's calls to admission webhooks per run (mean time of a call), Conveyor:")
+		fmt.Println("  " + strings.Join(hooks, ", "))
+	}
 	fmt.Println("The API server's requests to etcd per run by operation and resource, Conveyor:")
 	fmt.Println("  " + strings.Join(requestRows(load, true), ", "))
 	fmt.Println("Floor:")

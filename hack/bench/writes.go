@@ -68,8 +68,9 @@ func metricsText(url string) (string, error) {
 }
 
 // reconciles are the manager's reconciles so far, by controller
-// (controller_runtime_reconcile_total, every result); none when its metrics
-// do not answer.
+// (controller_runtime_reconcile_total, every result), and the admission
+// requests its webhook server handled and the seconds they took, by path
+// (handlerKey, handlerSecondsKey); none when its metrics do not answer.
 func (b *bench) reconciles() map[string]float64 {
 	out := map[string]float64{}
 	text, err := metricsText(b.metrics)
@@ -77,9 +78,16 @@ func (b *bench) reconciles() map[string]float64 {
 		return out
 	}
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, "controller_runtime_reconcile_total{") {
+		switch {
+		case strings.HasPrefix(line, "controller_runtime_reconcile_total{"):
 			labels, v := parseSample(line)
 			out[labels["controller"]] += v
+		case strings.HasPrefix(line, "controller_runtime_webhook_latency_seconds_count{"):
+			labels, v := parseSample(line)
+			out[handlerKey+labels["webhook"]] += v
+		case strings.HasPrefix(line, "controller_runtime_webhook_latency_seconds_sum{"):
+			labels, v := parseSample(line)
+			out[handlerSecondsKey+labels["webhook"]] += v
 		}
 	}
 	return out
