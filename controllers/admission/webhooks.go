@@ -47,9 +47,9 @@ type Options struct {
 // Setup registers the webhooks with the manager's webhook server. They read
 // runs and Pipelines from the API server, not the cache: an Approval created
 // right after its run must find it; but the run and Approval webhooks list
-// collections from the manager's cache (namedFromAPI). It asks the API server who the manager
-// is (a SelfSubjectReview): only the manager may change a run's finalizers
-// and ownerReferences.
+// collections from the manager's cache (namedFromAPI). It asks the API
+// server who the manager is (a SelfSubjectReview): only the manager may
+// change a run's finalizers and ownerReferences.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	reader, err := admissionReader(mgr)
 	if err != nil {
@@ -120,8 +120,8 @@ func admissionReader(mgr ctrl.Manager) (client.Reader, error) {
 // from the API server held no rule harder. It cost: a list without a
 // resourceVersion is answered once the API server's watch cache has caught
 // up with etcd (about 20 ms on an idle API server), and the Approval
-// validator listed every Environment (in the bench, 300 of them: 166 ms a
-// call under load, against 26 ms from the cache). The Pipeline and
+// validator listed every Environment (in a short bench trial, 300 of them:
+// 166 ms a call under load, against 26 ms from the cache). The Pipeline and
 // Environment validators, off the hot path, list from the API server: a
 // GitOps tool applies Environments and the Pipelines that deploy to them
 // together.
