@@ -41,3 +41,32 @@ func TestNamedFromAPI(t *testing.T) {
 		t.Fatal("a Get was answered from the cache")
 	}
 }
+
+// TestCacheFirst: the run defaulter reads a Pipeline from the cache, and from
+// the API server when the cache does not have it yet.
+func TestCacheFirst(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := conveyorv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	cached := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop", Labels: map[string]string{"read": "cache"}}}
+	stored := cached.DeepCopy()
+	stored.Labels["read"] = "api"
+	fresh := &conveyorv1.Pipeline{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "new", Labels: map[string]string{"read": "api"}}}
+	r := cacheFirst{
+		cache: fake.NewClientBuilder().WithScheme(scheme).WithObjects(cached).Build(),
+		api:   fake.NewClientBuilder().WithScheme(scheme).WithObjects(stored, fresh).Build(),
+	}
+	ctx := context.Background()
+	got := &conveyorv1.Pipeline{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(cached), got); err != nil || got.Labels["read"] != "cache" {
+		t.Fatalf("a Pipeline in the cache: read %v from %q, want the cache's", err, got.Labels["read"])
+	}
+	got = &conveyorv1.Pipeline{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(fresh), got); err != nil || got.Labels["read"] != "api" {
+		t.Fatalf("a Pipeline the cache does not have yet: read %v from %q, want the API server's", err, got.Labels["read"])
+	}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "missing"}, &conveyorv1.Pipeline{}); err == nil {
+		t.Fatal("a missing Pipeline was found")
+	}
+}
