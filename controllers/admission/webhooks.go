@@ -47,7 +47,8 @@ type Options struct {
 // Setup registers the webhooks with the manager's webhook server. They read
 // runs and Pipelines from the API server, not the cache: an Approval created
 // right after its run must find it; but the run and Approval webhooks list
-// collections from the manager's cache (namedFromAPI). It asks the API
+// collections from the manager's cache (namedFromAPI), and the run defaulter
+// reads the Pipeline from it first (cacheFirst). It asks the API
 // server who the manager is (a SelfSubjectReview): only the manager may
 // change a run's finalizers and ownerReferences.
 func Setup(mgr ctrl.Manager, opts Options) error {

@@ -161,7 +161,7 @@ const (
 	etcdKey        = "etcd "
 	hookKey        = "hook "
 	hookSecondsKey = "hook seconds "
-	// In the manager's figures (reconciles): its webhook server's requests
+	// In the manager's figures (managerCounts): its webhook server's requests
 	// and their seconds, by path.
 	handlerKey        = "handled "
 	handlerSecondsKey = "handled seconds "
@@ -214,8 +214,10 @@ type cost struct {
 	hops []time.Duration
 	// probeJobs are the probe's Job creates that succeeded.
 	probeJobs int
-	// reconciles are the first manager's reconciles, by controller.
-	reconciles map[string]float64
+	// managerCounts are the first manager's reconciles, by controller, and
+	// its webhook server's requests and their seconds (handlerKey,
+	// handlerSecondsKey).
+	managerCounts map[string]float64
 }
 
 // measure runs phase and returns its cost, with the floor's hops timed
@@ -226,7 +228,7 @@ func (b *bench) measure(ctx context.Context, runs int, probed bool, phase func()
 	if err != nil {
 		return cost{}, err
 	}
-	rc0 := b.reconciles()
+	rc0 := b.managerCounts()
 	c0, start := b.cpuNow(), time.Now()
 	p := &probe{}
 	if probed {
@@ -244,11 +246,11 @@ func (b *bench) measure(ctx context.Context, runs int, probed bool, phase func()
 	}
 	reqs := r1.sub(r0)
 	reqs["POST jobs"] -= float64(p.creates)
-	rc := b.reconciles()
+	rc := b.managerCounts()
 	for k, v := range rc0 {
 		rc[k] -= v
 	}
-	return cost{cpu: c1.sub(c0), reqs: reqs, runs: runs, dur: dur, hops: hops, probeJobs: p.created, reconciles: rc}, nil
+	return cost{cpu: c1.sub(c0), reqs: reqs, runs: runs, dur: dur, hops: hops, probeJobs: p.created, managerCounts: rc}, nil
 }
 
 // perRun is a figure per run of the phase.
@@ -393,9 +395,9 @@ func hookRows(c cost) []string {
 			rows = append(rows, fmt.Sprintf("%s %.2f (%.1f ms)", name, c.perRun(n), 1000*c.reqs[hookSecondsKey+name]/n))
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(c.reconciles)) {
-		if path, ok := strings.CutPrefix(k, handlerKey); ok && !strings.HasPrefix(k, handlerSecondsKey) && c.reconciles[k] > 0 {
-			rows = append(rows, fmt.Sprintf("handled %s %.2f (%.1f ms)", path, c.perRun(c.reconciles[k]), 1000*c.reconciles[handlerSecondsKey+path]/c.reconciles[k]))
+	for _, k := range slices.Sorted(maps.Keys(c.managerCounts)) {
+		if path, ok := strings.CutPrefix(k, handlerKey); ok && !strings.HasPrefix(k, handlerSecondsKey) && c.managerCounts[k] > 0 {
+			rows = append(rows, fmt.Sprintf("handled %s %.2f (%.1f ms)", path, c.perRun(c.managerCounts[k]), 1000*c.managerCounts[handlerSecondsKey+path]/c.managerCounts[k]))
 		}
 	}
 	return rows

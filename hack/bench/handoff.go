@@ -52,7 +52,7 @@ func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, c h
 	if err != nil {
 		return 0, 0, 0, c, err
 	}
-	rc0 := b.reconciles()
+	rc0 := b.managerCounts()
 	start := time.Now()
 	for i := 0; i < handoffRuns; i++ {
 		name := fmt.Sprintf("handoff-%02d", i)
@@ -78,7 +78,7 @@ func (b *bench) handoff(ctx context.Context) (p50, p99, total time.Duration, c h
 		return 0, 0, 0, c, err
 	}
 	c.statusWrites = r1.sub(r0)["PATCH pipelineruns/status"] / handoffRuns
-	c.reconciles = (b.reconciles()["pipelinerun"] - rc0["pipelinerun"]) / handoffRuns
+	c.reconciles = (b.managerCounts()["pipelinerun"] - rc0["pipelinerun"]) / handoffRuns
 	b.mu.Lock()
 	type job struct{ added, done time.Time }
 	var jobs []job

@@ -79,8 +79,8 @@ func (b *bench) reportCost(fig *figures) {
 	row("4. API server CPU per run: Conveyor / floor", fmt.Sprintf("%s / %s = %.2fx", msPer(load, load.cpu.apiserver), msPer(floor, floor.cpu.apiserver), ratio), "<= 1.5x", pb(ratio <= 1.5))
 	row("4. CPU per run, Conveyor: etcd, manager, driver", fmt.Sprintf("%s, %s, %s", msPer(load, load.cpu.etcd), msPer(load, load.cpu.manager), msPer(load, load.cpu.driver)), "", nil)
 	var rc []string
-	for _, k := range slices.Sorted(maps.Keys(load.reconciles)) {
-		if per := load.perRun(load.reconciles[k]); per >= 0.05 && !strings.HasPrefix(k, handlerKey) {
+	for _, k := range slices.Sorted(maps.Keys(load.managerCounts)) {
+		if per := load.perRun(load.managerCounts[k]); per >= 0.05 && !strings.HasPrefix(k, handlerKey) {
 			rc = append(rc, fmt.Sprintf("%s %.1f", k, per))
 		}
 	}

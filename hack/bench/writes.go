@@ -67,11 +67,11 @@ func metricsText(url string) (string, error) {
 	return string(out), nil
 }
 
-// reconciles are the manager's reconciles so far, by controller
+// managerCounts are the manager's reconciles so far, by controller
 // (controller_runtime_reconcile_total, every result), and the admission
 // requests its webhook server handled and the seconds they took, by path
 // (handlerKey, handlerSecondsKey); none when its metrics do not answer.
-func (b *bench) reconciles() map[string]float64 {
+func (b *bench) managerCounts() map[string]float64 {
 	out := map[string]float64{}
 	text, err := metricsText(b.metrics)
 	if err != nil {
