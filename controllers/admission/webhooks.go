@@ -499,7 +499,10 @@ func (runValidator) ValidateDelete(context.Context, *conveyorv1.PipelineRun) (ad
 
 // stageEnvironment is the Environment of the namespace a run's stage deploys
 // to; nil when it deploys nowhere, or no single Environment names it (the
-// deploy is blocked then anyway).
+// deploy is blocked then anyway). It lists the Environments alone: the
+// Pipeline namespace's labels, which the rules of a Pipeline read, decide
+// nothing about an Approval, and reading them cost a round trip to the API
+// server (and etcd) in each deploy stage's Approval.
 func stageEnvironment(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun, stage string) (*conveyorv1.Environment, error) {
 	if run == nil || run.Status.PipelineSpec == nil {
 		return nil, nil
@@ -508,11 +511,11 @@ func stageEnvironment(ctx context.Context, reader client.Reader, run *conveyorv1
 		if s.Name != stage || s.Environment == "" {
 			continue
 		}
-		pol, err := environment.ReadPolicy(ctx, reader, run.Namespace)
+		envs, err := environment.ReadEnvironments(ctx, reader)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
 		}
-		env, _ := pol.For(s.Environment)
+		env, _ := engine.Policy{Environments: envs}.For(s.Environment)
 		return env, nil
 	}
 	return nil, nil

@@ -2,12 +2,14 @@ package admission
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -68,5 +70,41 @@ func TestCacheFirst(t *testing.T) {
 	}
 	if err := r.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "missing"}, &conveyorv1.Pipeline{}); err == nil {
 		t.Fatal("a missing Pipeline was found")
+	}
+}
+
+// TestStageEnvironmentReadsNoNamespace: an Approval's check finds its
+// stage's Environment by listing Environments alone. Reading the Pipeline
+// namespace's labels too (what the Pipeline rules read, and an Approval
+// does not) cost a GET from the API server, and etcd, per deploy stage's
+// Approval in the bench.
+func TestStageEnvironmentReadsNoNamespace(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := conveyorv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	env := &conveyorv1.Environment{ObjectMeta: metav1.ObjectMeta{Name: "staging"}, Spec: conveyorv1.EnvironmentSpec{Namespace: "shop-staging"}}
+	var gets []string
+	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(env).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			gets = append(gets, fmt.Sprintf("%T %s", obj, key))
+			return c.Get(ctx, key, obj, opts...)
+		},
+	}).Build()
+	run := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop-1"},
+		Status: conveyorv1.PipelineRunStatus{PipelineSpec: &conveyorv1.PipelineSpec{Stages: []conveyorv1.Stage{
+			{Name: "build"}, {Name: "staging", Environment: "shop-staging"}}}}}
+	got, err := stageEnvironment(context.Background(), reader, run, "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Name != "staging" {
+		t.Fatalf("found %v, want Environment staging", got)
+	}
+	if len(gets) > 0 {
+		t.Fatalf("read %v: an Approval's check reads no named object for its Environment", gets)
+	}
+	if got, err := stageEnvironment(context.Background(), reader, run, "build"); err != nil || got != nil {
+		t.Fatalf("a stage that deploys nowhere: %v, %v", got, err)
 	}
 }

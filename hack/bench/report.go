@@ -24,6 +24,7 @@ type figures struct {
 	floor, load                   cost
 	approvalLat                   []time.Duration
 	sharded                       shardedFigures
+	runSize, floorRunSize         objectSize
 }
 
 // report prints the table of figures, with the targets they are held to.
@@ -91,6 +92,8 @@ func (b *bench) reportCost(fig *figures) {
 	reads := func(k string) bool {
 		return !isWrite(k) && !strings.HasPrefix(k, "WATCH") && !strings.HasPrefix(k, etcdKey) && !isHook(k)
 	}
+	row("4. a finished run as the API server returns it, JSON bytes (of which managedFields): Conveyor / floor",
+		fmt.Sprintf("%d (%d) / %d (%d)", fig.runSize.total, fig.runSize.managedFields, fig.floorRunSize.total, fig.floorRunSize.managedFields), "", nil)
 	row("4. API reads per run (GET, LIST): Conveyor / floor", fmt.Sprintf("%.1f / %.1f", load.perRun(load.reqs.total(reads)), floor.perRun(floor.reqs.total(reads))), "", nil)
 	etcdReads := func(k string) bool {
 		return strings.HasPrefix(k, etcdKey+"get ") || strings.HasPrefix(k, etcdKey+"list ")

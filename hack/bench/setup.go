@@ -124,9 +124,14 @@ func impersonating(cfg *rest.Config, user string, groups ...string) (client.Clie
 }
 
 // webhookConfigs reads the webhook configurations the manager serves
-// (config/webhook), each limited to the namespaces other than the floor's:
-// the floor is a raw client's irreducible work, and goes through no
-// admission. envtest points them at its local serving address.
+// (config/webhook), each limited to objects that are not the floor's (by
+// the floor's shard label): the floor is a raw client's irreducible work,
+// and goes through no admission. An object selector, not a namespace
+// selector: with one, the API server looks up the labels of the namespace
+// of every namespaced request (in its namespace cache), Jobs and Leases
+// included, before it looks at the webhook's rules; the installed
+// configurations, with no selector, never do. envtest points
+// them at its local serving address.
 func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 	var wh envtest.WebhookInstallOptions
 	data, err := os.ReadFile(filepath.Join(root, "config/webhook/manifests.yaml"))
@@ -134,7 +139,7 @@ func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 		return wh, err
 	}
 	notFloor := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"floor"}}}}
+		{Key: conveyorv1.LabelShard, Operator: metav1.LabelSelectorOpNotIn, Values: []string{floorShard}}}}
 	for _, doc := range strings.Split(string(data), "\n---\n") {
 		var kind metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(doc), &kind); err != nil {
@@ -147,7 +152,7 @@ func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 				return wh, err
 			}
 			for i := range c.Webhooks {
-				c.Webhooks[i].NamespaceSelector = notFloor
+				c.Webhooks[i].ObjectSelector = notFloor
 			}
 			wh.MutatingWebhooks = append(wh.MutatingWebhooks, c)
 		case "ValidatingWebhookConfiguration":
@@ -156,7 +161,7 @@ func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 				return wh, err
 			}
 			for i := range c.Webhooks {
-				c.Webhooks[i].NamespaceSelector = notFloor
+				c.Webhooks[i].ObjectSelector = notFloor
 			}
 			wh.ValidatingWebhooks = append(wh.ValidatingWebhooks, c)
 		}

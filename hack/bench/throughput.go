@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -39,6 +41,12 @@ func (b *bench) measureLoad(ctx context.Context, fig *figures) error {
 	fig.approvalLat = append([]time.Duration(nil), b.approvalLat...)
 	b.mu.Unlock()
 	if fig.after, err = b.apiWrites(ctx); err != nil {
+		return err
+	}
+	if fig.runSize, err = b.storedSize(ctx, "bench", "run-0"); err != nil {
+		return err
+	}
+	if fig.floorRunSize, err = b.storedSize(ctx, "floor", "floor-run-0"); err != nil {
 		return err
 	}
 	if b.o.shards {
@@ -166,4 +174,28 @@ func (b *bench) measureShards(ctx context.Context) (shardedFigures, error) {
 		return shardedFigures{}, err
 	}
 	return shardedFigures{cost: c, jobCreates: c.perRun(after["201"] - before["201"] - float64(c.probeJobs)), conflicts: c.perRun(after["409"] - before["409"])}, nil
+}
+
+// objectSize is an object's JSON size as the API server returns it, and
+// the part of it that is metadata.managedFields: what the API server
+// decodes, checks and encodes again at each write, and sends each watcher.
+type objectSize struct{ total, managedFields int }
+
+// storedSize reads a run from the API server, as it is (unstructured: no
+// field the Go type lacks is dropped), and measures it.
+func (b *bench) storedSize(ctx context.Context, ns, name string) (objectSize, error) {
+	r := &unstructured.Unstructured{}
+	r.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRun"))
+	if err := b.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, r); err != nil {
+		return objectSize{}, err
+	}
+	all, err := json.Marshal(r.Object)
+	if err != nil {
+		return objectSize{}, err
+	}
+	mf, err := json.Marshal(r.Object["metadata"].(map[string]any)["managedFields"])
+	if err != nil {
+		return objectSize{}, err
+	}
+	return objectSize{total: len(all), managedFields: len(mf)}, nil
 }
