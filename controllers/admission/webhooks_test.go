@@ -3,13 +3,18 @@ package admission
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 )
@@ -106,5 +111,79 @@ func TestStageEnvironmentReadsNoNamespace(t *testing.T) {
 	}
 	if got, err := stageEnvironment(context.Background(), reader, run, "build"); err != nil || got != nil {
 		t.Fatalf("a stage that deploys nowhere: %v, %v", got, err)
+	}
+}
+
+// TestApprovalRunFromCache: the Approval defaulter records the run from the
+// manager's cache when the cache shows the Approval's stage waiting, from
+// the API server otherwise; and a record from a cache behind a run created
+// again under the same name is refused by the validator, which reads the
+// API server.
+func TestApprovalRunFromCache(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := conveyorv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	run := func(uid, stage string, phase conveyorv1.StagePhase) *conveyorv1.PipelineRun {
+		return &conveyorv1.PipelineRun{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop-1", UID: types.UID(uid)},
+			Spec:       conveyorv1.PipelineRunSpec{PipelineRef: conveyorv1.PipelineReference{Name: "shop"}, Git: conveyorv1.GitRef{Tag: "v1", Commit: "abc"}},
+			Status: conveyorv1.PipelineRunStatus{Params: []conveyorv1.Param{{Name: "region", Value: "eu"}},
+				Stages: []conveyorv1.StageStatus{{Name: "build", Phase: conveyorv1.StageSucceeded}, {Name: stage, Phase: phase}}},
+		}
+	}
+	ctx := admission.NewContextWithRequest(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UserInfo: authenticationv1.UserInfo{Username: "erin", Groups: []string{"release-engineers"}}}})
+	approval := func() *conveyorv1.Approval {
+		return &conveyorv1.Approval{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "ok"},
+			Spec: conveyorv1.ApprovalSpec{PipelineRunRef: conveyorv1.PipelineRunReference{Name: "shop-1"}, Stage: "staging", Decision: conveyorv1.DecisionApprove}}
+	}
+	for _, tc := range []struct {
+		name        string
+		cached, api *conveyorv1.PipelineRun
+		wantUID     string
+		wantAPIGets int
+	}{
+		{"the cache shows the stage waiting", run("cached", "staging", conveyorv1.StageWaiting), run("stored", "staging", conveyorv1.StageWaiting), "cached", 0},
+		{"the cache has not seen the wait", run("cached", "staging", conveyorv1.StagePending), run("stored", "staging", conveyorv1.StageWaiting), "stored", 1},
+		{"the cache does not have the run", nil, run("stored", "staging", conveyorv1.StageWaiting), "stored", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := fake.NewClientBuilder().WithScheme(scheme)
+			if tc.cached != nil {
+				cache = cache.WithObjects(tc.cached)
+			}
+			gets := 0
+			api := fake.NewClientBuilder().WithScheme(scheme).WithObjects(tc.api).WithInterceptorFuncs(interceptor.Funcs{
+				Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+					gets++
+					return c.Get(ctx, key, obj, opts...)
+				},
+			}).Build()
+			a := approval()
+			if err := (recordApprover{cache: cache.Build(), api: api}).Default(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Spec.Run == nil || a.Spec.Run.UID != tc.wantUID || gets != tc.wantAPIGets {
+				t.Fatalf("recorded %+v with %d GETs from the API server, want the run with UID %q and %d", a.Spec.Run, gets, tc.wantUID, tc.wantAPIGets)
+			}
+			if a.Spec.Run.ValuesDigest == "" {
+				t.Fatal("no values recorded")
+			}
+		})
+	}
+
+	// A cache behind a run deleted and created again: the record is the
+	// old run's, and the validator, reading the API server, refuses it.
+	old, again := run("old", "staging", conveyorv1.StageWaiting), run("again", "staging", conveyorv1.StageWaiting)
+	cache := fake.NewClientBuilder().WithScheme(scheme).WithObjects(old).Build()
+	api := fake.NewClientBuilder().WithScheme(scheme).WithObjects(again).Build()
+	a := approval()
+	if err := (recordApprover{cache: cache, api: api}).Default(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	_, err := approvalValidator{reader: namedFromAPI{api: api, cache: cache}}.ValidateCreate(ctx, a)
+	if err == nil || !strings.Contains(err.Error(), "spec.run must be PipelineRun shop-1 as it is (uid again)") {
+		t.Fatalf("the validator answered %v, want a refusal of the old run's record", err)
 	}
 }
