@@ -204,20 +204,10 @@ func (r recordApprover) Default(ctx context.Context, a *conveyorv1.Approval) err
 // defaulter's time (26–34 ms a call in 300-run bench trials).
 func (r recordApprover) readRun(ctx context.Context, a *conveyorv1.Approval) (*conveyorv1.PipelineRun, error) {
 	cached := &conveyorv1.PipelineRun{}
-	if err := r.cache.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, cached); err == nil && stageWaiting(cached, a.Spec.Stage) {
+	if err := r.cache.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.PipelineRunRef.Name}, cached); err == nil && engine.StageWaiting(cached, a.Spec.Stage) {
 		return cached, nil
 	}
 	return readRun(ctx, r.api, a)
-}
-
-// stageWaiting reports whether the run's status shows the stage waiting.
-func stageWaiting(run *conveyorv1.PipelineRun, stage string) bool {
-	for _, ss := range run.Status.Stages {
-		if ss.Name == stage {
-			return ss.Phase == conveyorv1.StageWaiting
-		}
-	}
-	return false
 }
 
 // CopyShard gives obj the manager shard label found in from, the labels of

@@ -64,11 +64,9 @@ func EvaluateApproval(run *conveyorv1.PipelineRun, a *conveyorv1.Approval, trust
 		return verdict(ApprovalVerdict{Final: r.Final, Reason: r.Reason, Message: r.Message})
 	}
 	stage := a.Spec.Stage
-	for _, ss := range run.Status.Stages {
-		if ss.Name == stage && ss.Phase == conveyorv1.StageWaiting {
-			return verdict(ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting, Waiting: true,
-				Message: fmt.Sprintf("stage %s is waiting; the run has not recorded this Approval yet", stage)})
-		}
+	if StageWaiting(run, stage) {
+		return verdict(ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting, Waiting: true,
+			Message: fmt.Sprintf("stage %s is waiting; the run has not recorded this Approval yet", stage)})
 	}
 	return verdict(ApprovalVerdict{Reason: conveyorv1.ReasonStageNotWaiting,
 		Message: fmt.Sprintf("stage %s has not been reached yet; the Approval counts once it is", stage)})
@@ -141,4 +139,15 @@ func runOf(a *conveyorv1.Approval) types.UID {
 		return ""
 	}
 	return types.UID(a.Spec.Run.UID)
+}
+
+// StageWaiting reports whether the run's status shows the stage waiting
+// (for a person or its environment).
+func StageWaiting(run *conveyorv1.PipelineRun, stage string) bool {
+	for _, ss := range run.Status.Stages {
+		if ss.Name == stage {
+			return ss.Phase == conveyorv1.StageWaiting
+		}
+	}
+	return false
 }

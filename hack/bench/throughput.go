@@ -193,7 +193,8 @@ func (b *bench) storedSize(ctx context.Context, ns, name string) (objectSize, er
 	if err != nil {
 		return objectSize{}, err
 	}
-	mf, err := json.Marshal(r.Object["metadata"].(map[string]any)["managedFields"])
+	managed, _, _ := unstructured.NestedFieldNoCopy(r.Object, "metadata", "managedFields")
+	mf, err := json.Marshal(managed)
 	if err != nil {
 		return objectSize{}, err
 	}
