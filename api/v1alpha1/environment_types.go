@@ -243,12 +243,25 @@ type EnvironmentStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// holder is the run ("namespace/name") deploying here now, and
-	// holderStage its stage; empty when none.
+	// holder is the run ("namespace/name") that holds the environment's
+	// lock, holderStage its stage, holderUID the run's UID and heldSince
+	// when it took the lock: one deploy at a time runs here, the holder's.
+	// The holder deploys now, or is queued and was handed the lock when the
+	// deploy before it ended, or (after a crash or a delete) has ended,
+	// which lets the next run take the lock. Empty when nobody holds it.
+	// Conveyor's managers write these fields with optimistic concurrency,
+	// so one run takes the lock, across shards.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
 	Holder string `json:"holder,omitempty"`
 	// +optional
+	// +kubebuilder:validation:MaxLength=40
 	HolderStage string `json:"holderStage,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	HolderUID string `json:"holderUID,omitempty"`
+	// +optional
+	HeldSince *metav1.Time `json:"heldSince,omitempty"`
 
 	// frozen names the freeze window deploys wait for now ("" when none),
 	// and frozenUntil when it closes.

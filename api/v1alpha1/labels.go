@@ -1,11 +1,13 @@
 package v1alpha1
 
 // Labels, annotations and finalizers Conveyor puts on the objects it creates
-// (Jobs and their pods, environment Leases) and on PipelineRuns. They are part
+// (Jobs and their pods) and on PipelineRuns. They are part
 // of the API: selectors, RBAC-scoped tools and dashboards read them.
+// (An environment's lock is its Environment's status: see EnvironmentStatus.
+// Until 2026-12-03 it was a Lease named conveyor-environment in the
+// environment's namespace, which Conveyor no longer reads or writes.)
 const (
-	// LabelRunUID selects every Job of a run, in any namespace, and names the
-	// run holding an environment's Lease.
+	// LabelRunUID selects every Job of a run, in any namespace.
 	LabelRunUID = "conveyor.dev/run-uid"
 	// LabelStage is the stage's name on a Job and its pods.
 	LabelStage = "conveyor.dev/stage"
@@ -27,18 +29,12 @@ const (
 	// ManagedByValue is the value of LabelManagedBy.
 	ManagedByValue = "conveyor"
 
-	// AnnotationRun is "<namespace>/<name>" of the run that owns a Job, or
-	// that holds an environment's Lease.
+	// AnnotationRun is "<namespace>/<name>" of the run that owns a Job.
 	AnnotationRun = "conveyor.dev/run"
 	// AnnotationPipeline is the name of the run's Pipeline, on a Job and its pods.
 	AnnotationPipeline = "conveyor.dev/pipeline"
-	// AnnotationStage is the stage of the run holding an environment's Lease.
-	AnnotationStage = "conveyor.dev/stage"
 
 	// CleanupFinalizer keeps a run until its Jobs in environment namespaces,
 	// which owner references cannot reach, are deleted.
 	CleanupFinalizer = "conveyor.dev/environment-jobs"
-	// EnvironmentLease is the name of an environment's lock, a
-	// coordination.k8s.io Lease in the environment's namespace.
-	EnvironmentLease = "conveyor-environment"
 )

@@ -366,6 +366,10 @@ func (in *EnvironmentStatus) DeepCopyInto(out *EnvironmentStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.HeldSince != nil {
+		in, out := &in.HeldSince, &out.HeldSince
+		*out = (*in).DeepCopy()
+	}
 	if in.FrozenUntil != nil {
 		in, out := &in.FrozenUntil, &out.FrozenUntil
 		*out = (*in).DeepCopy()

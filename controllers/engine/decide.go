@@ -503,8 +503,8 @@ func readySince(f Facts, stages []conveyorv1.Stage, i int) (time.Time, bool) {
 		if fact, ok := environmentFact(f, stage); !ok || !fact.Held {
 			return since, false
 		}
-		if l := f.Locks[stage.Environment]; l.Lease != nil && l.Lease.Spec.AcquireTime != nil {
-			later(&metav1.Time{Time: l.Lease.Spec.AcquireTime.Time})
+		if l := f.Locks[stage.Environment]; l.Environment != nil && Holds(l.Environment, run.UID, stage.Name) && l.Environment.Status.HeldSince != nil {
+			later(l.Environment.Status.HeldSince)
 		}
 	}
 	return since.Truncate(time.Second), true

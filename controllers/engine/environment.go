@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -115,19 +115,43 @@ func CreatedBefore(a, b *conveyorv1.PipelineRun) bool {
 	return a.Name < b.Name
 }
 
-// Lock is what was observed of an environment's lock (its Lease) and queue,
-// for a run whose stage is ready to deploy there.
+// Lock is what was observed of an environment's lock (its Environment's
+// status: holder, holderStage, holderUID, heldSince) and queue, for a run
+// whose stage is ready to deploy there.
 type Lock struct {
-	// Holder is the run and stage the Lease names; nil when never taken.
+	// Holder is the run and stage holding the lock; nil when nobody does.
 	Holder *LockHolder
 	// Queued are the runs queued for the environment, oldest first.
 	Queued []*conveyorv1.PipelineRun
-	// Lease is the Lease as read, for the update that takes it; nil when
-	// there is none.
-	Lease *coordinationv1.Lease
+	// Environment is the Environment as read, for the status update that
+	// takes the lock.
+	Environment *conveyorv1.Environment
 }
 
-// LockHolder is the run the Lease names.
+// HolderOf is the holder an Environment's status names, nil when none.
+func HolderOf(env *conveyorv1.Environment) *LockHolder {
+	if env == nil || env.Status.HolderUID == "" {
+		return nil
+	}
+	return &LockHolder{Run: env.Status.Holder, Stage: env.Status.HolderStage, UID: types.UID(env.Status.HolderUID)}
+}
+
+// Holds reports whether env's status names run's stage as the lock's holder.
+func Holds(env *conveyorv1.Environment, run types.UID, stage string) bool {
+	return env != nil && env.Status.HolderUID == string(run) && env.Status.HolderStage == stage
+}
+
+// SetHolder names run's stage (nil: nobody) as the holder of the lock in
+// an Environment's status.
+func SetHolder(st *conveyorv1.EnvironmentStatus, run *conveyorv1.PipelineRun, stage string, now metav1.Time) {
+	if run == nil {
+		st.Holder, st.HolderStage, st.HolderUID, st.HeldSince = "", "", "", nil
+		return
+	}
+	st.Holder, st.HolderStage, st.HolderUID, st.HeldSince = RunKey(run), stage, string(run.UID), &now
+}
+
+// LockHolder is a run holding an environment's lock.
 type LockHolder struct {
 	// Run is "namespace/name", Stage its stage, UID its UID.
 	Run, Stage string

@@ -1,7 +1,8 @@
 // Package environment reads and writes Environments: the policy the
-// environment rules read (for admission and for a run's deploy stages), the
-// record of each Environment's deploys, and its status (who deploys there
-// now, whether it is frozen, whether its policy reads).
+// environment rules read (for admission and for a run's deploy stages), and
+// its status (whether it is frozen, whether its policy reads). The lock and
+// the record of deploys in its status are written by the runs (package
+// pipelinerun, passOn).
 package environment
 
 import (
@@ -11,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -59,56 +59,11 @@ func ReadPolicy(ctx context.Context, c client.Reader, namespace string) (engine.
 // copies. Every reconcile of a run that deploys reads every Environment,
 // and copying them here was about half of the 13 % of the manager's CPU
 // that Environment copies took in a bench profile (300 Environments).
-// Nothing changes them in place: Record copies the one it writes.
+// Nothing changes them in place: the run reconciler copies the one it writes.
 func ReadEnvironments(ctx context.Context, c client.Reader) ([]conveyorv1.Environment, error) {
 	envs := &conveyorv1.EnvironmentList{}
 	if err := c.List(ctx, envs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing Environments: %w", err)
 	}
 	return envs.Items, nil
-}
-
-// Record writes the deploys a run's decision completes into their
-// Environments' records (engine.DeploysDone), before the run's status says
-// so: a deploy told is a deploy recorded. The first try writes the
-// Environment as the cache has it; the API server refuses it if that is
-// behind (optimistic concurrency), and each retry reads it from the API
-// server: many runs write one Environment. The same write clears the
-// holder when it is the deploy that ended (the reconciler does not set a
-// recorded deploy as holder again): one write per deploy's end, not two.
-func Record(ctx context.Context, c client.Client, reader client.Reader, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
-	for _, d := range engine.DeploysDone(run, st) {
-		ns := ""
-		for _, ss := range st.Stages {
-			if ss.Name == d.Stage {
-				ns = ss.Namespace
-			}
-		}
-		env, breach := pol.For(ns)
-		if breach != nil {
-			continue // no Environment to record in (deleted while it deployed)
-		}
-		fresh := env.DeepCopy()
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			if fresh == nil {
-				fresh = &conveyorv1.Environment{}
-				if err := reader.Get(ctx, types.NamespacedName{Name: env.Name}, fresh); err != nil {
-					return err
-				}
-			}
-			next := fresh
-			fresh = nil // a retry reads the API server
-			if !engine.RecordDeploy(&next.Status, d) {
-				return nil
-			}
-			if next.Status.Holder == engine.RunKey(run) && next.Status.HolderStage == d.Stage {
-				next.Status.Holder, next.Status.HolderStage = "", ""
-			}
-			return c.Status().Update(ctx, next)
-		})
-		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("recording the deploy of stage %s in Environment %s: %w", d.Stage, env.Name, err)
-		}
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -12,8 +11,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -21,11 +18,12 @@ import (
 	"github.com/conveyor-dev/conveyor/controllers/status"
 )
 
-// Reconciler writes an Environment's status: whether its policy reads,
-// which run deploys there now, and whether a freeze window is open (looked
-// at again when one opens or closes). It never writes the spec, which the
-// platform's admins (or their GitOps tool) own; the deploy record is
-// written by the runs (Record).
+// Reconciler writes an Environment's status: whether its policy reads, and
+// whether a freeze window is open (looked at again when one opens or
+// closes). It never writes the spec, which the platform's admins (or their
+// GitOps tool) own, nor the lock (holder, holderStage, holderUID,
+// heldSince) and the deploy record, which the runs write with optimistic
+// concurrency; its own writes are merge patches of the fields it changes.
 type Reconciler struct {
 	client.Client
 	// Now returns the current time; tests may pin it.
@@ -45,9 +43,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 			retErr = errors.Join(retErr, err)
 		}
 	}()
-	if err := r.holder(ctx, env); err != nil {
-		return ctrl.Result{}, err
-	}
 	now := r.Now().Time
 	windows, err := engine.ParseWindows(env)
 	if err != nil {
@@ -75,29 +70,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	return ctrl.Result{RequeueAfter: max(next.Sub(now), time.Second)}, nil
 }
 
-// holder notes the run deploying to the environment now, as the cache has
-// the runs; a deploy already recorded as done is not deploying, whatever a
-// cache behind the run's status write says (the record is written first,
-// and clears the holder).
-func (r *Reconciler) holder(ctx context.Context, env *conveyorv1.Environment) error {
-	runs := &conveyorv1.PipelineRunList{}
-	if err := r.List(ctx, runs, client.MatchingFields{index.RunDeploying: env.Spec.Namespace}); err != nil {
-		return fmt.Errorf("listing runs deploying to %s: %w", env.Spec.Namespace, err)
-	}
-	env.Status.Holder, env.Status.HolderStage = "", ""
-	for i := range runs.Items {
-		run := &runs.Items[i]
-		for _, ss := range run.Status.Stages {
-			done := slices.ContainsFunc(env.Status.Deploys, func(d conveyorv1.Deploy) bool { return d.RunUID == string(run.UID) && d.Stage == ss.Name })
-			if ss.Namespace == env.Spec.Namespace && ss.Phase == conveyorv1.StageRunning && !done {
-				env.Status.Holder, env.Status.HolderStage = engine.RunKey(run), ss.Name
-				return nil
-			}
-		}
-	}
-	return nil
-}
-
 // claimed says which other Environments name the same namespace, "" when none.
 func (r *Reconciler) claimed(ctx context.Context, env *conveyorv1.Environment) (string, error) {
 	envs := &conveyorv1.EnvironmentList{}
@@ -116,8 +88,7 @@ func (r *Reconciler) claimed(ctx context.Context, env *conveyorv1.Environment) (
 	return fmt.Sprintf("namespace %s is named by other Environments too (%s): deploys there are blocked until one remains", env.Spec.Namespace, strings.Join(others, ", ")), nil
 }
 
-// SetupWithManager watches Environments, and runs as their deploy stages
-// start and end.
+// SetupWithManager watches Environments.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if r.Now == nil {
 		r.Now = metav1.Now
@@ -126,28 +97,5 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		For(&conveyorv1.Environment{}).
 		Named("environment").
 		WithOptions(opts).
-		Watches(&conveyorv1.PipelineRun{}, handler.EnqueueRequestsFromMapFunc(r.runToEnvironments)).
 		Complete(r)
-}
-
-// runToEnvironments maps a run to the Environments its running deploy
-// stages are in (both the old and the new run are mapped on an update, so
-// a deploy that ends is seen too).
-func (r *Reconciler) runToEnvironments(ctx context.Context, o client.Object) []reconcile.Request {
-	run := o.(*conveyorv1.PipelineRun)
-	var reqs []reconcile.Request
-	for _, ss := range run.Status.Stages {
-		if ss.Phase != conveyorv1.StageRunning || ss.Namespace == run.Namespace || ss.Namespace == "" {
-			continue
-		}
-		envs := &conveyorv1.EnvironmentList{}
-		if err := r.List(ctx, envs, client.MatchingFields{index.EnvironmentNamespace: ss.Namespace}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing Environments", "namespace", ss.Namespace)
-			continue
-		}
-		for _, e := range envs.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&e)})
-		}
-	}
-	return reqs
 }

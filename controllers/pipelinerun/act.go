@@ -18,6 +18,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/environment"
 )
 
 // act carries out the plan: it takes the environment locks the plan takes,
@@ -34,7 +35,7 @@ func (r *Reconciler) act(ctx context.Context, run *conveyorv1.PipelineRun, facts
 		return outcome, false, err
 	}
 	for _, req := range plan.Take {
-		lost, err := r.takeLock(ctx, run, req, facts.Locks[req.Environment].Lease)
+		lost, err := r.takeLock(ctx, run, req, facts.Locks[req.Environment].Environment)
 		if lost || err != nil {
 			outcome.Unlocked = append(outcome.Unlocked, req)
 			return outcome, lost, blockedOr(&outcome, req.Environment, err)
@@ -190,6 +191,25 @@ func (r *Reconciler) reconcileDelete(ctx context.Context, run *conveyorv1.Pipeli
 		ctrl.LoggerFrom(ctx).Info("Deleting Job", "job", klog.KObj(job))
 		if err := r.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting Job %s/%s: %w", job.Namespace, job.Name, err)
+		}
+	}
+	// Its locks go to the queues' heads, or to no one, so that no
+	// Environment names a deleted run as its holder. Not a condition of
+	// letting the run go: a run being deleted has released its locks
+	// already (Reconciler.released), whatever the Environments say.
+	ends := map[string]*ending{}
+	for _, ss := range run.Status.Stages {
+		if ss.Namespace != "" && ss.Namespace != run.Namespace && (ss.Phase == conveyorv1.StageRunning || ss.Phase == conveyorv1.StageQueued) {
+			ends[ss.Namespace] = &ending{letGo: ss.Name}
+		}
+	}
+	if len(ends) > 0 {
+		envs, err := environment.ReadEnvironments(ctx, r.Client)
+		if err == nil {
+			err = r.passOn(ctx, run, ends, engine.Policy{Environments: envs})
+		}
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Info("The deleted run's environment locks were not passed on; the next run finds them released", "error", err.Error())
 		}
 	}
 	base := client.MergeFromWithOptions(run.DeepCopy(), client.MergeFromWithOptimisticLock{})

@@ -2,18 +2,17 @@ package pipelinerun
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -26,65 +25,65 @@ import (
 )
 
 // One deploy at a time per environment: a stage with an environment starts
-// only while its run holds that environment's lock, a coordination.k8s.io
-// Lease named conveyorv1.EnvironmentLease in the environment's namespace
-// whose holder is the run and stage deploying there, or that deployed there
-// last. The lock is free when that stage has ended (or its run is gone), as
-// the API server has the run: nothing needs to give it back, so a crash can
-// never leave it held. (A deploy that ends hands it to the next queued run,
-// handOver; a queued stage held back by a freeze or policy gives it back,
-// giveBack: a Lease naming no holder is free.) Taking it is a create, or an
-// update of the Lease as read (or as this manager last wrote it,
-// leaseMemory): the API server's optimistic concurrency lets only one run
-// take it.
+// only while its run holds that environment's lock, which is its
+// Environment's status (holder, holderStage, holderUID, heldSince): the run
+// and stage deploying there, or that deployed there last. Only Conveyor's
+// managers write an Environment's status (RBAC: environments/status). The
+// lock is free when nobody holds it, or when the holding stage has ended (or
+// its run is gone), as the API server has the run: a crash can never leave
+// it held. A deploy that ends gives it back in the write that records it,
+// or hands it to the next queued run in that same write; a queued stage held
+// back by a freeze or policy gives it back (passOn).
+// Taking it is a status update of the Environment as read (or as this
+// manager last wrote it, lockMemory): the API server's optimistic
+// concurrency lets only one run take it. (Until 2026-12-03 the lock was a
+// Lease in the environment's namespace, written beside the Environment's
+// status: 3 writes and a read more per run of the seed's pipeline.)
 // Who goes next is the engine's queue verdict (engine.QueueVerdict).
 
 // lockRetry is how soon a run that lost the race for a free lock looks again.
 const lockRetry = 100 * time.Millisecond
 
 // observeLocks reads the locks of the environments the run is ready to
-// deploy to (engine.LocksWanted): the Lease, whether its holder is done with
-// it, and the runs queued there.
+// deploy to (engine.LocksWanted): the holder, whether it is done with the
+// lock, and the runs queued there. A namespace no single Environment names
+// has no lock to read: the policy blocks the stage.
 func (r *Reconciler) observeLocks(ctx context.Context, f *engine.Facts) error {
 	for _, req := range engine.LocksWanted(*f) {
-		l, err := r.readLock(ctx, f.Run, req)
-		switch reason := blockedReason(err); {
-		case err == nil:
-			if f.Locks == nil {
-				f.Locks = map[string]engine.Lock{}
-			}
-			f.Locks[req.Environment] = l
-		case reason != "":
-			if f.Blocked == nil {
-				f.Blocked = map[string]string{}
-			}
-			f.Blocked[req.Environment] = reason
-		default:
+		env, breach := f.Policy.For(req.Environment)
+		if breach != nil {
+			continue
+		}
+		l, err := r.readLock(ctx, f.Run, req, env.Name)
+		if err != nil {
 			return fmt.Errorf("reading the lock of environment %s: %w", req.Environment, err)
 		}
+		if f.Locks == nil {
+			f.Locks = map[string]engine.Lock{}
+		}
+		f.Locks[req.Environment] = l
 	}
 	return nil
 }
 
-// readLock reads an environment's lock for the run's stage. The Lease is
-// read from the API server, or from this manager's last copy when that
-// names another holder (leaseMemory); the queue from the cache.
-func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest) (engine.Lock, error) {
+// readLock reads an environment's lock for the run's stage. The Environment
+// is read from the API server, or from this manager's last copy when that
+// names another holder or none (lockMemory); the queue from the cache.
+func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest, name string) (engine.Lock, error) {
 	l := engine.Lock{}
-	lease, err := r.readLease(ctx, req.Environment, run.UID)
-	switch {
-	case err != nil:
+	env, err := r.readEnvironment(ctx, req.Environment, name, run.UID)
+	if err != nil {
 		return l, err
-	case lease != nil && ptr.Deref(lease.Spec.HolderIdentity, "") == "":
-		l.Lease = lease // given back (giveBack): free, taken by updating it
-	case lease != nil:
-		l.Lease = lease
-		l.Holder = &engine.LockHolder{Run: ptr.Deref(lease.Spec.HolderIdentity, ""),
-			Stage: lease.Annotations[conveyorv1.AnnotationStage], UID: types.UID(lease.Labels[conveyorv1.LabelRunUID])}
-		if l.Holder.UID != run.UID {
-			if err := r.released(ctx, l.Holder); err != nil {
-				return l, err
-			}
+	}
+	l.Environment = env
+	if l.Holder = engine.HolderOf(env); l.Holder == nil {
+		if l.Holder, err = r.deployingThere(ctx, req.Environment, run.UID); err != nil {
+			return l, err
+		}
+	}
+	if l.Holder != nil && l.Holder.UID != run.UID {
+		if err := r.released(ctx, l.Holder); err != nil {
+			return l, err
 		}
 	}
 	if l.Holder != nil && l.Holder.UID == run.UID && l.Holder.Stage == req.Stage {
@@ -94,24 +93,44 @@ func (r *Reconciler) readLock(ctx context.Context, run *conveyorv1.PipelineRun, 
 	return l, err
 }
 
-// readLease is env's Lease: the copy this manager last wrote or read when
-// it names a holder other than the run, else read from the API server; nil
-// when it was never taken (a missing namespace shows when it is created).
-func (r *Reconciler) readLease(ctx context.Context, env string, run types.UID) (*coordinationv1.Lease, error) {
-	if lease := r.leases.heldByOther(env, run); lease != nil {
-		return lease, nil
+// readEnvironment is the Environment holding ns's lock: the copy this
+// manager last wrote or read when it names a holder other than the run, or
+// none; else read from the API server.
+func (r *Reconciler) readEnvironment(ctx context.Context, ns, name string, run types.UID) (*conveyorv1.Environment, error) {
+	if env := r.locks.heldByOther(ns, run); env != nil && env.Name == name {
+		return env, nil
 	}
-	lease := &coordinationv1.Lease{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: env, Name: conveyorv1.EnvironmentLease}, lease)
-	switch {
-	case apierrors.IsNotFound(err):
-		r.leases.remember(env, nil)
-		return nil, nil
-	case err != nil:
+	env := &conveyorv1.Environment{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: name}, env); err != nil {
+		r.locks.remember(ns, nil)
 		return nil, err
 	}
-	r.leases.remember(env, lease)
-	return lease, nil
+	r.locks.remember(ns, env)
+	return env, nil
+}
+
+// deployingThere is, when an Environment names no holder, another run the
+// cache shows deploying to its namespace: an Environment deleted and
+// created again while a deploy runs starts with an empty status, and its
+// lock must not be free until that deploy ends. (The cache holds this
+// shard's runs only; see docs/performance.md.)
+func (r *Reconciler) deployingThere(ctx context.Context, ns string, run types.UID) (*engine.LockHolder, error) {
+	runs := &conveyorv1.PipelineRunList{}
+	if err := r.List(ctx, runs, client.MatchingFields{index.RunDeploying: ns}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing runs deploying to %s: %w", ns, err)
+	}
+	for i := range runs.Items {
+		other := &runs.Items[i]
+		if other.UID == run {
+			continue
+		}
+		for _, ss := range other.Status.Stages {
+			if ss.Namespace == ns && ss.Phase == conveyorv1.StageRunning {
+				return &engine.LockHolder{Run: engine.RunKey(other), Stage: ss.Name, UID: other.UID}, nil
+			}
+		}
+	}
+	return nil, nil
 }
 
 // released learns whether a lock's holder is done with it: the run is gone,
@@ -144,33 +163,34 @@ func (r *Reconciler) released(ctx context.Context, h *engine.LockHolder) error {
 	return nil
 }
 
-// takeLock makes the run's stage the holder of env's lock: it creates the
-// Lease, or updates the one read, which the API server refuses if another
-// run changed it since. lost is true when another run took it first, or
-// the Lease read is gone (the next reconcile reads it again).
-func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest, read *coordinationv1.Lease) (lost bool, err error) {
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: req.Environment, Name: conveyorv1.EnvironmentLease}}
-	if read != nil {
-		lease = read.DeepCopy()
+// takeLock makes the run's stage the holder of an environment's lock: a
+// status update of its Environment as read, which the API server refuses if
+// anyone changed it since. lost is true when that happened, or the
+// Environment is gone (the next reconcile reads it again).
+func (r *Reconciler) takeLock(ctx context.Context, run *conveyorv1.PipelineRun, req engine.LockRequest, read *conveyorv1.Environment) (lost bool, err error) {
+	if read == nil {
+		return true, nil
 	}
-	now := metav1.MicroTime{Time: r.Now().Time}
-	lease.Labels = map[string]string{conveyorv1.LabelRunUID: string(run.UID), conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue}
-	lease.Annotations = map[string]string{conveyorv1.AnnotationStage: req.Stage, conveyorv1.AnnotationRun: engine.RunKey(run)}
-	lease.Spec.HolderIdentity, lease.Spec.AcquireTime = ptr.To(engine.RunKey(run)), &now
-	if read != nil {
-		err = r.Update(ctx, lease)
-	} else {
-		err = r.Create(ctx, lease)
-	}
+	env := read.DeepCopy()
+	engine.SetHolder(&env.Status, run, req.Stage, r.Now())
+	err = r.writeLock(ctx, read, env)
 	switch {
 	case err == nil:
-		r.leases.remember(req.Environment, lease)
-	case apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err),
-		read != nil && apierrors.IsNotFound(err): // deleted since it was read
-		r.leases.remember(req.Environment, nil)
+		r.locks.remember(req.Environment, env)
+	case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
+		r.locks.remember(req.Environment, nil)
 		return true, nil
 	}
 	return false, err
+}
+
+// writeLock writes an Environment's status as changed from read: a merge
+// patch of the fields that changed, which the API server applies only to
+// that version of the Environment (optimistic concurrency, as an update;
+// the patch carries the holder, or the deploy record, not the whole status,
+// whose record keeps up to 100 deploys).
+func (r *Reconciler) writeLock(ctx context.Context, read, next *conveyorv1.Environment) error {
+	return r.Status().Patch(ctx, next, client.MergeFromWithOptions(read, client.MergeFromWithOptimisticLock{}))
 }
 
 // queuedFor lists the runs queued for env, from the cache, oldest first.
@@ -234,7 +254,7 @@ func (r *Reconciler) environmentQueue() handler.TypedEventHandler[client.Object,
 
 // wakeHead enqueues the run env's queue lets go next (engine.QueueHead).
 func (r *Reconciler) wakeHead(ctx context.Context, env string, except *conveyorv1.PipelineRun, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if l := r.leases.heldByOther(env, except.UID); l != nil && ptr.Deref(l.Spec.HolderIdentity, "") != "" {
+	if e := r.locks.heldByOther(env, except.UID); e != nil && e.Status.HolderUID != "" {
 		// The lock has moved on, handed over (and its new holder woken then)
 		// or taken; the queue's head learns of it when that deploy ends.
 		return
@@ -278,93 +298,144 @@ func (r *Reconciler) wakeOnJoin(ctx context.Context, env string, joined *conveyo
 	}
 }
 
-// handOver passes the lock of each environment whose deploy the run's next
-// status ends to the run that environment's queue lets go next
-// (engine.HandOver), before that status is written: the head, woken at once,
-// finds itself the holder and creates its Job, instead of waiting for the
-// ended run's status write to reach the cache and then taking the lock. The
-// lock still changes hands in one write, an update of the Lease as this
-// manager last wrote it for the ended deploy, which the API server refuses if
-// anyone changed it since. The head's stage is queued, which no other run
-// takes for released (engine.ReleasedBy), and before its Job it reads the
-// Lease from the API server, as any holder does. Nothing is handed where the
-// run still has a stage to deploy to that environment, where this manager
-// does not know the Lease as naming the ended deploy, or where the head
-// could not deploy now (a freeze): the next run then takes the lock itself.
-// A handover that fails changes nothing for the ended run.
-func (r *Reconciler) handOver(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) {
-	for env, stage := range engine.EndedDeploys(&run.Status, next) {
-		if lease := r.leases.heldBy(env, run.UID, stage); lease != nil && !deploysAgain(run, next, env, stage) {
-			r.passLock(ctx, run, env, lease, pol)
-		}
-	}
+// ending is what a run's next status ends in one environment namespace:
+// the deploys to record there, and the stage whose lock it lets go ("" when
+// none).
+type ending struct {
+	deploys []conveyorv1.Deploy
+	letGo   string
 }
 
-// giveBack lets go of the locks the run holds for stages its next status
-// holds back (Frozen, Blocked): a stage handed the lock while queued, then
-// stopped by a freeze or a policy changed meanwhile (or one that took the
-// lock before a restart and is stopped now), would otherwise keep every
-// other deploy out until it ends. The lock is handed to the queue's next run,
-// or else left with no holder, which any run may take. The Lease is read
-// from the API server when this manager knows nothing of it.
-func (r *Reconciler) giveBack(ctx context.Context, run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus, pol engine.Policy) error {
-	for _, ss := range next.Stages {
-		if ss.Namespace == "" || (ss.Phase != conveyorv1.StageFrozen && ss.Phase != conveyorv1.StageBlocked) {
-			continue
+// endings are, per environment namespace, the deploys the run's next status
+// completes (engine.DeploysDone) and the locks it lets go: of a deploy that
+// ends (engine.EndedDeploys) where the run has no other stage yet to deploy
+// there, and of a queued stage held back (Frozen, Blocked): a stage handed
+// the lock while queued, then stopped by a freeze or a policy changed
+// meanwhile, would otherwise keep every other deploy out until it ends.
+func endings(run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus) map[string]*ending {
+	out := map[string]*ending{}
+	at := func(ns string) *ending {
+		if out[ns] == nil {
+			out[ns] = &ending{}
 		}
-		if !r.leases.known(ss.Namespace) {
-			if _, err := r.readLease(ctx, ss.Namespace, run.UID); err != nil {
-				return fmt.Errorf("reading the lock of environment %s: %w", ss.Namespace, err)
+		return out[ns]
+	}
+	for _, d := range engine.DeploysDone(run, next) {
+		for _, ss := range next.Stages {
+			if ss.Name == d.Stage && ss.Namespace != "" {
+				at(ss.Namespace).deploys = append(at(ss.Namespace).deploys, d)
 			}
 		}
-		if lease := r.leases.heldBy(ss.Namespace, run.UID, ss.Name); lease != nil && r.passLock(ctx, run, ss.Namespace, lease, pol) {
-			r.freeLock(ctx, ss.Namespace, lease)
+	}
+	for ns, stage := range engine.EndedDeploys(&run.Status, next) {
+		if !deploysAgain(run, next, ns, stage) {
+			at(ns).letGo = stage
+		}
+	}
+	for _, ss := range next.Stages {
+		if ss.Namespace != "" && (ss.Phase == conveyorv1.StageFrozen || ss.Phase == conveyorv1.StageBlocked) {
+			at(ss.Namespace).letGo = ss.Name
+		}
+	}
+	return out
+}
+
+// passOn writes what the run's next status ends in each environment (its
+// endings) into that Environment's status, one update per Environment,
+// before the run's status says so: a deploy told is a deploy recorded. The
+// same update passes the lock on where the run lets it go and holds it: to
+// the run the environment's queue lets go next (engine.HandOver), woken at
+// once, which finds itself the holder and creates its Job instead of
+// waiting for the ended run's status write to reach the cache; or, with
+// nobody to hand it to, to no one. The head's stage is queued, which no
+// other run takes for released (engine.ReleasedBy), and before its Job it
+// reads the Environment from the API server, as any holder does. Nothing is
+// handed in an open freeze window: the lock is given back. The first try
+// writes the Environment as this manager last wrote it naming the run (or,
+// where the run lets a lock go and this manager has no such copy, as read
+// from the API server; where it only records, as the cache has it); the
+// API server refuses it if that is behind (optimistic concurrency), and
+// each retry reads it from the API server: many runs write one Environment. Where the run neither records a deploy nor holds
+// the lock, nothing is written.
+func (r *Reconciler) passOn(ctx context.Context, run *conveyorv1.PipelineRun, ends map[string]*ending, pol engine.Policy) error {
+	var errs []error
+	for ns, end := range ends {
+		env, breach := pol.For(ns)
+		if breach != nil {
+			continue // no Environment to record in (deleted while it deployed)
+		}
+		if err := r.passOnIn(ctx, run, ns, env, end, pol); err != nil {
+			errs = append(errs, fmt.Errorf("recording in Environment %s: %w", env.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// passOnIn is passOn's update of one Environment.
+func (r *Reconciler) passOnIn(ctx context.Context, run *conveyorv1.PipelineRun, ns string, env *conveyorv1.Environment, end *ending, pol engine.Policy) error {
+	log := ctrl.LoggerFrom(ctx).WithValues("environment", ns)
+	// The Environment as this manager last wrote it naming the run; else,
+	// where the run may hold the lock, as the API server has it (after a
+	// restart: a stage held back must give back the lock it took before,
+	// which a cache behind would not show); else as the cache has it.
+	fresh := r.locks.heldBy(ns, run.UID, end.letGo)
+	if fresh == nil && end.letGo == "" {
+		fresh = env.DeepCopy()
+	}
+	var to *engine.Handover
+	if end.letGo != "" {
+		queued, err := r.queuedFor(ctx, ns)
+		if err != nil {
+			return err
+		}
+		to = engine.HandOver(pol, ns, queued, run.UID, r.Now().Time)
+	}
+	var handed *engine.Handover
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if fresh == nil {
+			fresh = &conveyorv1.Environment{}
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Name: env.Name}, fresh); err != nil {
+				return err
+			}
+		}
+		next, read := fresh, fresh.DeepCopy()
+		fresh = nil // a retry reads the API server
+		changed := false
+		for _, d := range end.deploys {
+			changed = engine.RecordDeploy(&next.Status, d) || changed
+		}
+		handed = nil
+		if end.letGo != "" && engine.Holds(next, run.UID, end.letGo) {
+			if to != nil {
+				engine.SetHolder(&next.Status, to.To, to.Stage, r.Now())
+				handed = to
+			} else {
+				engine.SetHolder(&next.Status, nil, "", r.Now())
+			}
+			changed = true
+		}
+		if !changed {
+			return nil
+		}
+		if err := r.writeLock(ctx, read, next); err != nil {
+			r.locks.remember(ns, nil)
+			return err
+		}
+		r.locks.remember(ns, next)
+		return nil
+	})
+	if err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if handed != nil {
+		lockHandovers.WithLabelValues(ns).Inc()
+		log.V(1).Info("Handed an environment's lock over", "to", klog.KObj(handed.To), "stage", handed.Stage)
+		select {
+		case r.handed <- event.GenericEvent{Object: handed.To}:
+		case <-ctx.Done():
 		}
 	}
 	return nil
-}
-
-// passLock updates env's Lease, as this manager has it naming run, to name
-// the run the queue lets go next (engine.HandOver), and wakes that run. It
-// reports true when the queue has nobody to hand it to; a refused update
-// (the Lease changed since) leaves it: the next run takes the lock itself.
-func (r *Reconciler) passLock(ctx context.Context, run *conveyorv1.PipelineRun, env string, lease *coordinationv1.Lease, pol engine.Policy) (nobody bool) {
-	log := ctrl.LoggerFrom(ctx).WithValues("environment", env)
-	queued, err := r.queuedFor(ctx, env)
-	if err != nil {
-		log.V(1).Info("The lock was not passed on", "error", err)
-		return false
-	}
-	h := engine.HandOver(pol, env, queued, run.UID, r.Now().Time)
-	if h == nil {
-		return true
-	}
-	lost, err := r.takeLock(ctx, h.To, engine.LockRequest{Environment: env, Stage: h.Stage}, lease)
-	if lost || err != nil {
-		log.V(1).Info("The lock was not handed over; the next run takes it itself", "to", klog.KObj(h.To), "error", err)
-		return false
-	}
-	lockHandovers.WithLabelValues(env).Inc()
-	log.V(1).Info("Handed an environment's lock over", "to", klog.KObj(h.To), "stage", h.Stage)
-	select {
-	case r.handed <- event.GenericEvent{Object: h.To}:
-	case <-ctx.Done():
-	}
-	return false
-}
-
-// freeLock updates env's Lease, as read, to name no holder.
-func (r *Reconciler) freeLock(ctx context.Context, env string, lease *coordinationv1.Lease) {
-	lease.Spec.HolderIdentity, lease.Spec.AcquireTime = nil, nil
-	lease.Labels = map[string]string{conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue}
-	lease.Annotations = nil
-	if err := r.Update(ctx, lease); err != nil {
-		r.leases.remember(env, nil)
-		ctrl.LoggerFrom(ctx).V(1).Info("The lock was not given back", "environment", env, "error", err)
-		return
-	}
-	r.leases.remember(env, lease)
-	ctrl.LoggerFrom(ctx).V(1).Info("Gave an environment's lock back", "environment", env)
 }
 
 // deploysAgain reports whether a stage of the run other than the one given

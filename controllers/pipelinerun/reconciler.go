@@ -32,7 +32,6 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
-	"github.com/conveyor-dev/conveyor/controllers/environment"
 	"github.com/conveyor-dev/conveyor/controllers/gitstatus"
 	"github.com/conveyor-dev/conveyor/controllers/index"
 	"github.com/conveyor-dev/conveyor/controllers/ledger"
@@ -56,9 +55,9 @@ type Reconciler struct {
 	// (the webhooks not registered): local use only.
 	TrustUnrecordedApprovers bool
 
-	fresh  *freshness
-	told   *onceSet
-	leases *leaseMemory
+	fresh *freshness
+	told  *onceSet
+	locks *lockMemory
 	// jobsLeft has the versions at which Jobs left the cache.
 	jobsLeft *jobsLeft
 	// handed wakes the runs handed an environment's lock (handOver).
@@ -73,7 +72,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
 // Creating and deleting Jobs is granted per namespace: see config/rbac/job_runner_role.yaml.
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// Environment locks (Leases in environment namespaces) are granted per namespace with the Jobs.
+// Environment locks are the Environments' status (environments/status, granted in controllers/environment).
 
 // Reconcile moves one PipelineRun forward: observe → decide → ledger → act → status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -118,23 +117,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // record writes what the run's next status completes into the release
-// ledger and into its Environments' records, and passes on the locks of the
-// deploys it ends or holds back (handOver, giveBack), side by side: they are
-// separate objects, each write is idempotent, and when one fails the run is
-// decided again and neither record is told. Written one after the other,
-// they were round trips in a row when a tag run's deploy ends, on the way to
-// the next deploy in that environment. The locks are passed on with the
-// reconcile's context, not the group's, which a failed record cancels: a
-// lock handed over must wake the run it was handed to. With the group's
-// context, a Release write that met a conflict cancelled it while the
-// handover went through, the wake-up's send raced that cancellation
-// (passLock's select), and the run handed the lock waited for its recheck
+// ledger, and into its Environments' status the deploys it records and the
+// locks it passes on (passOn), side by side: they are separate objects, each
+// write is idempotent, and when one fails the run is decided again and
+// neither record is told. Written one after the other, they were round
+// trips in a row when a tag run's deploy ends, on the way to the next
+// deploy in that environment. The Environments are written with the
+// reconcile's context, not the group's, which a failed ledger write
+// cancels: a lock handed over must wake the run it was handed to. With the
+// group's context, a Release write that met a conflict cancelled it while
+// the handover went through, the wake-up's send raced that cancellation
+// (passOnIn's select), and the run handed the lock waited for its recheck
 // (engine.QueuedRecheck): 12.8 s in a bench trial's debug log.
 func (r *Reconciler) record(ctx context.Context, run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus, facts engine.Facts) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ledger.Record(gctx, r.Client, r.Recorder, run, st, facts.Ledger) })
-	g.Go(func() error { return environment.Record(gctx, r.Client, r.APIReader, run, st, facts.Policy) })
-	g.Go(func() error { r.handOver(ctx, run, st, facts.Policy); return r.giveBack(ctx, run, st, facts.Policy) })
+	g.Go(func() error { return r.passOn(ctx, run, endings(run, st), facts.Policy) })
 	return g.Wait()
 }
 
@@ -202,7 +200,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 	// A few transitions per run in flight; the oldest are forgotten first.
 	r.told = newOnceSet(50000)
 	r.fresh = newFreshness(10000)
-	r.leases = newLeaseMemory()
+	r.locks = newLockMemory()
 	r.jobsLeft = newJobsLeft(10000)
 	r.handed = make(chan event.GenericEvent, 1024)
 	queuedDeploys.use(mgr.GetClient(), mgr.Elected())
@@ -214,7 +212,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options)
 		Watches(&conveyorv1.Approval{}, approvalHandler()).
 		Watches(&conveyorv1.Pipeline{}, handler.EnqueueRequestsFromMapFunc(r.pipelineToWaitingRuns)).
 		Watches(&conveyorv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.releaseToRuns)).
-		Watches(&conveyorv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.environmentToHeldRuns)).
+		Watches(&conveyorv1.Environment{}, r.environmentHandler()).
 		Watches(&conveyorv1.PipelineRun{}, r.environmentQueue()).
 		WatchesRawSource(source.Channel(r.handed, &handler.EnqueueRequestForObject{})).
 		Complete(r)
@@ -340,6 +338,29 @@ func (r *Reconciler) environmentToHeldRuns(ctx context.Context, _ client.Object)
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&runs.Items[i])})
 	}
 	return reqs
+}
+
+// environmentHandler wakes, at an Environment's change, the held runs
+// (environmentToHeldRuns), and when its lock is given back (its status
+// names a holder no longer), the head of this manager's queue there: a
+// deploy of another shard, or of a run deleted while it held the lock, has
+// ended, and the head need not wait for its periodic recheck
+// (engine.QueuedRecheck).
+func (r *Reconciler) environmentHandler() handler.EventHandler {
+	held := handler.EnqueueRequestsFromMapFunc(r.environmentToHeldRuns)
+	return handler.Funcs{
+		CreateFunc: held.Create,
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			held.Update(ctx, e, q)
+			old, now := e.ObjectOld.(*conveyorv1.Environment), e.ObjectNew.(*conveyorv1.Environment)
+			if old.Status.HolderUID != "" && now.Status.HolderUID == "" {
+				gone := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{UID: types.UID(old.Status.HolderUID)}}
+				r.wakeHead(ctx, now.Spec.Namespace, gone, q)
+			}
+		},
+		DeleteFunc:  held.Delete,
+		GenericFunc: held.Generic,
+	}
 }
 
 // runsOf are the unfinished runs of a Pipeline that match.

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -141,7 +142,14 @@ func TestPipelineRefusedByEnvironment(t *testing.T) {
 			t.Errorf("%s deleting Environment production: want Forbidden, got %v", who, err)
 		}
 		if err := as(who).Status().Update(context.Background(), env); !apierrors.IsForbidden(err) {
-			t.Errorf("%s writing Environment production's status (its deploy record): want Forbidden, got %v", who, err)
+			t.Errorf("%s writing Environment production's status (its lock and deploy record): want Forbidden, got %v", who, err)
+		}
+		// Taking the lock for a run of their own, or freeing it, with a patch.
+		for _, holder := range []string{`{"holder":"` + labelled + `/mine","holderStage":"production","holderUID":"mine"}`, `{"holder":null,"holderUID":null}`} {
+			patch := client.RawPatch(types.MergePatchType, []byte(`{"status":`+holder+`}`))
+			if err := as(who).Status().Patch(context.Background(), env.DeepCopy(), patch); !apierrors.IsForbidden(err) {
+				t.Errorf("%s patching Environment production's lock (%s): want Forbidden, got %v", who, holder, err)
+			}
 		}
 	}
 }

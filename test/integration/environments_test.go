@@ -8,16 +8,15 @@ import (
 
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/controllers/manager"
 	"github.com/conveyor-dev/conveyor/test/framework/envcheck"
 )
@@ -156,8 +155,8 @@ func neverDeploys(t *testing.T, run *conveyorv1.PipelineRun, why string) {
 
 // TestEnvironmentQueueOldestFirst: across two Pipelines, one deploy runs in
 // staging at a time; the others are Queued with the holder named, and go in
-// the order their runs were created; the gauge counts them; the Lease names
-// the holder.
+// the order their runs were created; the gauge counts them; the
+// Environment's status names the holder.
 func TestEnvironmentQueueOldestFirst(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
@@ -172,12 +171,8 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 		t.Errorf("queued run's Ready message: %q", msg)
 	}
 
-	lease := &coordinationv1.Lease{}
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
-		t.Fatal(err)
-	}
-	if ptr.Deref(lease.Spec.HolderIdentity, "") != holderA || lease.Annotations["conveyor.dev/stage"] != "deploy" {
-		t.Fatalf("lease holder %q stage %q", ptr.Deref(lease.Spec.HolderIdentity, ""), lease.Annotations["conveyor.dev/stage"])
+	if holder := lockHolder(t); holder != holderA+" deploy" {
+		t.Fatalf("lock holder and stage %q, want %s deploy", holder, holderA)
 	}
 	NewWithT(t).Eventually(func() float64 {
 		return sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": queueEnv})
@@ -201,12 +196,9 @@ func TestEnvironmentQueueOldestFirst(t *testing.T) {
 	waitRun(t, b, conveyorv1.RunFailed, "deploy")
 	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
 	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
-	// The Lease names the last deploy; its stage ended, so staging is free.
-	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
-		t.Fatal(err)
-	}
-	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-c" {
-		t.Errorf("lease holder after the queue emptied: %q", holder)
+	// The last deploy's record gave the lock back: nobody holds it.
+	if holder := lockHolder(t); holder != " " {
+		t.Errorf("lock holder after the queue emptied: %q", holder)
 	}
 	if n := sample(t, "conveyor_environment_queued_deploys", map[string]string{"environment": queueEnv}); n != 0 {
 		t.Errorf("queued deploys after the queue emptied: %v", n)
@@ -248,15 +240,7 @@ func TestEnvironmentStaleLock(t *testing.T) {
 	startManager(t)
 	ns := newNamespace(t)
 	deployPipeline(t, ns, "web", "")
-	stale := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease,
-			Labels:      map[string]string{conveyorv1.LabelRunUID: "gone"},
-			Annotations: map[string]string{"conveyor.dev/stage": "deploy"}},
-		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(ns + "/deleted-run")},
-	}
-	if err := k8s.Create(context.Background(), stale); err != nil {
-		t.Fatal(err)
-	}
+	setLockHolder(t, &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "deleted-run", UID: "gone"}}, "deploy")
 	a := deployRun(t, ns, "web", "web-a")
 	job := waitJob(t, a, "deploy", "helm")
 	finishJob(t, job, "", "")
@@ -307,29 +291,117 @@ func TestOverlapCheckBites(t *testing.T) {
 	}).WithTimeout(10 * time.Second).Should(Equal(2))
 }
 
-// TestDeletedLeaseIsTakenAgain: the manager keeps its last copy of an
-// environment's Lease to take the lock without reading it first. Someone
-// deletes the Lease meanwhile: the next run's update of the copy finds it
-// gone, and the run reads again and creates it, rather than reading the
-// refusal as a missing namespace.
-func TestDeletedLeaseIsTakenAgain(t *testing.T) {
+// TestStaleEnvironmentCopyIsReadAgain: the manager keeps its last copy of
+// the Environment holding a lock, to take the lock without reading it
+// first. Someone else writes the Environment's status meanwhile (here a
+// holder that is gone, as a crashed shard would leave it): the next run's
+// update of the copy is refused, and the run reads the Environment again,
+// finds the holder gone, and deploys.
+func TestStaleEnvironmentCopyIsReadAgain(t *testing.T) {
 	ns := queueTest(t, "web")
 	a := deployRun(t, ns, "web", "web-a")
 	finishJob(t, waitJob(t, a, "deploy", "helm"), "", "")
 	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
-	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}}
-	if err := k8s.Delete(context.Background(), lease); err != nil {
-		t.Fatal(err)
-	}
+	setLockHolder(t, &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "crashed", UID: "crashed-uid"}}, "deploy")
 	b := deployRun(t, ns, "web", "web-b")
 	finishJob(t, waitJob(t, b, "deploy", "helm"), "", "")
 	done := waitRun(t, b, conveyorv1.RunSucceeded, "deploy")
-	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(lease), lease); err != nil {
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, env); err != nil {
 		t.Fatal(err)
 	}
-	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-b" {
-		t.Errorf("lease holder %q, want %s/web-b; run: %s", holder, ns, describe(done))
+	if env.Status.LastDeploy == nil || env.Status.LastDeploy.Run != ns+"/web-b" || env.Status.Holder != "" {
+		t.Errorf("Environment after b: last deploy %+v, holder %q; run: %s", env.Status.LastDeploy, env.Status.Holder, describe(done))
 	}
+}
+
+// TestRecreatedEnvironmentKeepsTheLock: an Environment deleted and created
+// again while a deploy runs there starts with an empty status, which names
+// no holder. The next run must not deploy beside the running one: it waits
+// until that deploy ends, then deploys. The manager is restarted after the
+// Environment is created again, so that it has no copy of the old one (which
+// would name the holder).
+func TestRecreatedEnvironmentKeepsTheLock(t *testing.T) {
+	stop := startManager(t)
+	ns := newNamespace(t)
+	deployPipeline(t, ns, "web", "")
+	watchStaging(t)
+	ctx := context.Background()
+	a := deployRun(t, ns, "web", "web-a")
+	jobA := waitJob(t, a, "deploy", "helm")
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: queueEnv}, env); err != nil {
+		t.Fatal(err)
+	}
+	if env.Status.HolderUID != string(a.UID) {
+		t.Fatalf("a deploys, and the Environment names %q as the holder", env.Status.Holder)
+	}
+	again := &conveyorv1.Environment{ObjectMeta: metav1.ObjectMeta{Name: env.Name, Labels: env.Labels}, Spec: env.Spec}
+	if err := k8s.Delete(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() error { return k8s.Create(ctx, again.DeepCopy()) }).WithTimeout(10 * time.Second).Should(Succeed())
+	stop()
+	startManager(t)
+	b := deployRun(t, ns, "web", "web-b")
+	waitQueued(t, b, ns+"/web-a")
+	neverDeploys(t, b, "b deployed beside a once the Environment was created again")
+	finishJob(t, jobA, "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	finishJob(t, waitJob(t, b, "deploy", "helm"), "", "")
+	waitRun(t, b, conveyorv1.RunSucceeded, "deploy")
+}
+
+// TestDeletedHolderLetsGo: a run deleted while it deploys gives its lock
+// back before it goes, so that the Environment does not name a run that is
+// gone; a run queued behind it is handed the lock and deploys.
+func TestDeletedHolderLetsGo(t *testing.T) {
+	ns := queueTest(t, "web")
+	ctx := context.Background()
+	a := deployRun(t, ns, "web", "web-a")
+	waitJob(t, a, "deploy", "helm")
+	if holder := lockHolder(t); holder != ns+"/web-a deploy" {
+		t.Fatalf("a deploys, and the lock names %q", holder)
+	}
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() string { return lockHolder(t) }).WithTimeout(30 * time.Second).Should(Equal(" "))
+	b := deployRun(t, ns, "web", "web-b")
+	c := deployRun(t, ns, "web", "web-c")
+	waitQueued(t, c, ns+"/web-b")
+	if err := k8s.Delete(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() string { return lockHolder(t) }).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-c deploy"))
+	finishJob(t, waitJob(t, c, "deploy", "helm"), "", "")
+	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
+}
+
+// lockHolder is the holder and stage the queue environment's status names
+// ("namespace/name stage"; " " when nobody holds the lock).
+func lockHolder(t *testing.T) string {
+	t.Helper()
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, env); err != nil {
+		t.Fatal(err)
+	}
+	return env.Status.Holder + " " + env.Status.HolderStage
+}
+
+// setLockHolder writes the queue environment's lock to name run's stage, as
+// a manager would (a cluster admin's client: only they and Conveyor may
+// write an Environment's status).
+func setLockHolder(t *testing.T, run *conveyorv1.PipelineRun, stage string) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		env := &conveyorv1.Environment{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, env); err != nil {
+			return err
+		}
+		engine.SetHolder(&env.Status, run, stage, metav1.Now())
+		return k8s.Status().Update(context.Background(), env)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
 
 // TestHandedLockGoesOn: when a deploy ends, the manager hands its lock to
@@ -360,10 +432,10 @@ func TestHandedLockGoesOn(t *testing.T) {
 	before := lockHandovers(t)
 	finishJob(t, jobA, "", "")
 	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
-	lease := &coordinationv1.Lease{}
 	holder := func(g Gomega) string {
-		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease)).To(Succeed())
-		return ptr.Deref(lease.Spec.HolderIdentity, "") + " " + lease.Annotations[conveyorv1.AnnotationStage]
+		env := &conveyorv1.Environment{}
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Name: queueEnv}, env)).To(Succeed())
+		return env.Status.Holder + " " + env.Status.HolderStage
 	}
 	NewWithT(t).Eventually(holder).WithTimeout(30 * time.Second).Should(Equal(ns + "/web-b deploy"))
 	if n := lockHandovers(t); n != before+1 {
@@ -430,12 +502,8 @@ func TestHandedLockGivenBack(t *testing.T) {
 	if n := lockHandovers(t); n != before+2 {
 		t.Errorf("lock handovers: %v, want %v (a's end to b, b's block to c)", n, before+2)
 	}
-	lease := &coordinationv1.Lease{}
-	if err := k8s.Get(ctx, client.ObjectKey{Namespace: queueEnv, Name: conveyorv1.EnvironmentLease}, lease); err != nil {
-		t.Fatal(err)
-	}
-	if holder := ptr.Deref(lease.Spec.HolderIdentity, ""); holder != ns+"/web-c" {
-		t.Errorf("lease holder %q, want %s/web-c; blocked run: %s", holder, ns, describe(blocked))
+	if holder := lockHolder(t); holder != ns+"/web-c deploy" {
+		t.Errorf("lock holder %q, want %s/web-c deploy; blocked run: %s", holder, ns, describe(blocked))
 	}
 	finishJob(t, jobC, "", "")
 	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")

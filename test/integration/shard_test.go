@@ -234,18 +234,18 @@ func TestShardTakesItsApprovals(t *testing.T) {
 	}
 }
 
-// TestStaleLeaseCopyTakesNothing: a manager takes an environment's lock from
-// its own last copy of the Lease, without reading it first (the queue
+// TestStaleLockCopyTakesNothing: a manager takes an environment's lock from
+// its own last copy of the Environment, without reading it first (the queue
 // handoff's shortcut). Another shard takes the lock meanwhile: the copy is
 // behind, names a holder that is done, and the take must be refused and
 // read again, leaving the run queued behind the other shard's deploy, never
 // beside it. When that deploy ends, the run deploys.
-func TestStaleLeaseCopyTakesNothing(t *testing.T) {
+func TestStaleLockCopyTakesNothing(t *testing.T) {
 	startTwoShards(t)
 	watchStaging(t)
 	ns := blueAndGreen(t)
 
-	// The first manager takes the lock for blue-1 and keeps that Lease.
+	// The first manager takes the lock for blue-1 and keeps that Environment.
 	blue1 := deployRun(t, ns, "blue", "blue-1")
 	finishJob(t, waitJob(t, blue1, "deploy", "helm"), "", "")
 	waitRun(t, blue1, conveyorv1.RunSucceeded, "deploy")
@@ -259,7 +259,8 @@ func TestStaleLeaseCopyTakesNothing(t *testing.T) {
 
 	finishJob(t, greenJob, "", "")
 	waitRun(t, green1, conveyorv1.RunSucceeded, "deploy")
-	// blue-2 learns of green-1's end at its periodic recheck (another shard).
+	// blue-2 is woken when shard b gives the lock back in the Environment
+	// (TestLockGivenBackWakesTheHead), or else at its periodic recheck.
 	NewWithT(t).Eventually(func(g Gomega) {
 		g.Expect(runJobs(g, blue2, "deploy")).To(HaveLen(1))
 	}).WithTimeout(engine.QueuedRecheck + 15*time.Second).Should(Succeed())

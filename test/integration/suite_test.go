@@ -12,7 +12,6 @@ import (
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	batchv1 "k8s.io/api/batch/v1"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -179,10 +178,18 @@ func startManagerConfig(t *testing.T, c manager.Config, setup ...func(ctrl.Manag
 		// environments, as if each test had a cluster of its own.
 		endRuns(t)
 		stop()
-		for _, ns := range environments {
-			lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: conveyorv1.EnvironmentLease}}
-			if err := k8s.Delete(context.Background(), lease); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("freeing environment %s: %v", ns, err)
+		envs := &conveyorv1.EnvironmentList{}
+		if err := k8s.List(context.Background(), envs); err != nil {
+			t.Errorf("listing Environments: %v", err)
+		}
+		for i := range envs.Items {
+			env := &envs.Items[i]
+			if env.Status.HolderUID == "" {
+				continue
+			}
+			engine.SetHolder(&env.Status, nil, "", metav1.Now())
+			if err := k8s.Status().Update(context.Background(), env); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("freeing environment %s: %v", env.Name, err)
 			}
 		}
 	})
