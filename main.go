@@ -70,7 +70,7 @@ func parseFlags() *options {
 	flag.IntVar(&o.eventQueue, "event-queue-size", 1000, "Events each sink's queue holds; a full queue drops new events and counts them (conveyor_cloudevents_total{result=\"dropped\"}).")
 	flag.Var(cliflag.NewStringSlice(&o.outbound), "outbound-allow", "Hosts ('hooks.slack.com', '*.example.com'), IP addresses and CIDR networks that URLs named by Pipelines (their event sinks, their commit status API) may reach; repeat or separate with commas. Empty allows any host; loopback, link-local (cloud metadata), unspecified and multicast addresses are refused unless a network listed here contains them.")
 	flag.StringVar(&o.shard, "watch-label-selector", "", "Handle only the runs (and their Jobs and Approvals) and Pipelines whose labels match, e.g. 'conveyor.dev/shard=b', or '!conveyor.dev/shard' for the unlabelled ones: one manager per shard, each with its own --leader-election-id. Empty handles all.")
-	flag.BoolVar(&o.envStatus, "environment-status", true, "Write Environments' status (holder, freeze); with shards, exactly one manager does.")
+	flag.BoolVar(&o.envStatus, "environment-status", true, "Write Environments' status (policy readiness, freeze windows); with shards, exactly one manager does. Every manager takes environment locks and records deploys in that status.")
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
 	return o

@@ -197,10 +197,11 @@ type EnvironmentMounts struct {
 // Deploy is one successful deploy to an Environment.
 type Deploy struct {
 	// pipeline is the Pipeline ("namespace/name"), run the PipelineRun
-	// ("namespace/name") and stage its deploy stage.
-	// +kubebuilder:validation:MaxLength=253
+	// ("namespace/name") and stage its deploy stage. (317: a namespace's 63
+	// characters, the slash, a name's 253.)
+	// +kubebuilder:validation:MaxLength=317
 	Pipeline string `json:"pipeline"`
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=317
 	Run string `json:"run"`
 	// +kubebuilder:validation:MaxLength=128
 	RunUID string `json:"runUID"`
@@ -252,7 +253,7 @@ type EnvironmentStatus struct {
 	// Conveyor's managers write these fields with optimistic concurrency,
 	// so one run takes the lock, across shards.
 	// +optional
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=317
 	Holder string `json:"holder,omitempty"`
 	// +optional
 	// +kubebuilder:validation:MaxLength=40

@@ -39,8 +39,10 @@ type SetupOptions struct {
 	// handles the Pipelines it matches (their runs are limited in the cache,
 	// see Config.Shard).
 	Shard labels.Selector
-	// NoEnvironmentStatus leaves Environments' status to another manager:
-	// with shards, one of them writes it.
+	// NoEnvironmentStatus leaves the Environment reconciler (policy
+	// readiness, freeze windows) to another manager: with shards, one of
+	// them runs it. Every manager's runs still take locks and record
+	// deploys in Environments' status.
 	NoEnvironmentStatus bool
 }
 

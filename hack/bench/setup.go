@@ -128,8 +128,8 @@ func impersonating(cfg *rest.Config, user string, groups ...string) (client.Clie
 // the floor's shard label): the floor is a raw client's irreducible work,
 // and goes through no admission. An object selector, not a namespace
 // selector: with one, the API server looks up the labels of the namespace
-// of every namespaced request (in its namespace cache), Jobs and Leases
-// included, before it looks at the webhook's rules; the installed
+// of every namespaced request (in its namespace cache), Jobs included,
+// before it looks at the webhook's rules; the installed
 // configurations, with no selector, never do. envtest points
 // them at its local serving address.
 func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {

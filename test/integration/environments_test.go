@@ -378,6 +378,28 @@ func TestDeletedHolderLetsGo(t *testing.T) {
 	waitRun(t, c, conveyorv1.RunSucceeded, "deploy")
 }
 
+// TestLongRunNameHoldsTheLock: a run's name may have 253 characters, and
+// the lock and the deploy record name it with its namespace: longer than a
+// name. The run takes the lock, deploys, and is recorded.
+func TestLongRunNameHoldsTheLock(t *testing.T) {
+	ns := queueTest(t, "web")
+	name := "web-" + strings.Repeat("x", 249)
+	a := deployRun(t, ns, "web", name)
+	waitJob(t, a, "deploy", "helm")
+	if holder := lockHolder(t); holder != ns+"/"+name+" deploy" {
+		t.Fatalf("lock holder %q", holder)
+	}
+	finishJob(t, waitJob(t, a, "deploy", "helm"), "", "")
+	waitRun(t, a, conveyorv1.RunSucceeded, "deploy")
+	env := &conveyorv1.Environment{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Name: queueEnv}, env); err != nil {
+		t.Fatal(err)
+	}
+	if env.Status.LastDeploy == nil || env.Status.LastDeploy.Run != ns+"/"+name {
+		t.Errorf("last deploy %+v, want run %s/%s", env.Status.LastDeploy, ns, name)
+	}
+}
+
 // lockHolder is the holder and stage the queue environment's status names
 // ("namespace/name stage"; " " when nobody holds the lock).
 func lockHolder(t *testing.T) string {
