@@ -355,8 +355,9 @@ func endings(run *conveyorv1.PipelineRun, next *conveyorv1.PipelineRunStatus) ma
 // where the run lets a lock go and this manager has no such copy, as read
 // from the API server; where it only records, as the cache has it); the
 // API server refuses it if that is behind (optimistic concurrency), and
-// each retry reads it from the API server: many runs write one Environment. Where the run neither records a deploy nor holds
-// the lock, nothing is written.
+// each retry reads it from the API server: many runs write one Environment.
+// Where the run neither records a deploy nor holds the lock, nothing is
+// written.
 func (r *Reconciler) passOn(ctx context.Context, run *conveyorv1.PipelineRun, ends map[string]*ending, pol engine.Policy) error {
 	var errs []error
 	for ns, end := range ends {
@@ -371,17 +372,9 @@ func (r *Reconciler) passOn(ctx context.Context, run *conveyorv1.PipelineRun, en
 	return errors.Join(errs...)
 }
 
-// passOnIn is passOn's update of one Environment.
+// passOnIn is passOn's update of one Environment: whom the lock goes to,
+// one write (retried on conflict), then the wake-up of the run handed it.
 func (r *Reconciler) passOnIn(ctx context.Context, run *conveyorv1.PipelineRun, ns string, env *conveyorv1.Environment, end *ending, pol engine.Policy) error {
-	log := ctrl.LoggerFrom(ctx).WithValues("environment", ns)
-	// The Environment as this manager last wrote it naming the run; else,
-	// where the run may hold the lock, as the API server has it (after a
-	// restart: a stage held back must give back the lock it took before,
-	// which a cache behind would not show); else as the cache has it.
-	fresh := r.locks.heldBy(ns, run.UID, end.letGo)
-	if fresh == nil && end.letGo == "" {
-		fresh = env.DeepCopy()
-	}
 	var to *engine.Handover
 	if end.letGo != "" {
 		queued, err := r.queuedFor(ctx, ns)
@@ -389,6 +382,14 @@ func (r *Reconciler) passOnIn(ctx context.Context, run *conveyorv1.PipelineRun, 
 			return err
 		}
 		to = engine.HandOver(pol, ns, queued, run.UID, r.Now().Time)
+	}
+	// The Environment as this manager last wrote it naming the run; else,
+	// where the run may hold the lock, as the API server has it (after a
+	// restart: a stage held back must give back the lock it took before,
+	// which a cache behind would not show); else as the cache has it.
+	fresh := r.locks.heldBy(ns, run.UID, end.letGo)
+	if fresh == nil && end.letGo == "" {
+		fresh = env.DeepCopy()
 	}
 	var handed *engine.Handover
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -400,21 +401,8 @@ func (r *Reconciler) passOnIn(ctx context.Context, run *conveyorv1.PipelineRun, 
 		}
 		next, read := fresh, fresh.DeepCopy()
 		fresh = nil // a retry reads the API server
-		changed := false
-		for _, d := range end.deploys {
-			changed = engine.RecordDeploy(&next.Status, d) || changed
-		}
-		handed = nil
-		if end.letGo != "" && engine.Holds(next, run.UID, end.letGo) {
-			if to != nil {
-				engine.SetHolder(&next.Status, to.To, to.Stage, r.Now())
-				handed = to
-			} else {
-				engine.SetHolder(&next.Status, nil, "", r.Now())
-			}
-			changed = true
-		}
-		if !changed {
+		var changed bool
+		if changed, handed = r.applyEnding(next, run, end, to); !changed {
 			return nil
 		}
 		if err := r.writeLock(ctx, read, next); err != nil {
@@ -428,14 +416,38 @@ func (r *Reconciler) passOnIn(ctx context.Context, run *conveyorv1.PipelineRun, 
 		return client.IgnoreNotFound(err)
 	}
 	if handed != nil {
-		lockHandovers.WithLabelValues(ns).Inc()
-		log.V(1).Info("Handed an environment's lock over", "to", klog.KObj(handed.To), "stage", handed.Stage)
-		select {
-		case r.handed <- event.GenericEvent{Object: handed.To}:
-		case <-ctx.Done():
-		}
+		r.wakeHanded(ctx, ns, handed)
 	}
 	return nil
+}
+
+// applyEnding changes an Environment's status as the run's ending there
+// says: its deploys recorded, and the lock, where the run's stage holds
+// it, handed to `to` (or to nobody when nil). handed is `to` when it was.
+func (r *Reconciler) applyEnding(env *conveyorv1.Environment, run *conveyorv1.PipelineRun, end *ending, to *engine.Handover) (changed bool, handed *engine.Handover) {
+	st := &env.Status
+	for _, d := range end.deploys {
+		changed = engine.RecordDeploy(st, d) || changed
+	}
+	if end.letGo == "" || !engine.Holds(env, run.UID, end.letGo) {
+		return changed, nil
+	}
+	if to == nil {
+		engine.SetHolder(st, nil, "", r.Now())
+		return true, nil
+	}
+	engine.SetHolder(st, to.To, to.Stage, r.Now())
+	return true, to
+}
+
+// wakeHanded counts a handover and wakes the run handed the lock.
+func (r *Reconciler) wakeHanded(ctx context.Context, ns string, h *engine.Handover) {
+	lockHandovers.WithLabelValues(ns).Inc()
+	ctrl.LoggerFrom(ctx).V(1).Info("Handed an environment's lock over", "environment", ns, "to", klog.KObj(h.To), "stage", h.Stage)
+	select {
+	case r.handed <- event.GenericEvent{Object: h.To}:
+	case <-ctx.Done():
+	}
 }
 
 // deploysAgain reports whether a stage of the run other than the one given
