@@ -89,7 +89,7 @@ func (b *bench) connect(ctx context.Context, env *envtest.Environment, cfg *rest
 			return err
 		}
 	}
-	admin, err := env.AddUser(envtest.User{Name: "bench-manager", Groups: []string{"system:masters"}}, nil)
+	admin, err := env.AddUser(envtest.User{Name: benchManager, Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return err
 	}
@@ -123,6 +123,9 @@ func impersonating(cfg *rest.Config, user string, groups ...string) (client.Clie
 	return client.New(cfg, client.Options{Scheme: localcluster.Scheme()})
 }
 
+// benchManager is the user the managers run as.
+const benchManager = "bench-manager"
+
 // webhookConfigs reads the webhook configurations the manager serves
 // (config/webhook), each limited to objects that are not the floor's (by
 // the floor's shard label): the floor is a raw client's irreducible work,
@@ -130,7 +133,8 @@ func impersonating(cfg *rest.Config, user string, groups ...string) (client.Clie
 // selector: with one, the API server looks up the labels of the namespace
 // of every namespaced request (in its namespace cache), Jobs included,
 // before it looks at the webhook's rules; the installed
-// configurations, with no selector, never do. envtest points
+// configurations, with no selector, never do. As installed, the release
+// ledger's webhook is not called for the manager's writes. envtest points
 // them at its local serving address.
 func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 	var wh envtest.WebhookInstallOptions
@@ -162,6 +166,9 @@ func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 			}
 			for i := range c.Webhooks {
 				c.Webhooks[i].ObjectSelector = notFloor
+			}
+			if err := manifests.SpareManager(root, c, benchManager); err != nil {
+				return wh, err
 			}
 			wh.ValidatingWebhooks = append(wh.ValidatingWebhooks, c)
 		}

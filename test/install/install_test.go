@@ -310,7 +310,12 @@ func TestChartMatchesConfig(t *testing.T) {
 			}
 		}
 		for _, p := range paths {
-			if a, b := field(k, p), field(h, p); !reflect.DeepEqual(a, b) {
+			a, b := field(k, p), field(h, p)
+			if p[0] == "webhooks" {
+				// A kustomize patch moves the webhook it patches first.
+				a, b = byName(a), byName(b)
+			}
+			if !reflect.DeepEqual(a, b) {
 				t.Errorf("%s: %s differs\nconfig/: %v\nchart:   %v", key, strings.Join(p, "."), a, b)
 			}
 			compared++
@@ -603,4 +608,80 @@ func TestChartShards(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The release ledger's webhook is skipped for the manager's own writes
+// only: in the chart (in any namespace, shards included) and in config/, its
+// one match condition names the service account every manager Deployment
+// runs as, in that Deployment's namespace, and no other webhook has one.
+func TestReleaseWebhookSkipsOnlyTheManager(t *testing.T) {
+	renders := map[string][]*unstructured.Unstructured{
+		"helm template":                      helmTemplate(t, "--set", "sharding.shards={b}"),
+		"helm template --namespace delivery": helmTemplateIn(t, "delivery"),
+		"kustomize config/default":           kustomize(t, "config/default"),
+	}
+	for name, objs := range renders {
+		var managers []string
+		for _, u := range objs {
+			if u.GetKind() == "Deployment" && strings.HasPrefix(u.GetName(), "conveyor-manager") {
+				sa, _ := field(u, []string{"spec", "template", "spec", "serviceAccountName"}).(string)
+				managers = append(managers, "system:serviceaccount:"+u.GetNamespace()+":"+sa)
+			}
+		}
+		if len(managers) == 0 {
+			t.Fatalf("%s: no manager Deployment", name)
+		}
+		conditions := 0
+		for _, u := range objs {
+			if u.GetKind() != "ValidatingWebhookConfiguration" && u.GetKind() != "MutatingWebhookConfiguration" {
+				continue
+			}
+			hooks, _ := field(u, []string{"webhooks"}).([]any)
+			for _, h := range hooks {
+				hook := h.(map[string]any)
+				conds, _ := hook["matchConditions"].([]any)
+				if len(conds) == 0 {
+					continue
+				}
+				conditions++
+				if hook["name"] != "vrelease.conveyor.dev" || len(conds) != 1 {
+					t.Errorf("%s: webhook %v has match conditions %v; only vrelease.conveyor.dev has one", name, hook["name"], conds)
+					continue
+				}
+				expr := conds[0].(map[string]any)["expression"]
+				for _, m := range managers {
+					if want := "request.userInfo.username != '" + m + "'"; expr != want {
+						t.Errorf("%s: vrelease.conveyor.dev's condition is %q, want %q", name, expr, want)
+					}
+				}
+			}
+		}
+		if conditions != 1 {
+			t.Errorf("%s: %d webhooks with match conditions, want 1 (vrelease.conveyor.dev)", name, conditions)
+		}
+	}
+}
+
+// byName sorts a list of objects (webhooks) by their name.
+func byName(list any) any {
+	items, ok := list.([]any)
+	if !ok {
+		return list
+	}
+	sorted := slices.Clone(items)
+	slices.SortFunc(sorted, func(a, b any) int {
+		an, _ := a.(map[string]any)["name"].(string)
+		bn, _ := b.(map[string]any)["name"].(string)
+		return strings.Compare(an, bn)
+	})
+	return sorted
+}
+
+func helmTemplateIn(t *testing.T, namespace string) []*unstructured.Unstructured {
+	t.Helper()
+	objs, err := manifests.Decode(run(t, filepath.Join(binDir(t), "helm"), "template", "conveyor", "charts/conveyor", "--namespace", namespace))
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	return objs
 }

@@ -265,3 +265,46 @@ func TestStaleLockCopyTakesNothing(t *testing.T) {
 		g.Expect(runJobs(g, blue2, "deploy")).To(HaveLen(1))
 	}).WithTimeout(engine.QueuedRecheck + 15*time.Second).Should(Succeed())
 }
+
+// TestShardKeepsTheLedgerWhileWebhooksAreDown: the manager serving the
+// webhooks stops while shard b's tag run deploys. The shard still records
+// the deploy in the run's Release and the run succeeds: the release
+// ledger's webhook is not called for the manager's own writes (with it
+// called, the write failed closed and the run waited for the webhooks).
+// Anyone else's Release write is refused meanwhile.
+func TestShardKeepsTheLedgerWhileWebhooksAreDown(t *testing.T) {
+	unlabelled, err := manager.ParseShard("!" + conveyorv1.LabelShard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stopMain := startManagerConfig(t, manager.Config{Shard: unlabelled})
+	startShard(t, conveyorv1.LabelShard+"=b")
+	ns := newNamespace(t)
+	p := &conveyorv1.Pipeline{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop", Labels: map[string]string{conveyorv1.LabelShard: "b"}},
+		Spec: conveyorv1.PipelineSpec{
+			Refs: conveyorv1.PipelineRefs{Tags: []string{"v*"}},
+			Stages: []conveyorv1.Stage{{Name: "deploy", Environment: queueEnv,
+				Jobs: []conveyorv1.JobSpec{{Name: "helm", Image: "alpine/helm:3"}}}},
+		},
+	}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	run := newRun(t, ns, v140)
+	deploy := waitJob(t, run, "deploy", "helm")
+	release(t, ns, v140.Tag, func(g Gomega, rel *conveyorv1.Release) { g.Expect(rel.Spec.Commit).To(Equal(v140.Commit)) })
+	stopMain()
+	t.Log("Stopped the manager serving the webhooks")
+	finishJob(t, deploy, "", "")
+	waitRun(t, run, conveyorv1.RunSucceeded, "deploy")
+	rel := release(t, ns, v140.Tag, func(g Gomega, rel *conveyorv1.Release) {
+		g.Expect(rel.Status.Environments).To(HaveLen(1))
+		g.Expect(rel.Status.LastEnvironment).To(Equal(queueEnv))
+	})
+	forged := rel.DeepCopy()
+	forged.Status.Verdict = conveyorv1.VerdictApproved
+	expectRefused(t, as("ada").Update(context.Background(), forged), "failed calling webhook")
+	// The webhooks back, for the cleanup's cancellations.
+	startFirstShard(t)
+}

@@ -111,7 +111,7 @@ func (c *Cluster) InstallConveyor(ctx context.Context, root string, webhookPort 
 		return err
 	}
 	return applyFile(ctx, admin, filepath.Join(root, "config/webhook/manifests.yaml"), func(u *unstructured.Unstructured) (client.Object, error) {
-		return localWebhooks(u, webhookPort, caPEM)
+		return localWebhooks(root, u, webhookPort, caPEM)
 	})
 }
 
@@ -191,8 +191,9 @@ func (c *Cluster) startManager(ctx context.Context, name, bin string, webhookPor
 }
 
 // localWebhooks turns config/webhook's configurations, which point at the
-// in-cluster Service, into ones pointing at https://localhost:port.
-func localWebhooks(u *unstructured.Unstructured, port int, caPEM []byte) (client.Object, error) {
+// in-cluster Service, into ones pointing at https://localhost:port, sparing
+// the manager (ManagerUser) the calls the installed ones spare it.
+func localWebhooks(root string, u *unstructured.Unstructured, port int, caPEM []byte) (client.Object, error) {
 	data, err := u.MarshalJSON()
 	if err != nil {
 		return nil, err
@@ -221,7 +222,7 @@ func localWebhooks(u *unstructured.Unstructured, port int, caPEM []byte) (client
 		for i := range cfg.Webhooks {
 			url(&cfg.Webhooks[i].ClientConfig)
 		}
-		return cfg, nil
+		return cfg, manifests.SpareManager(root, cfg, ManagerUser)
 	}
 	return nil, fmt.Errorf("unexpected %s in the webhook manifests", u.GetKind())
 }
