@@ -275,12 +275,23 @@ type EnvironmentStatus struct {
 	// +optional
 	LastDeploy *Deploy `json:"lastDeploy,omitempty"`
 
-	// deploys are the latest successful deploys, newest first (at most 100):
-	// the record `requires` is checked against.
+	// deploys are the latest successful deploys, newest first: at most 10
+	// (the schema allows the 100 that records written before 2026-12-04
+	// kept; the next deploy recorded trims them).
 	// +optional
 	// +kubebuilder:validation:MaxItems=100
 	// +listType=atomic
 	Deploys []Deploy `json:"deploys,omitempty"`
+
+	// deployedCommits are the commits deployed here successfully, newest
+	// first, each once (at most 100): the record `requires` is checked
+	// against. (Kept apart from deploys: every write of the environment's
+	// lock carries the whole status through the API server.)
+	// +optional
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MaxLength=64
+	// +listType=atomic
+	DeployedCommits []string `json:"deployedCommits,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -328,13 +328,11 @@ func Promoted(pol Policy, req, commit string, run []conveyorv1.StageStatus) (boo
 			return true, ""
 		}
 	}
-	for _, d := range env.Status.Deploys {
-		if commit != "" && d.Commit == commit {
-			return true, ""
-		}
+	if commit != "" && slices.Contains(deployedCommits(&env.Status), commit) {
+		return true, ""
 	}
-	return false, fmt.Sprintf("commit %s has not been deployed to Environment %s (namespace %s) yet; deploy it there first (the record keeps its latest %d deploys)",
-		orNone(commit), env.Name, env.Spec.Namespace, MaxDeploys)
+	return false, fmt.Sprintf("commit %s has not been deployed to Environment %s (namespace %s) yet; deploy it there first (the record keeps the latest %d commits deployed there)",
+		orNone(commit), env.Name, env.Spec.Namespace, MaxDeployedCommits)
 }
 
 func orNone(s string) string {
@@ -344,8 +342,16 @@ func orNone(s string) string {
 	return s
 }
 
-// MaxDeploys is how many deploys an Environment's record keeps.
-const MaxDeploys = 100
+// An Environment's record keeps its latest MaxDeploys deploys in full, and
+// the latest MaxDeployedCommits commits deployed, each once. Until
+// 2026-12-04 it kept 100 deploys in full and no commits: every write of
+// the environment's lock carries the whole status through the API server,
+// and 100 deploys (26 KB of JSON) nearly doubled the API server's CPU per run
+// (docs/performance.md).
+const (
+	MaxDeploys         = 10
+	MaxDeployedCommits = 100
+)
 
 // RestrictedPod gives a job's pod in an environment the settings the Pod
 // Security restricted profile asks for: not root, no privilege escalation,
@@ -471,16 +477,36 @@ func DeploysDone(run *conveyorv1.PipelineRun, st *conveyorv1.PipelineRunStatus) 
 	return out
 }
 
-// RecordDeploy writes a deploy into an Environment's record, newest first,
-// at most MaxDeploys; false when it is there already (a retried write).
+// RecordDeploy writes a deploy into an Environment's record, newest first:
+// the deploy (at most MaxDeploys) and its commit (at most
+// MaxDeployedCommits, each once). False when it is there already (a retried
+// write). A record written before 2026-12-04 (deploys only, up to 100)
+// gives its commits to deployedCommits first, so no commit is forgotten.
 func RecordDeploy(st *conveyorv1.EnvironmentStatus, d conveyorv1.Deploy) bool {
 	if slices.ContainsFunc(st.Deploys, func(x conveyorv1.Deploy) bool { return x.RunUID == d.RunUID && x.Stage == d.Stage }) {
 		return false
 	}
-	st.Deploys = append([]conveyorv1.Deploy{d}, st.Deploys...)
-	if len(st.Deploys) > MaxDeploys {
-		st.Deploys = st.Deploys[:MaxDeploys]
+	st.DeployedCommits = deployedCommits(st)
+	if d.Commit != "" {
+		st.DeployedCommits = slices.Insert(slices.DeleteFunc(st.DeployedCommits, func(c string) bool { return c == d.Commit }), 0, d.Commit)
 	}
+	st.DeployedCommits = st.DeployedCommits[:min(len(st.DeployedCommits), MaxDeployedCommits)]
+	st.Deploys = append([]conveyorv1.Deploy{d}, st.Deploys...)
+	st.Deploys = st.Deploys[:min(len(st.Deploys), MaxDeploys)]
 	st.LastDeploy = d.DeepCopy()
 	return true
+}
+
+// deployedCommits are the commits an Environment's record says were
+// deployed there, newest first, each once: deployedCommits, followed by the
+// commits of the deploys recorded in full (all of them there in a record
+// written since 2026-12-04; the only ones in an older record).
+func deployedCommits(st *conveyorv1.EnvironmentStatus) []string {
+	out := slices.Clone(st.DeployedCommits)
+	for _, d := range st.Deploys {
+		if d.Commit != "" && !slices.Contains(out, d.Commit) {
+			out = append(out, d.Commit)
+		}
+	}
+	return out
 }

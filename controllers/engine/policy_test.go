@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -188,11 +190,18 @@ func TestDeployGuard(t *testing.T) {
 	if ss := stageStatus(p, "pre-production"); ss.Phase != conveyorv1.StageBlocked || !strings.Contains(ss.Message, "rule requires: commit abc123 has not been deployed to Environment staging") {
 		t.Fatalf("skipped staging: got %s (%s)", ss.Phase, ss.Message)
 	}
-	recorded := seedPolicy()
-	recorded.Environments[0].Status.Deploys = []conveyorv1.Deploy{{Commit: "other"}, {Commit: "abc123"}}
-	p = decide(Facts{Run: ppRun, Jobs: tested, Approvals: []ApprovalFact{pp}, Policy: recorded, Now: t0})
-	if ss := stageStatus(p, "pre-production"); ss.Phase != conveyorv1.StageRunning || len(p.Create) != 1 {
-		t.Fatalf("recorded in staging: got %s (%s)", ss.Phase, ss.Message)
+	// Recorded in staging: among the deploys in full (a record written
+	// before 2026-12-04), or only among the commits deployed.
+	for _, st := range []conveyorv1.EnvironmentStatus{
+		{Deploys: []conveyorv1.Deploy{{Commit: "other"}, {Commit: "abc123"}}},
+		{Deploys: []conveyorv1.Deploy{{Commit: "other"}}, DeployedCommits: []string{"other", "abc123"}},
+	} {
+		recorded := seedPolicy()
+		recorded.Environments[0].Status = st
+		p = decide(Facts{Run: ppRun, Jobs: tested, Approvals: []ApprovalFact{pp}, Policy: recorded, Now: t0})
+		if ss := stageStatus(p, "pre-production"); ss.Phase != conveyorv1.StageRunning || len(p.Create) != 1 {
+			t.Fatalf("recorded in staging (%+v): got %s (%s)", st, ss.Phase, ss.Message)
+		}
 	}
 
 	// In the seed's own run, staging deployed by this run counts.
@@ -202,6 +211,47 @@ func TestDeployGuard(t *testing.T) {
 	p = decide(Facts{Run: full, Jobs: staged, Approvals: []ApprovalFact{staging, pp}, Policy: seedPolicy(), Now: t0})
 	if ss := stageStatus(p, "pre-production"); ss.Phase != conveyorv1.StageRunning {
 		t.Fatalf("staging in this run: got %s (%s)", ss.Phase, ss.Message)
+	}
+}
+
+// TestRecordDeploy: an Environment's record keeps its latest MaxDeploys
+// deploys in full and its latest MaxDeployedCommits commits, each once, newest
+// first; a retried write changes nothing; a record written before 2026-12-04
+// (100 deploys in full) keeps every commit it names.
+func TestRecordDeploy(t *testing.T) {
+	deploy := func(i int, commit string) conveyorv1.Deploy {
+		return conveyorv1.Deploy{RunUID: fmt.Sprintf("uid-%d", i), Stage: "deploy", Commit: commit}
+	}
+	st := &conveyorv1.EnvironmentStatus{}
+	for i := range 150 {
+		if !RecordDeploy(st, deploy(i, fmt.Sprintf("c%d", i))) {
+			t.Fatalf("deploy %d not recorded", i)
+		}
+	}
+	if RecordDeploy(st, deploy(149, "c149")) {
+		t.Fatal("a retried write recorded the deploy again")
+	}
+	if len(st.Deploys) != MaxDeploys || st.Deploys[0].Commit != "c149" || st.LastDeploy.Commit != "c149" {
+		t.Fatalf("deploys: %d, newest %s", len(st.Deploys), st.Deploys[0].Commit)
+	}
+	if len(st.DeployedCommits) != MaxDeployedCommits || st.DeployedCommits[0] != "c149" || st.DeployedCommits[99] != "c50" {
+		t.Fatalf("commits: %d, %s..%s", len(st.DeployedCommits), st.DeployedCommits[0], st.DeployedCommits[len(st.DeployedCommits)-1])
+	}
+	// A commit deployed again moves to the front, once; an empty one is not
+	// a commit.
+	RecordDeploy(st, deploy(150, "c60"))
+	RecordDeploy(st, deploy(151, ""))
+	if st.DeployedCommits[0] != "c60" || len(st.DeployedCommits) != MaxDeployedCommits || slices.Index(st.DeployedCommits[1:], "c60") >= 0 || st.DeployedCommits[99] != "c50" {
+		t.Fatalf("commits after c60 again: %v", st.DeployedCommits)
+	}
+
+	old := &conveyorv1.EnvironmentStatus{}
+	for i := range 100 {
+		old.Deploys = append([]conveyorv1.Deploy{deploy(i, fmt.Sprintf("o%d", i))}, old.Deploys...)
+	}
+	RecordDeploy(old, deploy(100, "n"))
+	if len(old.Deploys) != MaxDeploys || len(old.DeployedCommits) != MaxDeployedCommits || old.DeployedCommits[0] != "n" || old.DeployedCommits[1] != "o99" || old.DeployedCommits[99] != "o1" {
+		t.Fatalf("an older record: %d deploys, commits %v", len(old.Deploys), old.DeployedCommits)
 	}
 }
 

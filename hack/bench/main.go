@@ -37,7 +37,7 @@ type options struct {
 	qps                                  float64
 	burst                                int
 	shards, webhooks                     bool
-	cpuProfile                           int
+	cpuProfile, deployHistory            int
 	managerFlags                         []string
 }
 
@@ -53,6 +53,7 @@ func main() {
 	flag.IntVar(&o.burst, "kube-api-burst", 200, "The manager's client burst (its default).")
 	flag.BoolVar(&o.webhooks, "webhooks", true, "Run the manager with its admission webhooks, as installed: runs are created as one user and Approvals as another (false: no admission, and the manager trusts unrecorded approvers).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
+	flag.IntVar(&o.deployHistory, "deploy-history", 0, "Deploys recorded in every Environment's status before the bench starts, as the manager records them: a cluster that has deployed for a while.")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
 	flag.Var(cliflag.NewStringSlice(&o.managerFlags), "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
 	flag.Parse()

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/controllers/engine"
 	"github.com/conveyor-dev/conveyor/test/framework/localcluster"
 	"github.com/conveyor-dev/conveyor/test/framework/manifests"
 )
@@ -215,7 +216,38 @@ func (b *bench) createWorld(ctx context.Context) error {
 			return err
 		}
 	}
-	return b.handoffSetup(ctx)
+	if err := b.handoffSetup(ctx); err != nil {
+		return err
+	}
+	return b.fillHistory(ctx)
+}
+
+// fillHistory records --deploy-history earlier deploys in every
+// Environment's status, as the manager records them (engine.RecordDeploy):
+// a cluster that has deployed for a while.
+func (b *bench) fillHistory(ctx context.Context) error {
+	if b.o.deployHistory == 0 {
+		return nil
+	}
+	envs := &conveyorv1.EnvironmentList{}
+	if err := b.c.List(ctx, envs); err != nil {
+		return err
+	}
+	now := time.Now()
+	for i := range envs.Items {
+		env := &envs.Items[i]
+		for d := b.o.deployHistory; d > 0; d-- {
+			engine.RecordDeploy(&env.Status, conveyorv1.Deploy{
+				Pipeline: "bench/shop", Run: fmt.Sprintf("bench/shop-old-%d", d), RunUID: fmt.Sprintf("00000000-0000-0000-0000-%012d", d),
+				Stage: "deploy", Ref: fmt.Sprintf("tag v0.%d.0", d), Release: fmt.Sprintf("v0.%d.0", d),
+				Commit: fmt.Sprintf("%040x", d), By: "bench-approver", At: metav1.NewTime(now.Add(-time.Duration(d) * time.Hour)),
+			})
+		}
+		if err := b.c.Status().Update(ctx, env); err != nil {
+			return fmt.Errorf("recording earlier deploys in %s: %w", env.Name, err)
+		}
+	}
+	return nil
 }
 
 // startCache watches Jobs and runs for the driver: it completes Jobs as the Job
