@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -58,8 +59,14 @@ func (b *bench) memory(label string) (memStats, error) {
 	return memStats{heap: m["go_memstats_heap_inuse_bytes"], rss: m["process_resident_memory_bytes"]}, nil
 }
 
-// memoryRetained adds finished runs (copies of a finished run's status, no
-// Jobs) up to total, restarts the manager and reads its memory.
+// labelCopy labels the memory phase's copies of a finished run. They are
+// written while the manager, and so its admission webhooks, are stopped:
+// the bench's webhook configurations leave them out (webhookConfigs), and
+// they copy the spec the webhooks admitted for the run they copy.
+const labelCopy = "bench.conveyor.dev/copy"
+
+// memoryRetained adds finished runs (copies of a finished run, its spec and
+// status, no Jobs) up to total, restarts the manager and reads its memory.
 func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error) {
 	b.stopManager()
 	src := &conveyorv1.PipelineRun{}
@@ -79,7 +86,9 @@ func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error)
 				if i > total-have {
 					return
 				}
-				r, err := b.newRun(ctx, "bench", fmt.Sprintf("kept-%d", i))
+				r := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("kept-%d", i), Namespace: "bench",
+					Labels: map[string]string{labelCopy: "true"}}, Spec: *src.Spec.DeepCopy()}
+				err := b.c.Create(ctx, r)
 				if err == nil {
 					r.Status = *src.Status.DeepCopy()
 					err = b.c.Status().Update(ctx, r)

@@ -129,12 +129,13 @@ const benchManager = "bench-manager"
 
 // webhookConfigs reads the webhook configurations the manager serves
 // (config/webhook), each limited to objects that are not the floor's (by
-// the floor's shard label): the floor is a raw client's irreducible work,
-// and goes through no admission. An object selector, not a namespace
-// selector: with one, the API server looks up the labels of the namespace
-// of every namespaced request (in its namespace cache), Jobs included,
-// before it looks at the webhook's rules; the installed
-// configurations, with no selector, never do. As installed, the release
+// the floor's shard label) and not the memory phase's copies of a finished
+// run (labelCopy, written while the manager is stopped): the floor is a raw
+// client's irreducible work, and goes through no admission. An object
+// selector, not a namespace selector: with one, the API server looks up
+// the labels of the namespace of every namespaced request (in its
+// namespace cache), Jobs included, before it looks at the webhook's rules;
+// the installed configurations, with no selector, never do. As installed, the release
 // ledger's webhook is not called for the manager's writes. envtest points
 // them at its local serving address.
 func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
@@ -144,7 +145,8 @@ func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 		return wh, err
 	}
 	notFloor := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-		{Key: conveyorv1.LabelShard, Operator: metav1.LabelSelectorOpNotIn, Values: []string{floorShard}}}}
+		{Key: conveyorv1.LabelShard, Operator: metav1.LabelSelectorOpNotIn, Values: []string{floorShard}},
+		{Key: labelCopy, Operator: metav1.LabelSelectorOpDoesNotExist}}}
 	for _, doc := range strings.Split(string(data), "\n---\n") {
 		var kind metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(doc), &kind); err != nil {

@@ -1,0 +1,88 @@
+// Package bench runs the benchmark behind `make bench` at a small scale,
+// every phase of it (the two shards and the memory phase's retained runs
+// included), so that a change which breaks the bench fails `make test`
+// rather than the next person who measures. It checks that the bench runs
+// through and prints each figure with its target's mark; it asserts no
+// timing. Two rows are facts, not timings, and must pass: no writes for
+// finished runs after a manager restart, and with two shards no run
+// handled twice.
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBenchRunsThrough(t *testing.T) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with 'make test', which builds kube-apiserver and etcd")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	for _, b := range [][2]string{{"manager", "."}, {"bench", "./hack/bench"}} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b[0]), b[1])
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", b[0], err, out)
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(dir, "bench"), "--root", root, "--manager", filepath.Join(dir, "manager"),
+		"--runs", "20", "--concurrency", "10", "--samples", "10", "--retained", "60")
+	cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the bench failed: %v\nstdout:\n%s\nstderr (last lines):\n%s", err, out, tail(stderr.String(), 40))
+	}
+	table := string(out)
+	t.Logf("the bench's table:\n%s", table)
+
+	// Every target's row, with its mark.
+	for _, name := range []string{
+		"2. reaction p99 / floor p99",
+		"3. throughput: 20 tag runs, 10 concurrent",
+		"3. Jobs launched/s, and / raw create rate",
+		"3b. one environment, 50 deploys queued: handoff p50 / p99",
+		"4. writes per stage transition / minimum",
+		"4. API server CPU per run: Conveyor / floor",
+		"4. API writes per run, Events included: Conveyor / floor",
+		"3. Approval created -> stage's first Job, p50 / p99",
+		"5. heap KiB per retained finished run (its Jobs included)",
+		"5. heap KiB per added finished run (runs without Jobs)",
+	} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `.*\s(pass|short)$`).MatchString(table) {
+			t.Errorf("no row %q with a mark", name)
+		}
+	}
+	for _, name := range []string{
+		"4. writes for 30 finished runs after a manager restart",
+		"3c. two shards: Job creates per run, refused creates per run",
+	} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `.*\spass$`).MatchString(table) {
+			t.Errorf("row %q does not pass", name)
+		}
+	}
+	for _, name := range []string{"API requests per run by verb and resource", "The API server's calls to admission webhooks per run"} {
+		if !strings.Contains(table, name) {
+			t.Errorf("no %q", name)
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
