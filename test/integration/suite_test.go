@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -422,12 +423,21 @@ func waitJob(t *testing.T, run *conveyorv1.PipelineRun, stage, job string) *batc
 }
 
 // finishJob sets a Job's status the way the Job controller does when its pod
-// succeeded (reason "") or when it failed for the given reason.
+// succeeded (reason "") or when it failed for the given reason. A Job that
+// has finished so already is left as it is, as the Job controller leaves it
+// (its start and completion times cannot change: written again a second
+// later, the API server refuses them).
 func finishJob(t *testing.T, job *batchv1.Job, failReason, failMessage string) {
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
 		j := &batchv1.Job{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(job), j)).To(Succeed())
+		if failReason == "" && j.Status.Succeeded > 0 && j.Status.CompletionTime != nil ||
+			failReason != "" && slices.ContainsFunc(j.Status.Conditions, func(c batchv1.JobCondition) bool {
+				return c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue && c.Reason == failReason
+			}) {
+			return
+		}
 		now := metav1.Now()
 		start := metav1.NewTime(now.Add(-time.Second))
 		j.Status.StartTime = &start
