@@ -135,9 +135,9 @@ const benchManager = "bench-manager"
 // selector, not a namespace selector: with one, the API server looks up
 // the labels of the namespace of every namespaced request (in its
 // namespace cache), Jobs included, before it looks at the webhook's rules;
-// the installed configurations, with no selector, never do. As installed, the release
-// ledger's webhook is not called for the manager's writes. envtest points
-// them at its local serving address.
+// the installed configurations, with no selector, never do. As installed,
+// the release ledger's webhook is not called for the manager's writes.
+// envtest points them at its local serving address.
 func webhookConfigs(root string) (envtest.WebhookInstallOptions, error) {
 	var wh envtest.WebhookInstallOptions
 	data, err := os.ReadFile(filepath.Join(root, "config/webhook/manifests.yaml"))
