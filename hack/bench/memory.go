@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
@@ -18,30 +19,46 @@ import (
 // run finished (and the writes that restart costs), then with more retained.
 func (b *bench) measureMemory(ctx context.Context, fig *figures) error {
 	var err error
-	if fig.mem1, err = b.memoryAfterRestart(ctx, fmt.Sprintf("%d-finished-runs", b.o.runs+b.o.samples)); err != nil {
+	if fig.mem1, err = b.memoryAfterRestart(ctx, "finished-runs"); err != nil {
 		return err
 	}
 	if fig.settled, err = b.apiWrites(ctx); err != nil {
 		return err
 	}
-	if b.o.retained > b.o.runs+b.o.samples {
-		fig.retainedN = b.o.retained
-		fig.memN, err = b.memoryRetained(ctx, b.o.retained)
+	if b.o.retained > fig.mem1.runs {
+		fig.memN, err = b.memoryRetained(ctx, b.o.retained-fig.mem1.runs)
 	}
 	return err
 }
 
-type memStats struct{ heap, rss float64 }
+// memStats is a reading of the manager's memory, and the runs it held then.
+type memStats struct {
+	heap, rss float64
+	runs      int
+}
 
 // memoryAfterRestart restarts the manager (it lists and reconciles every run
-// once), lets it settle, and reads its heap and RSS.
+// once), lets it settle, and reads its heap and RSS, and counts the runs it
+// holds: every phase's but the floor's and the second shard's (phase 3c's
+// runs of the lanes without its label are the manager's too).
 func (b *bench) memoryAfterRestart(ctx context.Context, label string) (memStats, error) {
 	b.stopManager()
 	if err := b.startManager(ctx); err != nil {
 		return memStats{}, err
 	}
 	time.Sleep(20 * time.Second)
-	return b.memory(label)
+	mine, err := labels.Parse(mainShard)
+	if err != nil {
+		return memStats{}, err
+	}
+	held := &metav1.PartialObjectMetadataList{}
+	held.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRunList"))
+	if err := b.c.List(ctx, held, client.MatchingLabelsSelector{Selector: mine}); err != nil {
+		return memStats{}, err
+	}
+	m, err := b.memory(fmt.Sprintf("%d-%s", len(held.Items), label))
+	m.runs = len(held.Items)
+	return m, err
 }
 
 // memory collects the manager's garbage (through its heap profile, kept in
@@ -65,15 +82,21 @@ func (b *bench) memory(label string) (memStats, error) {
 // they copy the spec the webhooks admitted for the run they copy.
 const labelCopy = "bench.conveyor.dev/copy"
 
-// memoryRetained adds finished runs (copies of a finished run, its spec and
-// status, no Jobs) up to total, restarts the manager and reads its memory.
-func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error) {
+// memoryRetained adds that many copies of a finished run (its spec and
+// status, no Jobs), restarts the manager and reads its memory.
+// The copies are spread over the lanes' Pipelines, each of which keeps 1,000
+// finished runs (lanePipeline): more in one would be pruned by the restart,
+// and the reading would count deletes in flight instead of retained runs.
+func (b *bench) memoryRetained(ctx context.Context, copies int) (memStats, error) {
 	b.stopManager()
 	src := &conveyorv1.PipelineRun{}
 	if err := b.c.Get(ctx, client.ObjectKey{Namespace: "bench", Name: "run-0"}, src); err != nil {
 		return memStats{}, err
 	}
-	have := b.o.runs + b.o.samples
+	// A lane's Pipeline has its runs of phases 3 and 3c, and its copies.
+	if perLane := (2*b.o.runs+copies)/b.o.concurrency + 1; perLane > 1000 {
+		return memStats{}, fmt.Errorf("--retained %d puts up to %d runs in each lane's Pipeline, over the 1,000 it keeps: raise --concurrency", b.o.retained, perLane)
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -83,11 +106,12 @@ func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error)
 			defer wg.Done()
 			for {
 				i := int(next.Add(1))
-				if i > total-have {
+				if i > copies {
 					return
 				}
 				r := &conveyorv1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("kept-%d", i), Namespace: "bench",
 					Labels: map[string]string{labelCopy: "true"}}, Spec: *src.Spec.DeepCopy()}
+				r.Spec.PipelineRef.Name = fmt.Sprintf("shop-%d", i%b.o.concurrency)
 				err := b.c.Create(ctx, r)
 				if err == nil {
 					r.Status = *src.Status.DeepCopy()
@@ -103,5 +127,18 @@ func (b *bench) memoryRetained(ctx context.Context, total int) (memStats, error)
 	if err, _ := firstErr.Load().(error); err != nil {
 		return memStats{}, err
 	}
-	return b.memoryAfterRestart(ctx, fmt.Sprintf("%d-finished", total))
+	m, err := b.memoryAfterRestart(ctx, "finished")
+	if err != nil {
+		return m, err
+	}
+	// The reading is of the copies retained only if none was deleted.
+	kept := &metav1.PartialObjectMetadataList{}
+	kept.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRunList"))
+	if err := b.c.List(ctx, kept, client.InNamespace("bench"), client.HasLabels{labelCopy}); err != nil {
+		return m, err
+	}
+	if len(kept.Items) != copies {
+		return m, fmt.Errorf("%d of the %d copies of a finished run are left after the restart: the reading is not of the runs retained", len(kept.Items), copies)
+	}
+	return m, nil
 }

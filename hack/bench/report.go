@@ -20,7 +20,6 @@ type figures struct {
 	dur                           time.Duration
 	before, after, quiet, settled writes
 	mem0, mem1, memN              memStats
-	retainedN                     int
 	floor, load                   cost
 	approvalLat                   []time.Duration
 	sharded                       shardedFigures
@@ -65,7 +64,7 @@ func (b *bench) report(fig *figures) {
 	row("4. manager writes per run: Job creates + run status/metadata", fmt.Sprintf("%.2f = %.2f + %.2f + %.2f", core/runsF, w.jobCreates/runsF, w.runStatus/runsF, w.runMeta/runsF), fmt.Sprintf("min %.0f = 6 + 10", jobsPerRun+patchesPerRun), nil)
 	row("4. writes per stage transition / minimum", fmt.Sprintf("%.2fx", core/minimum), "<= 1.2x", pb(core <= 1.2*minimum))
 	row("4. other manager writes per run: Events, Approval status, Environment locks and records (and Leases)", fmt.Sprintf("%.2f + %.2f + %.2f", w.events/runsF, w.approvalStatus/runsF, w.locks/runsF), "", nil)
-	row(fmt.Sprintf("4. writes for %d finished runs after a manager restart", b.o.runs+b.o.samples), fmt.Sprintf("%.0f", idleWrites), "0", pb(idleWrites == 0))
+	row(fmt.Sprintf("4. writes for %d finished runs after a manager restart", fig.mem1.runs), fmt.Sprintf("%.0f", idleWrites), "0", pb(idleWrites == 0))
 	b.reportCost(fig)
 	b.reportMemory(fig)
 }
@@ -136,17 +135,33 @@ func (b *bench) reportCost(fig *figures) {
 
 // reportMemory prints phase 5's rows.
 func (b *bench) reportMemory(fig *figures) {
-	pb := func(v bool) *bool { return &v }
 	row("5. manager heap / RSS, idle before any run", fmt.Sprintf("%s / %s", mib(fig.mem0.heap), mib(fig.mem0.rss)), "", nil)
-	row(fmt.Sprintf("5. manager heap / RSS, %d finished runs (%d with 6 Jobs, 4 Approvals)", b.o.runs+b.o.samples, b.o.runs), fmt.Sprintf("%s / %s", mib(fig.mem1.heap), mib(fig.mem1.rss)), "", nil)
-	perRun := (fig.mem1.heap - fig.mem0.heap) / float64(b.o.runs+b.o.samples) / 1024
-	row("5. heap KiB per retained finished run (its Jobs included)", fmt.Sprintf("%.1f KiB", perRun), "<= 5 KiB", pb(perRun <= 5))
-	if fig.retainedN > 0 {
-		row(fmt.Sprintf("5. manager heap / RSS, %d finished runs", fig.retainedN), fmt.Sprintf("%s / %s", mib(fig.memN.heap), mib(fig.memN.rss)), "", nil)
-		extra := float64(fig.retainedN - b.o.runs - b.o.samples)
+	row(fmt.Sprintf("5. manager heap / RSS, %d finished runs (every phase's it handles; each with its Jobs and Approvals)", fig.mem1.runs), fmt.Sprintf("%s / %s", mib(fig.mem1.heap), mib(fig.mem1.rss)), "", nil)
+	perRun := (fig.mem1.heap - fig.mem0.heap) / float64(fig.mem1.runs) / 1024
+	memRow("5. heap KiB per retained finished run (its Jobs included)", perRun, fig.mem1.runs)
+	if fig.memN.runs > 0 {
+		row(fmt.Sprintf("5. manager heap / RSS, %d finished runs", fig.memN.runs), fmt.Sprintf("%s / %s", mib(fig.memN.heap), mib(fig.memN.rss)), "", nil)
+		extra := float64(fig.memN.runs - fig.mem1.runs)
 		per := (fig.memN.heap - fig.mem1.heap) / extra / 1024
-		row("5. heap KiB per added finished run (runs without Jobs)", fmt.Sprintf("%.1f KiB", per), "<= 5 KiB", pb(per <= 5))
+		memRow("5. heap KiB per added finished run (runs without Jobs)", per, int(extra))
 	}
+}
+
+// memNoise is how many runs a heap figure needs before it is marked: two
+// readings of the heap (in use, after a forced collection) differ by up to
+// about a MiB between processes, which over fewer runs is more than the
+// target itself (a few hundred runs read as a negative figure).
+const memNoise = 1000
+
+// memRow prints a heap-per-run row, marked against the target of 5 KiB only
+// when measured over enough runs to tell.
+func memRow(name string, kib float64, runs int) {
+	if runs < memNoise {
+		row(name, fmt.Sprintf("%.1f KiB (over %d runs: noise, not marked)", kib, runs), "<= 5 KiB", nil)
+		return
+	}
+	ok := kib <= 5
+	row(name, fmt.Sprintf("%.1f KiB", kib), "<= 5 KiB", &ok)
 }
 
 // row prints one row of the table; ok nil has no mark.

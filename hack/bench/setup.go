@@ -443,6 +443,10 @@ func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
 // (but for the client limits the bench is told), serving the webhooks
 // (unless told not to), metrics and pprof on local ports. It handles the runs without a shard label: the
 // floor's runs carry one, and so do the second shard's (phase 3c).
+// mainShard is the first manager's --watch-label-selector: the runs without
+// a shard label (the floor's runs and phase 3c's shard b have one).
+const mainShard = "!" + conveyorv1.LabelShard
+
 func (b *bench) startManager(ctx context.Context) error {
 	port, err := localcluster.FreePort()
 	if err != nil {
@@ -459,7 +463,7 @@ func (b *bench) startManager(ctx context.Context) error {
 		args = append(args, "--webhooks=true", "--webhook-host="+b.webhook.LocalServingHost,
 			fmt.Sprintf("--webhook-port=%d", b.webhook.LocalServingPort), "--webhook-cert-dir="+b.webhook.LocalServingCertDir)
 	}
-	b.mgr, b.mgrDone, err = b.spawnManager("manager", "!"+conveyorv1.LabelShard, args...)
+	b.mgr, b.mgrDone, err = b.spawnManager("manager", mainShard, args...)
 	if err != nil {
 		return err
 	}
