@@ -84,16 +84,29 @@ func slimFinishedRun(obj any) (any, error) {
 		return run, nil
 	}
 	run.Status.PipelineSpec = nil
-	// Its conditions and its requester's groups are for people, read from
-	// the API server; the requester's name is kept.
+	// Its conditions, resolved parameters and its requester's groups are
+	// for people (and a rerun), read from the API server; the requester's
+	// name is kept.
 	run.Status.Conditions = nil
+	run.Status.Params = nil
 	if r := run.Spec.Requester; r != nil {
 		run.Spec.Requester = &conveyorv1.UserInfo{Username: intern(r.Username)}
 	}
-	for i := range run.Status.Stages {
-		ss := &run.Status.Stages[i]
-		*ss = conveyorv1.StageStatus{Name: intern(ss.Name), Phase: ss.Phase, Decisions: ss.Decisions}
+	for i, f := range run.Finalizers {
+		run.Finalizers[i] = intern(f)
 	}
+	run.Status.CurrentStage = intern(run.Status.CurrentStage)
+	// A new array the length of the stages: the decoder's grew by doubling,
+	// and each element is large.
+	stages := make([]conveyorv1.StageStatus, len(run.Status.Stages))
+	for i, ss := range run.Status.Stages {
+		for j := range ss.Decisions {
+			d := &ss.Decisions[j]
+			d.Decision, d.Approver = conveyorv1.ApprovalDecision(intern(string(d.Decision))), intern(d.Approver)
+		}
+		stages[i] = conveyorv1.StageStatus{Name: intern(ss.Name), Phase: ss.Phase, Decisions: ss.Decisions}
+	}
+	run.Status.Stages = stages
 	return run, nil
 }
 
