@@ -37,6 +37,10 @@ const (
 	RunDeploying = "conveyor.dev/deploying-to"
 	// EnvironmentNamespace indexes Environments by spec.namespace.
 	EnvironmentNamespace = "spec.namespace"
+	// ReleaseRefused indexes refused Releases by spec.pipelineRef.name: a
+	// tag run reads its Pipeline's refusals at each reconcile, and the
+	// Releases of a Pipeline grow with every tag it ships.
+	ReleaseRefused = "conveyor.dev/refused-of"
 )
 
 // Setup registers the field indexes the reconcilers use.
@@ -76,6 +80,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by environment deployed to: %w", err)
 	}
+	if err := idx.IndexField(ctx, &conveyorv1.Release{}, ReleaseRefused, RefusedOf); err != nil {
+		return fmt.Errorf("indexing refused Releases by pipeline: %w", err)
+	}
 	if err := idx.IndexField(ctx, &conveyorv1.Environment{}, EnvironmentNamespace, func(o client.Object) []string {
 		return []string{o.(*conveyorv1.Environment).Spec.Namespace}
 	}); err != nil {
@@ -89,6 +96,15 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 func QueuedFor(o client.Object) []string {
 	if env := engine.QueuedEnvironment(o.(*conveyorv1.PipelineRun)); env != "" {
 		return []string{env}
+	}
+	return nil
+}
+
+// RefusedOf is a Release's ReleaseRefused index value: its Pipeline, when
+// the release was refused.
+func RefusedOf(o client.Object) []string {
+	if rel := o.(*conveyorv1.Release); rel.Status.Verdict == conveyorv1.VerdictRefused {
+		return []string{rel.Spec.PipelineRef.Name}
 	}
 	return nil
 }

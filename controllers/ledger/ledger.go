@@ -17,6 +17,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/index"
 )
 
 // +kubebuilder:rbac:groups=conveyor.dev,resources=releases,verbs=get;list;watch;create;update
@@ -37,15 +38,13 @@ func Read(ctx context.Context, reader client.Reader, run *conveyorv1.PipelineRun
 	case !apierrors.IsNotFound(err):
 		return l, fmt.Errorf("reading the release ledger: %w", err)
 	}
-	all := &conveyorv1.ReleaseList{}
-	if err := reader.List(ctx, all, client.InNamespace(run.Namespace), client.MatchingLabels{conveyorv1.LabelPipeline: run.Spec.PipelineRef.Name}); err != nil {
+	// The refused ones only, by their index: not a copy of every Release
+	// the Pipeline shipped at each of a tag run's reconciles.
+	refused := &conveyorv1.ReleaseList{}
+	if err := reader.List(ctx, refused, client.InNamespace(run.Namespace), client.MatchingFields{index.ReleaseRefused: run.Spec.PipelineRef.Name}); err != nil {
 		return l, fmt.Errorf("reading the release ledger: %w", err)
 	}
-	for _, r := range all.Items {
-		if r.Status.Verdict == conveyorv1.VerdictRefused {
-			l.Refused = append(l.Refused, r)
-		}
-	}
+	l.Refused = refused.Items
 	return l, nil
 }
 

@@ -38,6 +38,7 @@ type options struct {
 	burst                                int
 	shards, webhooks                     bool
 	cpuProfile, deployHistory            int
+	releaseHistory                       int
 	managerFlags                         []string
 }
 
@@ -54,6 +55,7 @@ func main() {
 	flag.BoolVar(&o.webhooks, "webhooks", true, "Run the manager with its admission webhooks, as installed: runs are created as one user and Approvals as another (false: no admission, and the manager trusts unrecorded approvers).")
 	flag.BoolVar(&o.shards, "shards", true, "Run the throughput phase again with two manager shards (3c).")
 	flag.IntVar(&o.deployHistory, "deploy-history", 0, "Deploys recorded in every Environment's status before the bench starts, as the manager records them: a cluster that has deployed for a while.")
+	flag.IntVar(&o.releaseHistory, "release-history", 0, "Releases every lane's Pipeline shipped before the bench starts (other tags, approved and deployed): a Pipeline that has shipped for a while.")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
 	flag.Var(cliflag.NewStringSlice(&o.managerFlags), "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
 	flag.Parse()

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -221,7 +222,10 @@ func (b *bench) createWorld(ctx context.Context) error {
 	if err := b.handoffSetup(ctx); err != nil {
 		return err
 	}
-	return b.fillHistory(ctx)
+	if err := b.fillHistory(ctx); err != nil {
+		return err
+	}
+	return b.fillReleases(ctx)
 }
 
 // fillHistory records --deploy-history earlier deploys in every
@@ -250,6 +254,46 @@ func (b *bench) fillHistory(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// fillReleases creates --release-history earlier Releases of every lane's
+// Pipeline, each another tag, approved and deployed to the lane's three
+// environments, shaped as the manager records them. They carry the bench's
+// copy label, which the bench's webhook configurations leave out: the
+// ledger's webhook admits no one's writes but the manager's.
+func (b *bench) fillReleases(ctx context.Context) error {
+	if b.o.releaseHistory == 0 {
+		return nil
+	}
+	at := metav1.NewTime(time.Now().Add(-time.Hour))
+	var g errgroup.Group
+	g.SetLimit(16)
+	for lane := 0; lane < b.o.concurrency; lane++ {
+		pipeline := fmt.Sprintf("shop-%d", lane)
+		for n := 1; n <= b.o.releaseHistory; n++ {
+			g.Go(func() error {
+				tag, run := fmt.Sprintf("v0.%d.0", n), fmt.Sprintf("%s-old-%d", pipeline, n)
+				rel := &conveyorv1.Release{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: engine.ReleaseName(pipeline, tag), Labels: map[string]string{
+						conveyorv1.LabelPipeline: pipeline, conveyorv1.LabelManagedBy: conveyorv1.ManagedByValue, labelCopy: "true"}},
+					Spec:   conveyorv1.ReleaseSpec{PipelineRef: conveyorv1.PipelineReference{Name: pipeline}, Tag: tag, Commit: fmt.Sprintf("%040x", n)},
+					Status: conveyorv1.ReleaseStatus{Verdict: conveyorv1.VerdictApproved, DecidedBy: "bench-approver", DecidedAt: &at},
+				}
+				for _, stage := range []string{"staging", "pre-production", "approve", "production"} {
+					rel.Status.Decisions = append(rel.Status.Decisions, conveyorv1.ReleaseDecision{Verdict: conveyorv1.VerdictApproved, Stage: stage,
+						Run: run, RunUID: fmt.Sprintf("00000000-0000-0000-0000-%012d", n), By: []string{"bench-approver"}, Time: at})
+					if stage != "approve" {
+						env := lanePrefix(lane) + stage
+						rel.Status.Environments = append(rel.Status.Environments, conveyorv1.ReleaseEnvironment{Name: env, Stage: stage, Run: run,
+							TriggeredBy: "bench-approver", Time: at})
+						rel.Status.LastEnvironment = env
+					}
+				}
+				return b.c.Create(ctx, rel)
+			})
+		}
+	}
+	return g.Wait()
 }
 
 // startCache watches Jobs and runs for the driver: it completes Jobs as the Job

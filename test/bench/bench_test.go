@@ -1,6 +1,7 @@
 // Package bench runs the benchmark behind `make bench` at a small scale,
 // every phase of it (the two shards and the memory phase's retained runs
-// included), so that a change which breaks the bench fails `make test`
+// included) on a cluster given a history first (--deploy-history,
+// --release-history), so that a change which breaks the bench fails `make test`
 // rather than the next person who measures. It checks that the bench runs
 // through and prints each figure with its target's mark; it asserts no
 // timing. Two rows are facts, not timings, and must pass: no writes for
@@ -38,7 +39,7 @@ func TestBenchRunsThrough(t *testing.T) {
 		}
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(dir, "bench"), "--root", root, "--manager", filepath.Join(dir, "manager"),
-		"--runs", "20", "--concurrency", "10", "--samples", "10", "--retained", "60")
+		"--runs", "20", "--concurrency", "10", "--samples", "10", "--retained", "60", "--deploy-history", "3", "--release-history", "2")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
