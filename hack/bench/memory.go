@@ -51,14 +51,21 @@ func (b *bench) memoryAfterRestart(ctx context.Context, label string) (memStats,
 	if err != nil {
 		return memStats{}, err
 	}
-	held := &metav1.PartialObjectMetadataList{}
-	held.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRunList"))
-	if err := b.c.List(ctx, held, client.MatchingLabelsSelector{Selector: mine}); err != nil {
+	held, err := b.countRuns(ctx, client.MatchingLabelsSelector{Selector: mine})
+	if err != nil {
 		return memStats{}, err
 	}
-	m, err := b.memory(fmt.Sprintf("%d-%s", len(held.Items), label))
-	m.runs = len(held.Items)
+	m, err := b.memory(fmt.Sprintf("%d-%s", held, label))
+	m.runs = held
 	return m, err
+}
+
+// countRuns counts the PipelineRuns the options select (their metadata only).
+func (b *bench) countRuns(ctx context.Context, opts ...client.ListOption) (int, error) {
+	runs := &metav1.PartialObjectMetadataList{}
+	runs.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRunList"))
+	err := b.c.List(ctx, runs, opts...)
+	return len(runs.Items), err
 }
 
 // memory collects the manager's garbage (through its heap profile, kept in
@@ -132,13 +139,12 @@ func (b *bench) memoryRetained(ctx context.Context, copies int) (memStats, error
 		return m, err
 	}
 	// The reading is of the copies retained only if none was deleted.
-	kept := &metav1.PartialObjectMetadataList{}
-	kept.SetGroupVersionKind(conveyorv1.GroupVersion.WithKind("PipelineRunList"))
-	if err := b.c.List(ctx, kept, client.InNamespace("bench"), client.HasLabels{labelCopy}); err != nil {
+	kept, err := b.countRuns(ctx, client.InNamespace("bench"), client.HasLabels{labelCopy})
+	if err != nil {
 		return m, err
 	}
-	if len(kept.Items) != copies {
-		return m, fmt.Errorf("%d of the %d copies of a finished run are left after the restart: the reading is not of the runs retained", len(kept.Items), copies)
+	if kept != copies {
+		return m, fmt.Errorf("%d of the %d copies of a finished run are left after the restart: the reading is not of the runs retained", kept, copies)
 	}
 	return m, nil
 }

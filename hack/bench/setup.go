@@ -258,7 +258,9 @@ func (b *bench) fillHistory(ctx context.Context) error {
 
 // fillReleases creates --release-history earlier Releases of every lane's
 // Pipeline, each another tag, approved and deployed to the lane's three
-// environments, shaped as the manager records them. They carry the bench's
+// environments. Written by hand, not by engine.RecordRelease (there is no
+// run to record): close to the manager's in size, not checked field by
+// field against them. They carry the bench's
 // copy label, which the bench's webhook configurations leave out: the
 // ledger's webhook admits no one's writes but the manager's.
 func (b *bench) fillReleases(ctx context.Context) error {
@@ -483,14 +485,14 @@ func (b *bench) environments(ctx context.Context, prefix string) error {
 // lanePrefix is the prefix of the environments of throughput lane i.
 func lanePrefix(i int) string { return fmt.Sprintf("lane-%d-", i) }
 
-// startManager starts the manager as a process with its default settings
-// (but for the client limits the bench is told), serving the webhooks
-// (unless told not to), metrics and pprof on local ports. It handles the runs without a shard label: the
-// floor's runs carry one, and so do the second shard's (phase 3c).
 // mainShard is the first manager's --watch-label-selector: the runs without
 // a shard label (the floor's runs and phase 3c's shard b have one).
 const mainShard = "!" + conveyorv1.LabelShard
 
+// startManager starts the manager as a process with its default settings
+// (but for the client limits the bench is told), serving the webhooks
+// (unless told not to), metrics and pprof on local ports. It handles the runs without a shard label: the
+// floor's runs carry one, and so do the second shard's (phase 3c).
 func (b *bench) startManager(ctx context.Context) error {
 	port, err := localcluster.FreePort()
 	if err != nil {
