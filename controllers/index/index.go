@@ -32,6 +32,14 @@ const (
 	RunHeld = "conveyor.dev/held"
 	// Held is RunHeld's key.
 	Held = "held"
+	// RunGauged indexes unfinished PipelineRuns the environment gauges
+	// count (conveyor_environment_queued_deploys and _frozen_deploys), under
+	// the keys Queued (a stage queued for an environment) and Frozen (a
+	// stage waiting for a freeze window to close): a scrape reads those
+	// runs, not every run the manager keeps.
+	RunGauged = "conveyor.dev/gauged"
+	// Queued and Frozen are RunGauged's keys.
+	Queued, Frozen = "queued", "frozen"
 	// RunDeploying indexes unfinished PipelineRuns by the environment a
 	// deploy stage of theirs runs in.
 	RunDeploying = "conveyor.dev/deploying-to"
@@ -75,6 +83,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing PipelineRuns by held environment: %w", err)
 	}
+	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunGauged, Gauged); err != nil {
+		return fmt.Errorf("indexing PipelineRuns for the environment gauges: %w", err)
+	}
 	if err := idx.IndexField(ctx, &conveyorv1.PipelineRun{}, RunDeploying, func(o client.Object) []string {
 		return stagesIn(o.(*conveyorv1.PipelineRun), conveyorv1.StageRunning)
 	}); err != nil {
@@ -98,6 +109,21 @@ func QueuedFor(o client.Object) []string {
 		return []string{env}
 	}
 	return nil
+}
+
+// Gauged is a run's RunGauged index value: Queued when a stage of it is
+// queued for an environment, Frozen when a stage waits for a freeze window
+// (in any namespace), both or neither; none once it finished.
+func Gauged(o client.Object) []string {
+	run := o.(*conveyorv1.PipelineRun)
+	var out []string
+	if engine.QueuedEnvironment(run) != "" {
+		out = append(out, Queued)
+	}
+	if !run.Status.Phase.Finished() && slices.ContainsFunc(run.Status.Stages, func(ss conveyorv1.StageStatus) bool { return ss.Phase == conveyorv1.StageFrozen }) {
+		out = append(out, Frozen)
+	}
+	return out
 }
 
 // RefusedOf is a Release's ReleaseRefused index value: its Pipeline, when

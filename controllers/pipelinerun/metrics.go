@@ -10,6 +10,7 @@ import (
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
+	"github.com/conveyor-dev/conveyor/controllers/index"
 )
 
 // Conveyor's metrics, served on the manager's metrics endpoint with
@@ -96,17 +97,25 @@ func (c *queuedCollector) Collect(ch chan<- prometheus.Metric) {
 	default:
 		return
 	}
-	runs := &conveyorv1.PipelineRunList{}
-	if err := c.reader.List(context.Background(), runs, client.UnsafeDisableDeepCopy); err != nil {
+	// The runs the gauges count, by index: a scrape costs the queued and
+	// frozen runs, not every finished run the manager keeps.
+	ctx := context.Background()
+	queued, held := &conveyorv1.PipelineRunList{}, &conveyorv1.PipelineRunList{}
+	if err := c.reader.List(ctx, queued, client.MatchingFields{index.RunGauged: index.Queued}, client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	if err := c.reader.List(ctx, held, client.MatchingFields{index.RunGauged: index.Frozen}, client.UnsafeDisableDeepCopy); err != nil {
 		return
 	}
 	counts, frozen := map[string]int{}, map[string]int{}
-	for i := range runs.Items {
-		run := &runs.Items[i]
-		if env := engine.QueuedEnvironment(run); env != "" {
+	for i := range queued.Items {
+		if env := engine.QueuedEnvironment(&queued.Items[i]); env != "" {
 			counts[env]++
 			c.seen[env] = true
 		}
+	}
+	for i := range held.Items {
+		run := &held.Items[i]
 		for _, ss := range run.Status.Stages {
 			if ss.Phase == conveyorv1.StageFrozen && !run.Status.Phase.Finished() {
 				frozen[ss.Namespace]++

@@ -31,11 +31,17 @@ func (b *bench) measureMemory(ctx context.Context, fig *figures) error {
 	return err
 }
 
-// memStats is a reading of the manager's memory, and the runs it held then.
+// memStats is a reading of the manager's memory, and the runs it held then,
+// with what one scrape of its metrics cost it: the time the bench waited for
+// the page and the bytes the manager allocated for it.
 type memStats struct {
-	heap, rss float64
-	runs      int
+	heap, rss           float64
+	runs                int
+	scrapeMs, scrapeKiB float64
 }
+
+// scrapes is how many times the bench reads the manager's metrics to time one.
+const scrapes = 20
 
 // memoryAfterRestart restarts the manager (it lists and reconciles every run
 // once), lets it settle, and reads its heap and RSS, and counts the runs it
@@ -80,7 +86,22 @@ func (b *bench) memory(label string) (memStats, error) {
 	if err != nil {
 		return memStats{}, err
 	}
-	return memStats{heap: m["go_memstats_heap_inuse_bytes"], rss: m["process_resident_memory_bytes"]}, nil
+	out := memStats{heap: m["go_memstats_heap_inuse_bytes"], rss: m["process_resident_memory_bytes"]}
+	start := time.Now()
+	for range scrapes {
+		if _, err := metricsText(b.metrics); err != nil {
+			return out, err
+		}
+	}
+	out.scrapeMs = float64(time.Since(start).Microseconds()) / 1000 / scrapes
+	after, err := scrape(b.metrics)
+	if err != nil {
+		return out, err
+	}
+	// Between the two readings of the counter: the rest of the first
+	// scrape, the timed ones, and the start of the last, about one more.
+	out.scrapeKiB = (after["go_memstats_alloc_bytes_total"] - m["go_memstats_alloc_bytes_total"]) / (scrapes + 1) / 1024
+	return out, nil
 }
 
 // labelCopy labels the memory phase's copies of a finished run. They are

@@ -145,6 +145,11 @@ func (b *bench) reportMemory(fig *figures) {
 		per := (fig.memN.heap - fig.mem1.heap) / extra / 1024
 		memRow("5. heap KiB per added finished run (runs without Jobs)", per, int(extra))
 	}
+	for _, m := range []memStats{fig.mem0, fig.mem1, fig.memN} {
+		if m.scrapeMs > 0 {
+			row(fmt.Sprintf("5. a /metrics scrape, %d runs held: time, allocated", m.runs), fmt.Sprintf("%.2f ms, %.0f KiB", m.scrapeMs, m.scrapeKiB), "", nil)
+		}
+	}
 }
 
 // memNoise is how many runs a heap figure needs before it is marked: two

@@ -11,6 +11,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +86,14 @@ func TestBenchRunsThrough(t *testing.T) {
 	} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `.*\spass$`).MatchString(table) {
 			t.Errorf("row %q does not pass", name)
+		}
+	}
+	// What a scrape of the manager's metrics costs it, at each reading.
+	for _, runs := range []int{0, 40, 60} {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^5\. a /metrics scrape, %d runs held: time, allocated\s+([0-9.]+) ms, ([0-9]+) KiB`, runs))
+		m := re.FindStringSubmatch(table)
+		if m == nil || m[1] == "0.00" || m[2] == "0" {
+			t.Errorf("no scrape row with figures for %d runs held (%q)", runs, m)
 		}
 	}
 	for _, name := range []string{"API requests per run by verb and resource", "The API server's calls to admission webhooks per run"} {
