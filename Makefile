@@ -103,6 +103,10 @@ demo: build plugin demo-assets ## Start a local cluster, install Conveyor and pl
 bench: build test-assets ## Measure reaction, throughput, API writes and memory against kube-apiserver (BENCH_FLAGS to scale).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench --manager "$(LOCALBIN)/manager" $(BENCH_FLAGS)
 
+.PHONY: patch-cost
+patch-cost: manifests test-assets ## Measure the API server's CPU for one PipelineRun status patch, by the run's size.
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/patchcost
+
 ##@ Build
 
 .PHONY: build

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
+	"github.com/conveyor-dev/conveyor/hack/internal/proc"
 )
 
 // floorShard labels the floor's runs, Jobs and Approvals: the bench's
@@ -34,59 +33,14 @@ func (c cpu) sub(o cpu) cpu {
 	return cpu{c.apiserver - o.apiserver, c.etcd - o.etcd, c.manager - o.manager, c.driver - o.driver}
 }
 
-// procCPU reads a process's CPU seconds from /proc/<pid>/stat.
-func procCPU(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name, in parentheses, may hold spaces: fields count after it.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
-}
-
-// children finds the bench's own child processes by command name: envtest
-// starts kube-apiserver and etcd as children.
-func children(name string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if comm == name && len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
 // cpuNow samples every process's CPU seconds.
 func (b *bench) cpuNow() cpu {
 	var c cpu
-	for _, pid := range children("kube-apiserver") {
-		c.apiserver += procCPU(pid)
-	}
-	for _, pid := range children("etcd") {
-		c.etcd += procCPU(pid)
-	}
+	c.apiserver, c.etcd = proc.ChildrenCPU("kube-apiserver"), proc.ChildrenCPU("etcd")
 	for _, m := range b.managers() {
-		c.manager += procCPU(m.Process.Pid)
+		c.manager += proc.CPU(m.Process.Pid)
 	}
-	c.driver = procCPU(os.Getpid())
+	c.driver = proc.CPU(os.Getpid())
 	return c
 }
 
