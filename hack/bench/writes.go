@@ -11,13 +11,13 @@ import (
 
 // writes are API server write counts by what they wrote.
 type writes struct {
-	jobCreates, runStatus, runMeta, events, approvalStatus, locks, other float64
+	jobCreates, runStatus, runMeta, events, approvalStatus, locks, releases, other float64
 }
 
 func (w writes) manager() float64 { return w.runStatus + w.runMeta + w.approvalStatus + w.jobCreates }
 
 func (w writes) sub(o writes) writes {
-	return writes{w.jobCreates - o.jobCreates, w.runStatus - o.runStatus, w.runMeta - o.runMeta, w.events - o.events, w.approvalStatus - o.approvalStatus, w.locks - o.locks, w.other - o.other}
+	return writes{w.jobCreates - o.jobCreates, w.runStatus - o.runStatus, w.runMeta - o.runMeta, w.events - o.events, w.approvalStatus - o.approvalStatus, w.locks - o.locks, w.releases - o.releases, w.other - o.other}
 }
 
 // apiWrites reads apiserver_request_total from the API server: the writes the
@@ -46,6 +46,10 @@ func (b *bench) apiWrites(ctx context.Context) (writes, error) {
 			// 2026-12-03 night), and the Environment reconciler's writes
 			// (none while the policy and freeze windows stay as they are).
 			w.locks += value
+		case res == "releases":
+			// The release ledger: a tag's Release created, and updated at
+			// each of its runs' decisions and deploys.
+			w.releases += value
 		case res == "leases":
 			// Environment locks until 2026-12-03 night (and, unlikely
 			// here, leader election: off).

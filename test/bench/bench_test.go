@@ -88,6 +88,12 @@ func TestBenchRunsThrough(t *testing.T) {
 			t.Errorf("row %q does not pass", name)
 		}
 	}
+	// The manager's other writes, the release ledger's among them: the
+	// bench's runs are tag runs, each recorded in its tag's Release.
+	other := regexp.MustCompile(`(?m)^4\. other manager writes per run: .*release ledger\s+[0-9.]+ \+ [0-9.]+ \+ [0-9.]+ \+ ([0-9.]+)`).FindStringSubmatch(table)
+	if other == nil || other[1] == "0.00" {
+		t.Errorf("no release ledger writes among the manager's other writes (%q)", other)
+	}
 	// What a scrape of the manager's metrics costs it, at each reading.
 	for _, runs := range []int{0, 40, 60} {
 		re := regexp.MustCompile(fmt.Sprintf(`(?m)^5\. a /metrics scrape, %d runs held: time, allocated\s+([0-9.]+) ms, ([0-9]+) KiB`, runs))
