@@ -104,7 +104,7 @@ bench: build test-assets ## Measure reaction, throughput, API writes and memory 
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench --manager "$(LOCALBIN)/manager" $(BENCH_FLAGS)
 
 .PHONY: patch-cost
-patch-cost: manifests test-assets ## Measure the API server's CPU for one PipelineRun status patch, by the run's size.
+patch-cost: manifests test-assets ## Measure the API server's CPU for one write of each kind a tag run makes (objects of a bench run).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/patchcost
 
 ##@ Build

@@ -32,7 +32,7 @@ func TestBenchRunsThrough(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	for _, b := range [][2]string{{"manager", "."}, {"bench", "./hack/bench"}} {
+	for _, b := range [][2]string{{"manager", "."}, {"bench", "./hack/bench"}, {"patchcost", "./hack/patchcost"}} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, b[0]), b[1])
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -40,7 +40,8 @@ func TestBenchRunsThrough(t *testing.T) {
 		}
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(dir, "bench"), "--root", root, "--manager", filepath.Join(dir, "manager"),
-		"--runs", "20", "--concurrency", "10", "--samples", "10", "--retained", "60", "--deploy-history", "3", "--release-history", "2")
+		"--runs", "20", "--concurrency", "10", "--samples", "10", "--retained", "60", "--deploy-history", "3", "--release-history", "2",
+		"--dump", filepath.Join(dir, "objects"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -105,6 +106,23 @@ func TestBenchRunsThrough(t *testing.T) {
 	for _, name := range []string{"API requests per run by verb and resource", "The API server's calls to admission webhooks per run"} {
 		if !strings.Contains(table, name) {
 			t.Errorf("no %q", name)
+		}
+	}
+
+	// hack/patchcost writes again each kind of object the bench dumped.
+	cmd = exec.CommandContext(ctx, filepath.Join(dir, "patchcost"), "--root", root, "--objects", filepath.Join(dir, "objects"),
+		"--objects-per-kind", "2", "--writes", "2", "--rounds", "1")
+	stderr.Reset()
+	cmd.Stderr = &stderr
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatalf("patchcost failed: %v\nstdout:\n%s\nstderr (last lines):\n%s", err, out, tail(stderr.String(), 40))
+	}
+	t.Logf("patchcost:\n%s", out)
+	for _, name := range []string{"PipelineRun status patch, as stored", "Approval status patch", "Environment status update",
+		"Release update", "Event create", "Job create"} {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `.*\s[1-9][0-9]* \([1-9][0-9]*\)\s.*median [0-9.]+`).MatchString(string(out)) {
+			t.Errorf("patchcost printed no row %q with its size and figures", name)
 		}
 	}
 }
