@@ -1,11 +1,13 @@
 package manager
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	conveyorv1 "github.com/conveyor-dev/conveyor/api/v1alpha1"
 	"github.com/conveyor-dev/conveyor/controllers/engine"
@@ -53,6 +55,52 @@ func BenchmarkFinishedRunInCache(b *testing.B) {
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-B/run")
 	runtime.KeepAlive(kept)
+}
+
+// BenchmarkReleaseInCache prints the heap a Release costs as the manager's
+// cache keeps it (whole, but its managedFields): the release ledger updates
+// a Release from that copy, so the cache cannot keep less. The Release is a
+// bench's (testdata/release.json: one tag run 10 times, 10 decisions, 3
+// environments) and the same with its first decision only, as a tag run
+// once leaves it. Live bytes after a collection, as BenchmarkFinishedRunInCache.
+//
+//	go test ./controllers/manager -run '^$' -bench ReleaseInCache
+func BenchmarkReleaseInCache(b *testing.B) {
+	data, err := os.ReadFile("testdata/release.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	strip := cache.TransformStripManagedFields()
+	for _, decisions := range []int{1, 10} {
+		b.Run(fmt.Sprintf("decisions=%d", decisions), func(b *testing.B) {
+			kept := make([]any, 0, b.N)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			for range b.N {
+				rel := &conveyorv1.Release{}
+				if _, _, err := decoder.Decode(data, nil, rel); err != nil {
+					b.Fatal(err)
+				}
+				if len(rel.Status.Decisions) < decisions {
+					b.Fatalf("testdata/release.json has %d decisions, want %d", len(rel.Status.Decisions), decisions)
+				}
+				// A copy: the dropped decisions are not kept alive.
+				rel.Status.Decisions = append([]conveyorv1.ReleaseDecision(nil), rel.Status.Decisions[:decisions]...)
+				o, err := strip(rel)
+				if err != nil {
+					b.Fatal(err)
+				}
+				kept = append(kept, o)
+			}
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-B/release")
+			runtime.KeepAlive(kept)
+		})
+	}
 }
 
 // TestSlimFinishedRunKeepsWhatIsRead: a finished run in the cache still
