@@ -17,7 +17,8 @@ import (
 // dumpObjects writes, as the API server returns them, one object of each
 // kind a throughput run writes: run-0, its production Approval, the
 // Environment of lane 0's staging, lane 0's Release, an Event about run-0
-// and its staging Job. hack/patchcost measures writes of such objects.
+// and its staging Job, once every phase is done. hack/patchcost measures
+// writes of such objects.
 func (b *bench) dumpObjects(ctx context.Context, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

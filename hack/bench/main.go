@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&o.deployHistory, "deploy-history", 0, "Deploys recorded in every Environment's status before the bench starts, as the manager records them: a cluster that has deployed for a while.")
 	flag.IntVar(&o.releaseHistory, "release-history", 0, "Releases every lane's Pipeline shipped before the bench starts (other tags, approved and deployed): a Pipeline that has shipped for a while.")
 	flag.IntVar(&o.cpuProfile, "cpu-profile", 0, "Seconds of CPU profile to take of the API server and the manager during the throughput phase, into bin/bench/ (0: none).")
-	flag.StringVar(&o.dump, "dump", "", "A directory to write one object of each kind a throughput run writes to, as the API server returns them, after phase 3 (for hack/patchcost).")
+	flag.StringVar(&o.dump, "dump", "", "A directory to write one object of each kind a throughput run writes to, as the API server returns them, once the bench is done (for hack/patchcost).")
 	flag.Var(cliflag.NewStringSlice(&o.managerFlags), "manager-flag", "A flag for every manager process the bench starts, as --manager-flag=--concurrency=8 (repeatable).")
 	flag.Parse()
 	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapcore.ErrorLevel)))
