@@ -75,8 +75,9 @@ func (b *bench) apiWrites(ctx context.Context) (writes, error) {
 			w.releases += value
 		default:
 			// Not the manager's, Leases among them: Environment locks were
-			// Leases until 2026-12-03 night, leader election is off here,
-			// and the API server renews its own identity Lease every 10 s.
+			// Leases until 2026-12-03 night and leader election is off here;
+			// what comes, at one every 10 s, is the API server renewing its
+			// own identity Lease.
 			w.other += value
 		}
 	})
