@@ -38,23 +38,7 @@ func BenchmarkFinishedRunInCache(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kept := make([]any, 0, b.N)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	b.ResetTimer()
-	for range b.N {
-		slim, err := slimFinishedRun(finishedRun(b, data))
-		if err != nil {
-			b.Fatal(err)
-		}
-		kept = append(kept, slim)
-	}
-	b.StopTimer()
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-B/run")
-	runtime.KeepAlive(kept)
+	reportLiveBytes(b, "heap-B/run", func() (any, error) { return slimFinishedRun(finishedRun(b, data)) })
 }
 
 // BenchmarkReleaseInCache prints the heap a Release costs as the manager's
@@ -73,34 +57,42 @@ func BenchmarkReleaseInCache(b *testing.B) {
 	strip := cache.TransformStripManagedFields()
 	for _, decisions := range []int{1, 10} {
 		b.Run(fmt.Sprintf("decisions=%d", decisions), func(b *testing.B) {
-			kept := make([]any, 0, b.N)
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			b.ResetTimer()
-			for range b.N {
+			reportLiveBytes(b, "heap-B/release", func() (any, error) {
 				rel := &conveyorv1.Release{}
 				if _, _, err := decoder.Decode(data, nil, rel); err != nil {
-					b.Fatal(err)
+					return nil, err
 				}
 				if len(rel.Status.Decisions) < decisions {
-					b.Fatalf("testdata/release.json has %d decisions, want %d", len(rel.Status.Decisions), decisions)
+					return nil, fmt.Errorf("testdata/release.json has %d decisions, want %d", len(rel.Status.Decisions), decisions)
 				}
 				// A copy: the dropped decisions are not kept alive.
 				rel.Status.Decisions = append([]conveyorv1.ReleaseDecision(nil), rel.Status.Decisions[:decisions]...)
-				o, err := strip(rel)
-				if err != nil {
-					b.Fatal(err)
-				}
-				kept = append(kept, o)
-			}
-			b.StopTimer()
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "heap-B/release")
-			runtime.KeepAlive(kept)
+				return strip(rel)
+			})
 		})
 	}
+}
+
+// reportLiveBytes keeps b.N objects as cached makes them and reports the
+// live heap they hold per object, after a collection on both sides.
+func reportLiveBytes(b *testing.B, unit string, cached func() (any, error)) {
+	kept := make([]any, 0, b.N)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for range b.N {
+		o, err := cached()
+		if err != nil {
+			b.Fatal(err)
+		}
+		kept = append(kept, o)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), unit)
+	runtime.KeepAlive(kept)
 }
 
 // TestSlimFinishedRunKeepsWhatIsRead: a finished run in the cache still

@@ -115,9 +115,8 @@ func (c *queuedCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for i := range held.Items {
-		run := &held.Items[i]
-		for _, ss := range run.Status.Stages {
-			if ss.Phase == conveyorv1.StageFrozen && !run.Status.Phase.Finished() {
+		for _, ss := range held.Items[i].Status.Stages { // unfinished runs only: the index has no other
+			if ss.Phase == conveyorv1.StageFrozen {
 				frozen[ss.Namespace]++
 				c.seen[ss.Namespace] = true
 			}

@@ -341,20 +341,7 @@ func (s *sources) kinds() []kind {
 				j := &batchv1.Job{ObjectMeta: fresh(s.job.ObjectMeta, name), Spec: *s.job.Spec.DeepCopy()}
 				// What the API server adds at create, it adds again.
 				j.Spec.Selector, j.Spec.ManualSelector = nil, nil
-				labels := map[string]string{}
-				for k, v := range j.Spec.Template.Labels {
-					if !strings.Contains(k, "controller-uid") && !strings.Contains(k, "job-name") {
-						labels[k] = v
-					}
-				}
-				j.Spec.Template.Labels = labels
-				meta := map[string]string{}
-				for k, v := range j.Labels {
-					if !strings.Contains(k, "controller-uid") && !strings.Contains(k, "job-name") {
-						meta[k] = v
-					}
-				}
-				j.Labels = meta
+				j.Labels, j.Spec.Template.Labels = ownLabels(j.Labels), ownLabels(j.Spec.Template.Labels)
 				return j
 			}
 			first := mk(prefix + "-sample")
@@ -363,4 +350,16 @@ func (s *sources) kinds() []kind {
 			}, first, c.Create(ctx, first)
 		}},
 	}
+}
+
+// ownLabels are a Job's labels without those the API server gives it at
+// create (its controller UID and name).
+func ownLabels(in map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range in {
+		if !strings.Contains(k, "controller-uid") && !strings.Contains(k, "job-name") {
+			out[k] = v
+		}
+	}
+	return out
 }
